@@ -1,0 +1,265 @@
+"""A raw gRPC connection to Firestore (or its emulator) that keeps responses as wire bytes.
+
+Requests are few, so callers build them with google.cloud.firestore_v1.types (proto-plus
+messages, their ._pb, or already-serialized bytes). Responses are many, so they come back
+as the exact bytes the server sent; firestore.documents extracts the few fields we need.
+No client is created at import time; every grpc.RpcError is translated here, at the edge,
+into a firebackup.errors type (SourceUnavailable, SnapshotTooOld, SourceError).
+
+    conn = open_firestore("my-project", "(default)")          # FIRESTORE_EMULATOR_HOST honoured
+    for raw in conn.run_query(RunQueryRequest(parent=conn.documents_path, ...)):
+        ...                                                   # raw RunQueryResponse bytes
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from typing import Any, Iterator, Mapping
+
+import grpc
+
+from firebackup.errors import FireBackupError, SnapshotTooOld, SourceError, SourceUnavailable
+
+DEFAULT_DATABASE = "(default)"
+FIRESTORE_HOST = "firestore.googleapis.com:443"
+SCOPES = ("https://www.googleapis.com/auth/datastore",)
+_SERVICE = "/google.firestore.v1.Firestore/"
+
+# Documents are up to 1 MiB and a BatchWrite carries up to 500 of them; lift gRPC's 4 MiB caps.
+_CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 30_000),
+)
+
+# Status codes after which the same call may succeed if repeated (Firestore's retry guidance).
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+class NotSupportedByServer(SourceError):
+    """The server answered UNIMPLEMENTED (the emulator does, e.g. for PartitionQuery)."""
+
+
+def _serialize(request: Any) -> bytes:
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        return bytes(request)
+    pb = getattr(request, "_pb", request)  # proto-plus message -> its protobuf
+    return pb.SerializeToString()
+
+
+def _field(request: Any, name: str) -> str | None:
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        return None
+    return getattr(request, name, None) or None
+
+
+def _exc_text(e: grpc.RpcError) -> str:
+    details = e.details() if hasattr(e, "details") else str(e)
+    return " ".join(str(details or "").split())  # one line, whatever the server sent
+
+
+def translate_error(e: grpc.RpcError, *, host: str, what: str, database: str = "") -> FireBackupError:
+    """Turn a grpc.RpcError into the firebackup.errors type a person can act on (one line)."""
+    code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+    details = _exc_text(e)
+    low = details.lower()
+    where = f"{database} at {host}" if database else host
+    err: FireBackupError
+    if code == grpc.StatusCode.UNAVAILABLE:
+        err = SourceUnavailable(
+            f"cannot reach Firestore at {host} ({what}: {details or 'unavailable'}); "
+            "check the host (FIRESTORE_EMULATOR_HOST for the emulator) and that the server is running"
+        )
+    elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT) and (
+        "too old" in low or ("read_time" in low or "read time" in low or "snapshot" in low)
+        and ("old" in low or "past" in low or "retention" in low or "version" in low)
+    ):
+        err = SnapshotTooOld(
+            f"{what} on {where}: the snapshot read_time fell out of Firestore's version retention "
+            f"({details}); start a new backup (or enable point-in-time recovery for 7-day retention)"
+        )
+    elif code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        err = SourceError(
+            f"{what} on {where}: permission denied ({details}); grant the credentials "
+            "Cloud Datastore access (roles/datastore.user or roles/datastore.importExportAdmin)"
+        )
+    elif code == grpc.StatusCode.UNIMPLEMENTED:
+        err = NotSupportedByServer(f"{what} is not implemented by the server at {host} ({details})")
+    elif code == grpc.StatusCode.NOT_FOUND:
+        err = SourceError(f"{what} on {where}: not found ({details}); check --project and --database")
+    else:
+        err = SourceError(f"{what} on {where} failed: {code.name} {details}")
+    err.grpc_code = code  # type: ignore[attr-defined]  # lets writers decide whether to retry
+    err.retryable = code in RETRYABLE_CODES  # type: ignore[attr-defined]
+    return err
+
+
+class FirestoreConnection:
+    """One gRPC channel to one database; thread-safe, share it between workers.
+
+    Every method takes a request (proto-plus message, protobuf, or serialized bytes) and
+    returns raw response bytes (or an iterator of them for streaming calls).
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        *,
+        project: str,
+        database: str = DEFAULT_DATABASE,
+        host: str,
+        emulator: bool,
+    ) -> None:
+        self.channel = channel
+        self.project = project
+        self.database = database or DEFAULT_DATABASE
+        self.host = host
+        self.emulator = emulator
+        self.database_path = f"projects/{project}/databases/{self.database}"
+        self.documents_path = f"{self.database_path}/documents"
+        base: list[tuple[str, str]] = [("google-cloud-resource-prefix", self.database_path)]
+        if emulator:
+            # The emulator bypasses security rules for this token (as the SDKs do).
+            base.append(("authorization", "Bearer owner"))
+        self._base_metadata = tuple(base)
+        self._db_metadata = self._base_metadata + (self._routing("database", self.database_path),)
+        self._calls: dict[str, Any] = {}
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @staticmethod
+    def _routing(key: str, value: str) -> tuple[str, str]:
+        return ("x-goog-request-params", f"{key}={urllib.parse.quote(value, safe='')}")
+
+    def _parent_metadata(self, request: Any) -> tuple[tuple[str, str], ...]:
+        parent = _field(request, "parent") or self.documents_path
+        return self._base_metadata + (self._routing("parent", parent),)
+
+    def _callable(self, kind: str, method: str) -> Any:
+        c = self._calls.get(method)
+        if c is None:
+            factory = getattr(self.channel, kind)
+            # No (de)serializers: requests go out as given bytes, responses come back as bytes.
+            c = factory(_SERVICE + method)
+            self._calls[method] = c
+        return c
+
+    def _unary(self, method: str, request: Any, metadata, timeout: float | None) -> bytes:
+        try:
+            return self._callable("unary_unary", method)(
+                _serialize(request), metadata=metadata, timeout=timeout
+            )
+        except grpc.RpcError as e:
+            raise translate_error(e, host=self.host, what=method, database=self.database_path) from None
+
+    def _stream(self, method: str, request: Any, metadata, timeout: float | None) -> Iterator[bytes]:
+        call = self._callable("unary_stream", method)(
+            _serialize(request), metadata=metadata, timeout=timeout
+        )
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            raise translate_error(e, host=self.host, what=method, database=self.database_path) from None
+        finally:
+            call.cancel()  # no-op when finished; stops the server stream if the reader quits early
+
+    # -- RPCs ----------------------------------------------------------------------------
+
+    def run_query(self, request: Any, *, timeout: float | None = None) -> Iterator[bytes]:
+        """Stream RunQueryResponse bytes (field 1 document, field 3 read_time, ...)."""
+        return self._stream("RunQuery", request, self._parent_metadata(request), timeout)
+
+    def partition_query(self, request: Any, *, timeout: float | None = None) -> bytes:
+        """PartitionQueryResponse bytes; raises NotSupportedByServer on the emulator."""
+        return self._unary("PartitionQuery", request, self._parent_metadata(request), timeout)
+
+    def list_collection_ids(self, request: Any, *, timeout: float | None = None) -> bytes:
+        """ListCollectionIdsResponse bytes (one page)."""
+        return self._unary("ListCollectionIds", request, self._parent_metadata(request), timeout)
+
+    def batch_get_documents(self, request: Any, *, timeout: float | None = None) -> Iterator[bytes]:
+        """Stream BatchGetDocumentsResponse bytes."""
+        return self._stream("BatchGetDocuments", request, self._db_metadata, timeout)
+
+    def batch_write(self, request: Any, *, timeout: float | None = None) -> bytes:
+        """BatchWriteResponse bytes (per-write status in field 2)."""
+        return self._unary("BatchWrite", request, self._db_metadata, timeout)
+
+    def commit(self, request: Any, *, timeout: float | None = None) -> bytes:
+        """CommitResponse bytes."""
+        return self._unary("Commit", request, self._db_metadata, timeout)
+
+    def begin_transaction(self, request: Any, *, timeout: float | None = None) -> bytes:
+        """BeginTransactionResponse bytes (field 1 transaction id)."""
+        return self._unary("BeginTransaction", request, self._db_metadata, timeout)
+
+    def rollback(self, request: Any, *, timeout: float | None = None) -> None:
+        self._unary("Rollback", request, self._db_metadata, timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "FirestoreConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FirestoreConnection({self.database_path} at {self.host})"
+
+
+def open_firestore(
+    project: str,
+    database: str = DEFAULT_DATABASE,
+    *,
+    emulator_host: str | None = None,
+    env: Mapping[str, str] | None = None,
+    credentials: Any = None,
+    target: str = FIRESTORE_HOST,
+) -> FirestoreConnection:
+    """Open a connection to projects/<project>/databases/<database>.
+
+    Emulator when emulator_host is given or FIRESTORE_EMULATOR_HOST is set in env (default
+    os.environ): an insecure channel. Otherwise real Firestore at `target` over TLS with
+    `credentials` or Application Default Credentials. Channels connect lazily; an
+    unreachable host surfaces as SourceUnavailable on the first call.
+    """
+    if not project:
+        raise SourceUnavailable("no Firestore project given; pass --project")
+    env = os.environ if env is None else env
+    host = emulator_host or env.get("FIRESTORE_EMULATOR_HOST") or None
+    if host:
+        host = host.strip()
+        if "://" in host:
+            host = host.split("://", 1)[1]
+        channel = grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)
+        return FirestoreConnection(channel, project=project, database=database, host=host, emulator=True)
+
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.grpc
+    import google.auth.transport.requests
+
+    if credentials is None:
+        try:
+            credentials, _ = google.auth.default(scopes=SCOPES)
+        except google.auth.exceptions.DefaultCredentialsError as e:
+            raise SourceUnavailable(
+                "no Google credentials for Firestore: run `gcloud auth application-default login` "
+                "or set GOOGLE_APPLICATION_CREDENTIALS (or FIRESTORE_EMULATOR_HOST for the emulator)"
+            ) from e
+    channel = google.auth.transport.grpc.secure_authorized_channel(
+        credentials, google.auth.transport.requests.Request(), target, options=_CHANNEL_OPTIONS
+    )
+    return FirestoreConnection(channel, project=project, database=database, host=target, emulator=False)
