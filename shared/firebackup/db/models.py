@@ -1,0 +1,292 @@
+"""SQLAlchemy 2 models of the control plane's metadata database.
+
+Columns that hold secrets end in `_sealed` and only ever receive tokens from
+firebackup.crypto.secrets; `SEALED_COLUMNS` lists them so key rotation can find every one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def new_id(prefix: str) -> str:
+    """A sortable id: prefix, milliseconds since the epoch, random tail (key order = creation order)."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, PostgreSQL would convert it."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+
+ID = sa.String(40)
+def _org_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("organizations.id", ondelete="CASCADE")
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("usr"))
+    firebase_uid: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    email: Mapped[str | None] = mapped_column(sa.String(320), unique=True)
+    display_name: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("org"))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserOrganization(Base):
+    __tablename__ = "user_organizations"
+    user_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Project(Base):
+    """A connected Firebase project (one Firestore database in it)."""
+
+    __tablename__ = "projects"
+    __table_args__ = (sa.UniqueConstraint("org_id", "gcp_project_id", "database_id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("prj"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    gcp_project_id: Mapped[str] = mapped_column(sa.String(64))
+    database_id: Mapped[str] = mapped_column(sa.String(64), default="(default)")
+    auth_kind: Mapped[str] = mapped_column(sa.String(32))  # service_account | oauth
+    credentials_sealed: Mapped[str | None] = mapped_column(sa.Text)
+    credentials_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
+    created_by: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StorageDestination(Base):
+    __tablename__ = "storage_destinations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("dst"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # s3 | spaces | gcs | s3compat | local
+    url: Mapped[str] = mapped_column(sa.String(1024))
+    options: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # non-secret: region, endpoint
+    credentials_sealed: Mapped[str | None] = mapped_column(sa.Text)
+    credentials_fingerprint: Mapped[str | None] = mapped_column(sa.String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+BACKUP_STATES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class Backup(Base):
+    __tablename__ = "backups"
+    __table_args__ = (sa.Index("ix_backups_org_created", "org_id", "id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("bkp"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk())
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    destination_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("storage_destinations.id", ondelete="CASCADE"))
+    schedule_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("schedules.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    repo_backup_id: Mapped[str | None] = mapped_column(sa.String(64))  # id inside the storage location
+    collections: Mapped[list | None] = mapped_column(sa.JSON)
+    include_auth: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    read_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    documents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    chunks_total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(sa.Integer, default=0)
+    bytes_raw: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    manifest_key: Mapped[str | None] = mapped_column(sa.String(1024))
+    verify_state: Mapped[str | None] = mapped_column(sa.String(16))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    requested_by: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BackupChunk(Base):
+    __tablename__ = "backup_chunks"
+    __table_args__ = (sa.UniqueConstraint("backup_id", "chunk_id"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    backup_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("backups.id", ondelete="CASCADE"))
+    chunk_id: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(16), default="docs")
+    key: Mapped[str] = mapped_column(sa.String(1024))
+    records: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    bytes_raw: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Restore(Base):
+    __tablename__ = "restores"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("rst"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    backup_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("backups.id", ondelete="CASCADE"))
+    target_project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    target_database: Mapped[str | None] = mapped_column(sa.String(64))
+    mode: Mapped[str] = mapped_column(sa.String(16), default="overwrite")  # overwrite | skip | merge
+    collections: Mapped[list | None] = mapped_column(sa.JSON)
+    dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    include_auth: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    chunks_total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(sa.Integer, default=0)
+    documents_written: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    requested_by: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Schedule(Base):
+    __tablename__ = "schedules"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("sch"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    destination_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("storage_destinations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    cron: Mapped[str] = mapped_column(sa.String(120))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    retention: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # {keep_last, keep_days}
+    collections: Mapped[list | None] = mapped_column(sa.JSON)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("whk"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    events: Mapped[list] = mapped_column(sa.JSON, default=list)
+    secret_sealed: Mapped[str] = mapped_column(sa.Text)
+    secret_fingerprint: Mapped[str] = mapped_column(sa.String(80))
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("whd"))
+    webhook_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict] = mapped_column(sa.JSON)
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_org_id", "org_id", "id"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("aud"))
+    org_id: Mapped[str | None] = mapped_column(ID, _org_fk())
+    actor_type: Mapped[str] = mapped_column(sa.String(16))  # user | token | system
+    actor_id: Mapped[str | None] = mapped_column(ID)
+    action: Mapped[str] = mapped_column(sa.String(64), index=True)
+    resource_type: Mapped[str | None] = mapped_column(sa.String(32))
+    resource_id: Mapped[str | None] = mapped_column(sa.String(64))
+    ip: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+    result: Mapped[str] = mapped_column(sa.String(16), default="success")
+    details: Mapped[dict | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("tok"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))  # first characters, to recognise a token
+    created_by: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PITRConfig(Base):
+    __tablename__ = "pitr_configs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("ptc"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"), unique=True)
+    destination_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("storage_destinations.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    retention_days: Mapped[int] = mapped_column(sa.Integer, default=7)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PITRChange(Base):
+    """One captured document write; (project_id, event_id) makes redelivered events idempotent."""
+
+    __tablename__ = "pitr_changes"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "event_id"),
+        sa.Index("ix_pitr_changes_project_time", "project_id", "update_time"),
+    )
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(sa.String(128))
+    document_path: Mapped[str] = mapped_column(sa.Text)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_time_nanos: Mapped[int] = mapped_column(sa.Integer, default=0)  # sub-microsecond part
+    before: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    after: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    compacted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+SEALED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
+    (Project, "credentials_sealed"),
+    (StorageDestination, "credentials_sealed"),
+    (Webhook, "secret_sealed"),
+)

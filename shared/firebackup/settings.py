@@ -1,0 +1,79 @@
+"""Configuration, read once at the edge (`Settings.from_env()`) and passed down."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from firebackup.errors import BadKey, UsageError
+
+
+@dataclass(frozen=True)
+class Settings:
+    # SQLite file next to the process is the embedded default; PostgreSQL by URL
+    # ("postgresql+pg8000://...") or Cloud SQL when an instance connection name is set.
+    database_url: str = "sqlite:///firebackup.db"
+    cloudsql_instance: str | None = None
+    cloudsql_iam_user: str | None = None
+    cloudsql_database: str = "firebackup"
+    # Master key(s) for sealing secrets: the current one seals, every listed one opens.
+    master_key: bytes | None = field(default=None, repr=False)
+    old_master_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    kms_key_name: str | None = None
+    firebase_project_id: str = "demo-firebackup"
+    max_request_bytes: int = 1_048_576
+    allow_local_storage: bool = False
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    oauth_redirect_uri: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from FIREBACKUP_* variables (and a few Google-standard ones)."""
+        env = os.environ if env is None else env
+        old = tuple(
+            _b64key(k.strip(), "FIREBACKUP_OLD_MASTER_KEYS")
+            for k in env.get("FIREBACKUP_OLD_MASTER_KEYS", "").split(",")
+            if k.strip()
+        )
+        master = env.get("FIREBACKUP_MASTER_KEY")
+        return cls(
+            database_url=env.get("FIREBACKUP_DATABASE_URL", cls.database_url),
+            cloudsql_instance=env.get("FIREBACKUP_CLOUDSQL_INSTANCE") or None,
+            cloudsql_iam_user=env.get("FIREBACKUP_CLOUDSQL_IAM_USER") or None,
+            cloudsql_database=env.get("FIREBACKUP_CLOUDSQL_DATABASE", cls.cloudsql_database),
+            master_key=_b64key(master, "FIREBACKUP_MASTER_KEY") if master else None,
+            old_master_keys=old,
+            kms_key_name=env.get("FIREBACKUP_KMS_KEY") or None,
+            firebase_project_id=env.get("FIREBACKUP_FIREBASE_PROJECT")
+            or env.get("GOOGLE_CLOUD_PROJECT")
+            or cls.firebase_project_id,
+            max_request_bytes=_int(env, "FIREBACKUP_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            allow_local_storage=env.get("FIREBACKUP_ALLOW_LOCAL_STORAGE", "").lower() in ("1", "true", "yes"),
+            oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
+            oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
+            oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
+        )
+
+
+def _b64key(text: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadKey(f"{name} is not base64; set it to 32 random bytes, base64-encoded") from e
+    if len(key) != 32:
+        raise BadKey(f"{name} decodes to {len(key)} bytes, not 32; set it to 32 random bytes, base64-encoded")
+    return key
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise UsageError(f"{name}={raw!r} is not an integer; set a whole number") from e
