@@ -1,0 +1,561 @@
+"""`firebackup ...`: the command line (contract: shared/design/cli.md).
+
+stdout carries the result (exactly one JSON object with --json); messages and progress bars
+go to stderr. Exit status: 0 success, 1 the operation ran and failed, 2 bad usage or input.
+Settings (location URL, key file) are read here, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable, Sequence
+
+from firebackup import __version__
+from firebackup.errors import BadKey, FireBackupError, OperationFailed, UsageError
+
+PROG = "firebackup"
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+def say(msg: str = "") -> None:
+    """Human text: always stderr, so stdout stays the result."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (dt.datetime, dt.date)):
+        return o.isoformat()
+    if isinstance(o, (bytes, bytearray)):
+        return o.hex()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # pragma: no cover
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    """Engine results may be dicts, dataclasses or objects with to_dict(); the CLI needs a dict."""
+    if result is None:
+        return {}
+    if isinstance(result, dict):
+        return dict(result)
+    if hasattr(result, "to_dict"):
+        return dict(result.to_dict())
+    if dataclasses.is_dataclass(result):
+        return dataclasses.asdict(result)
+    return {k: v for k, v in vars(result).items() if not k.startswith("_")}
+
+
+# -- argument parsing --------------------------------------------------------------------
+
+
+class _ArgumentError(UsageError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that fails with one line (and exit 2 via UsageError) instead of usage + text."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise _ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _csv_list(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {value!r}")
+    return items
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {n}")
+    return n
+
+
+def _positive_int(value: str) -> int:
+    n = _non_negative_int(value)
+    if n == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return n
+
+
+COMPRESSIONS = ("brotli", "zstd", "gzip", "none")
+PUBLIC_COMMANDS = "{keygen,backup,restore,verify,list,show}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Consistent, lossless, encrypted backups of Firestore and Firebase Auth "
+                    "into storage you own.",
+    )
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", metavar=PUBLIC_COMMANDS, parser_class=_Parser)
+    sub.required = True
+
+    def json_flag(sp):
+        sp.add_argument("--json", action="store_true",
+                        help="print exactly one JSON object on stdout (messages go to stderr)")
+
+    def key_flag(sp, what: str):
+        sp.add_argument("--key-file", metavar="FILE", help=what)
+
+    sp = sub.add_parser("keygen", help="write a new 256-bit key (base64, one line)",
+                        description="Write a new 256-bit key (base64, one line) to FILE "
+                                    "(mode 0600, never overwriting) or to stdout.")
+    sp.add_argument("--out", metavar="FILE", help="write the key here (refuses to overwrite)")
+    sp.set_defaults(func=cmd_keygen)
+
+    sp = sub.add_parser("backup", help="back up a Firestore database (and Auth users)")
+    sp.add_argument("--project", required=True, metavar="ID", help="Google Cloud project id")
+    sp.add_argument("--database", default="(default)", metavar="NAME",
+                    help="Firestore database (default: %(default)s)")
+    sp.add_argument("--to", required=True, metavar="URL", help="backup location (file://, s3://, gs://, spaces://)")
+    sp.add_argument("--collections", type=_csv_list, metavar="a,b,...",
+                    help="root collections to back up, each with all its subcollections (default: all)")
+    sp.add_argument("--include-auth", action="store_true", help="also back up Firebase Auth users")
+    sp.add_argument("--compression", choices=COMPRESSIONS, help="codec (default: the format's default)")
+    sp.add_argument("--level", type=_non_negative_int, metavar="N", help="compression level")
+    key_flag(sp, "encrypt with this key (from 'firebackup keygen'); without it the backup is NOT encrypted")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_backup)
+
+    sp = sub.add_parser("restore", help="restore a backup into a Firestore database")
+    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+    sp.add_argument("--project", required=True, metavar="ID", help="target project id")
+    sp.add_argument("--database", default="(default)", metavar="NAME",
+                    help="target database (default: %(default)s)")
+    sp.add_argument("--collections", type=_csv_list, metavar="a,b,...",
+                    help="root collections to restore, each with all its subcollections (default: all)")
+    sp.add_argument("--mode", choices=("overwrite", "skip", "merge"), default="overwrite",
+                    help="what to do with documents that exist (default: %(default)s)")
+    sp.add_argument("--include-auth", action="store_true", help="also import the backed-up Auth users")
+    sp.add_argument("--dry-run", action="store_true", help="report what would be written; write nothing")
+    key_flag(sp, "the key the backup was made with")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_restore)
+
+    sp = sub.add_parser("verify", help="read every chunk of a backup and check it")
+    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+    key_flag(sp, "the key the backup was made with")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("list", help="list the complete backups at a location (no key needed)")
+    sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("show", help="show one backup's manifest")
+    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+    key_flag(sp, "the key the backup was made with (without it only the public summary is shown)")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_show)
+
+    # Not in the contract: backs up generated documents without Firestore (demos, tests, benchmarks).
+    sp = sub.add_parser("demo-storage", description="Back up N generated Firestore documents "
+                                                    "into a location, without Firestore.")
+    sp.add_argument("--to", required=True, metavar="URL", help="backup location")
+    sp.add_argument("--docs", type=_non_negative_int, default=10_000, metavar="N",
+                    help="documents to generate (default: %(default)s)")
+    sp.add_argument("--chunk-docs", type=_positive_int, default=5_000, metavar="N",
+                    help="documents per chunk (default: %(default)s)")
+    sp.add_argument("--collections", type=_csv_list, default=["users", "orders"], metavar="a,b,...",
+                    help="root collection names to spread documents over (default: users,orders)")
+    sp.add_argument("--project", default="demo-firebackup", metavar="ID")
+    sp.add_argument("--database", default="(default)", metavar="NAME")
+    sp.add_argument("--compression", choices=COMPRESSIONS)
+    sp.add_argument("--level", type=_non_negative_int, metavar="N")
+    sp.add_argument("--seed", type=int, default=0, help="generator seed (same seed, same documents)")
+    key_flag(sp, "encrypt with this key; without it the backup is NOT encrypted")
+    json_flag(sp)
+    sp.set_defaults(func=cmd_demo_storage)
+    return p
+
+
+# -- edge: settings read once ------------------------------------------------------------
+
+
+def open_repository(url: str):
+    from firebackup.engine.repository import Repository
+    from firebackup.storage import open_storage
+
+    return Repository(open_storage(url))
+
+
+def load_key(path: str | None):
+    """The key-encryption key from --key-file, or None (unencrypted)."""
+    if path is None:
+        return None
+    from firebackup.crypto.keys import LocalKey
+
+    if not os.path.exists(path):
+        raise BadKey(f"key file not found: {path}; create one with 'firebackup keygen --out {path}'")
+    return LocalKey.from_file(path)
+
+
+def _progress(label: str):
+    from firebackup.progress import progress_for
+
+    return progress_for(label)
+
+
+def _close_repo(repo) -> None:
+    close = getattr(repo.storage, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # closing is best effort; the result is already decided
+            pass
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_keygen(args) -> int:
+    from firebackup.crypto.keys import LocalKey
+
+    text = LocalKey.generate_text().strip()
+    if args.out is None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return 0
+    path = args.out
+    try:
+        # O_EXCL: never overwrite a key; losing one loses every backup made with it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting a key (choose another --out)") from None
+    except OSError as e:
+        raise UsageError(f"cannot create key file {path}: {e.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)  # umask may have narrowed it; make it exact
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write key file {path}: {e.strerror}") from None
+    key_id = _key_id(path)
+    say(f"wrote a new key to {path} (mode 0600{', key id ' + key_id if key_id else ''}); "
+        f"keep a copy somewhere safe: backups made with it cannot be read without it")
+    return 0
+
+
+def _key_id(path: str) -> str | None:
+    try:
+        return load_key(path).key_id
+    except Exception:
+        return None
+
+
+def _unencrypted_note(encrypted: bool) -> None:
+    if not encrypted:
+        say("note: this backup is NOT encrypted (no --key-file); anyone who can read the location can read it")
+
+
+def cmd_backup(args) -> int:
+    kek = load_key(args.key_file)
+    repo = open_repository(args.to)
+    from firebackup.engine.backup import run_backup  # lazily: the CLI works without the engine
+
+    progress = _progress("backup")
+    started = time.monotonic()
+    try:
+        result = run_backup(
+            project=args.project,
+            database=args.database,
+            repo=repo,
+            collections=args.collections,
+            include_auth=args.include_auth,
+            compression=args.compression,
+            level=args.level,
+            kek=kek,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+        _close_repo(repo)
+    out = _as_dict(result)
+    out.setdefault("duration_s", round(time.monotonic() - started, 3))
+    out.setdefault("encrypted", kek is not None)
+    keys = ("backup_id", "read_time", "documents", "collections", "auth_users", "chunks",
+            "bytes_raw", "bytes_stored", "compression", "encrypted", "duration_s")
+    ordered = {k: out.get(k) for k in keys}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    _report_backup(ordered, args)
+    return 0
+
+
+def _report_backup(out: dict[str, Any], args) -> None:
+    chunks = out.get("chunks")
+    n_chunks = len(chunks) if isinstance(chunks, list) else chunks
+    auth = f", {out.get('auth_users')} auth users" if out.get("auth_users") else ""
+    say(f"backup {out.get('backup_id')}: {out.get('documents')} documents{auth} in {n_chunks} chunks, "
+        f"{_human_bytes(out.get('bytes_raw'))} -> {_human_bytes(out.get('bytes_stored'))} "
+        f"({out.get('compression')}), {out.get('duration_s')} s, "
+        f"{'encrypted' if out.get('encrypted') else 'NOT encrypted'}")
+    _unencrypted_note(bool(out.get("encrypted")))
+    if args.json:
+        emit_json(out)
+    else:
+        print(out.get("backup_id"), flush=True)
+
+
+def cmd_restore(args) -> int:
+    from firebackup.engine.repository import check_backup_id
+
+    check_backup_id(args.backup_id)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    from firebackup.engine.restore import run_restore  # lazily: the CLI works without the engine
+
+    progress = _progress("restore")
+    started = time.monotonic()
+    try:
+        result = run_restore(
+            backup_id=args.backup_id,
+            repo=repo,
+            project=args.project,
+            database=args.database,
+            collections=args.collections,
+            mode=args.mode,
+            include_auth=args.include_auth,
+            dry_run=args.dry_run,
+            kek=kek,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+        _close_repo(repo)
+    out = _as_dict(result)
+    out.setdefault("backup_id", args.backup_id)
+    out.setdefault("dry_run", args.dry_run)
+    out.setdefault("duration_s", round(time.monotonic() - started, 3))
+    keys = ("backup_id", "documents_written", "documents_skipped", "documents_failed",
+            "auth_users", "dry_run", "duration_s")
+    ordered = {k: out.get(k) for k in keys}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    failed = ordered.get("documents_failed") or 0
+    verb = "would write" if ordered["dry_run"] else "wrote"
+    say(f"restore {args.backup_id} -> {args.project}/{args.database}: {verb} "
+        f"{ordered.get('documents_written')} documents, skipped {ordered.get('documents_skipped')}, "
+        f"failed {failed}, auth users {ordered.get('auth_users')}, {ordered['duration_s']} s")
+    if args.json:
+        emit_json(ordered)
+    if failed:
+        say(f"restore failed: {failed} documents were not written")
+        return 1
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from firebackup.engine.repository import check_backup_id
+    from firebackup.engine.verify import verify
+
+    check_backup_id(args.backup_id)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    progress = _progress("verify")
+    try:
+        report = verify(repo, args.backup_id, kek, progress=progress)
+    finally:
+        progress.close()
+        _close_repo(repo)
+    out = report.to_dict()
+    if report.ok:
+        say(f"backup {report.backup_id}: OK, {report.chunks_checked} chunks, {report.documents} documents"
+            f"{', ' + str(report.auth_users) + ' auth users' if report.auth_users else ''}, "
+            f"{'encrypted' if report.encrypted else 'NOT encrypted'}")
+    else:
+        say(f"backup {report.backup_id}: {len(report.problems)} problem(s) in "
+            f"{report.chunks_checked} chunks:")
+        for problem in report.problems:
+            say(f"  {problem}")
+    if args.json:
+        emit_json(out)
+    return 0 if report.ok else 1
+
+
+def cmd_list(args) -> int:
+    repo = open_repository(args.location)
+    try:
+        listing = repo.scan()
+    finally:
+        _close_repo(repo)
+    good = [b for b in listing.backups if b.problem is None]
+    if args.json:
+        emit_json({
+            "backups": [b.to_dict() for b in good],
+            "problems": listing.problems,
+            "incomplete": listing.incomplete,
+        })
+    else:
+        if good:
+            print(f"{'BACKUP_ID':<26} {'READ_TIME':<32} {'DOCUMENTS':>10} {'STORED':>10}  ENCRYPTED")
+            for b in good:
+                print(f"{b.backup_id:<26} {str(b.read_time or '-'):<32} {b.documents if b.documents is not None else '?':>10} "
+                      f"{_human_bytes(b.bytes_stored):>10}  {'yes' if b.encrypted else 'NO'}")
+        sys.stdout.flush()
+    say(f"{len(good)} complete backup(s) at {repo.url}"
+        + (f"; {len(listing.incomplete)} incomplete (no manifest)" if listing.incomplete else ""))
+    for problem in listing.problems:
+        say(f"warning: {problem}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from firebackup.engine.repository import check_backup_id
+
+    check_backup_id(args.backup_id)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    try:
+        summary = repo.read_summary(args.backup_id)
+        manifest = None
+        if kek is not None or not summary.get("encrypted"):
+            manifest, _ = repo.read_manifest(args.backup_id, kek)
+    finally:
+        _close_repo(repo)
+    out: dict[str, Any] = dict(summary)
+    out["backup_id"] = args.backup_id
+    out["encrypted"] = bool(summary.get("encrypted"))
+    if manifest is not None:
+        body = _as_dict(manifest)
+        for k, v in body.items():
+            out.setdefault(k, v)
+        out["manifest"] = body
+    else:
+        out["manifest"] = None
+    if args.json:
+        emit_json(out)
+    else:
+        _print_show(out)
+    if manifest is None:
+        say("the backup is encrypted: pass --key-file to see its chunks and collections")
+    _unencrypted_note(out["encrypted"])
+    return 0
+
+
+def _print_show(out: dict[str, Any]) -> None:
+    skip = {"manifest", "chunks"}
+    for k, v in out.items():
+        if k in skip or isinstance(v, (dict, list)) and len(json.dumps(v, default=str)) > 120:
+            continue
+        print(f"{k + ':':<18} {json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}")
+    body = out.get("manifest") or {}
+    chunks = body.get("chunks") or []
+    if chunks:
+        print(f"chunks:            {len(chunks)}")
+        print(f"  {'CHUNK':<16} {'KIND':<5} {'RECORDS':>8} {'RAW':>10} {'STORED':>10}  SHA256")
+        for c in chunks:
+            c = _as_dict(c)
+            print(f"  {c.get('chunk_id', '?'):<16} {c.get('kind', '?'):<5} {c.get('records', 0):>8} "
+                  f"{_human_bytes(c.get('bytes_raw')):>10} {_human_bytes(c.get('bytes_stored')):>10}  "
+                  f"{str(c.get('sha256', ''))[:16]}")
+    sys.stdout.flush()
+
+
+def cmd_demo_storage(args) -> int:
+    from firebackup.engine import demo
+
+    kek = load_key(args.key_file)
+    repo = open_repository(args.to)
+    progress = _progress("demo-storage")
+    progress.set_total(documents=args.docs)
+    started = time.monotonic()
+    try:
+        out = demo.backup_generated(
+            repo, documents=args.docs, chunk_docs=args.chunk_docs, collections=args.collections,
+            project=args.project, database=args.database, compression=args.compression,
+            level=args.level, kek=kek, seed=args.seed, progress=progress,
+        )
+    finally:
+        progress.close()
+        _close_repo(repo)
+    out["duration_s"] = round(time.monotonic() - started, 3)
+    _report_backup(out, args)
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit status (0 ok, 1 failed, 2 bad usage or input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want_json = "--json" in argv
+    debug = os.environ.get("FIREBACKUP_DEBUG") == "1"
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except FireBackupError as e:
+        if debug:
+            traceback.print_exc()
+        message = _one_line(e)
+        if not message.startswith(PROG):
+            message = f"{PROG}: {message}"
+        say(message)
+        if want_json:
+            emit_json({"error": _one_line(e), "exit_code": e.exit_code})
+        return e.exit_code
+    except KeyboardInterrupt:
+        say(f"{PROG}: interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing more to say to it.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 1
+    except Exception as e:  # a bug or an unexpected environment: one line unless debugging
+        if debug:
+            traceback.print_exc()
+        say(f"{PROG}: unexpected error: {type(e).__name__}: {_one_line(e)}"
+            + ("" if debug else " (set FIREBACKUP_DEBUG=1 to see the traceback)"))
+        if want_json:
+            emit_json({"error": f"{type(e).__name__}: {_one_line(e)}", "exit_code": 1})
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
