@@ -1,0 +1,263 @@
+"""Read a whole Firestore database at one instant, as raw Document bytes, in resumable ranges.
+
+Every read carries the same read_time, so a backup is one consistent snapshot. Documents
+come from kindless all-descendants queries (every collection, every depth, including
+subcollections under documents that do not exist) ordered by __name__; a range is a slice
+of that order bounded by document names, and a reader hands on the rest of a range with
+the name of the last document it read (a cursor), so work can be split and resumed.
+
+Range bounds for a root collection X are the names X/MIN and X\\0/MIN, where MIN is the
+smallest possible document id (Datastore numeric ids sort before strings) — the same
+bounds the Firestore SDKs use for Query.recursive() / recursiveDelete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+from google.cloud.firestore_v1.types import document as document_pb
+from google.cloud.firestore_v1.types import firestore as firestore_pb
+from google.cloud.firestore_v1.types import query as query_pb
+from google.protobuf import timestamp_pb2
+
+from firebackup.errors import SourceError, UsageError
+from firebackup.firestore.documents import (
+    datetime_to_timestamp,
+    decode_timestamp,
+    run_query_document,
+    run_query_read_time,
+    timestamp_to_datetime,
+)
+from firebackup.firestore.grpc import FirestoreConnection, NotSupportedByServer
+
+MIN_ID = "__id-9223372036854775808__"
+# A collection id nobody uses; only the response's read_time matters.
+_PROBE_COLLECTION = "firebackup-read-time-probe"
+_NUMERIC_ID = re.compile(r"^__id(-?\d+)__$")
+
+_SQ = query_pb.StructuredQuery._meta.pb
+_NAME_FIELD = query_pb.StructuredQuery.FieldReference._meta.pb(field_path="__name__")
+
+
+@dataclass(frozen=True)
+class DocRange:
+    """Documents with lo <= __name__ < hi in __name__ order (None: unbounded); names are full.
+
+    `collection` is the root collection the range belongs to (informational, for the manifest).
+    """
+
+    collection: str | None = None
+    lo: str | None = None
+    hi: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"collection": self.collection, "lo": self.lo, "hi": self.hi}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DocRange":
+        return cls(collection=d.get("collection"), lo=d.get("lo"), hi=d.get("hi"))
+
+
+def check_collection_id(collection_id: str) -> str:
+    """A root collection id as --collections takes it; UsageError if it cannot be one."""
+    if not collection_id or "/" in collection_id or collection_id in (".", ".."):
+        raise UsageError(
+            f"not a root collection id: {collection_id!r} (name root collections, e.g. --collections users,orders)"
+        )
+    if len(collection_id.encode("utf-8")) > 1500:
+        raise UsageError(f"collection id longer than 1500 bytes: {collection_id[:40]!r}...")
+    return collection_id
+
+
+def name_sort_key(name: str) -> tuple:
+    """Firestore's order of document names: segment by segment, numeric ids before strings."""
+    key = []
+    for seg in name.split("/"):
+        m = _NUMERIC_ID.match(seg)
+        key.append((0, int(m.group(1)), b"") if m else (1, 0, seg.encode("utf-8")))
+    return tuple(key)
+
+
+def _ts_pb(when: dt.datetime) -> timestamp_pb2.Timestamp:
+    seconds, nanos = datetime_to_timestamp(when)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+class SnapshotReader:
+    """Reads one database at one read_time; thread-safe (it only holds the connection)."""
+
+    def __init__(self, conn: FirestoreConnection, read_time: dt.datetime):
+        if read_time.tzinfo is None:
+            raise ValueError("read_time must be timezone-aware (UTC)")
+        self.conn = conn
+        self.read_time = read_time
+        self._read_time_pb = _ts_pb(read_time)
+
+    # -- the snapshot instant ------------------------------------------------------------
+
+    @staticmethod
+    def server_time(conn: FirestoreConnection) -> dt.datetime:
+        """The server's current time, truncated to the microsecond (a valid read_time).
+
+        Taken from the read_time of a one-document query, so it is the server's clock, not
+        ours; Firestore accepts any microsecond within its version retention (1 hour, or
+        whole minutes up to 7 days with point-in-time recovery).
+        """
+        sq = _SQ(
+            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(collection_id=_PROBE_COLLECTION)],
+            select=query_pb.StructuredQuery.Projection._meta.pb(fields=[_NAME_FIELD]),
+        )
+        sq.limit.value = 1
+        req = firestore_pb.RunQueryRequest._meta.pb(parent=conn.documents_path, structured_query=sq)
+        raw = None
+        for resp in conn.run_query(req):
+            raw = run_query_read_time(resp)
+            if raw is not None:
+                break
+        if raw is None:
+            raise SourceError(f"Firestore at {conn.host} sent no read_time for {conn.database_path}")
+        return timestamp_to_datetime(*decode_timestamp(raw))
+
+    @classmethod
+    def at_server_time(cls, conn: FirestoreConnection) -> "SnapshotReader":
+        return cls(conn, cls.server_time(conn))
+
+    # -- planning ------------------------------------------------------------------------
+
+    def doc_name(self, relative: str) -> str:
+        return f"{self.conn.documents_path}/{relative}"
+
+    def root_collections(self) -> list[str]:
+        """Root collection ids at read_time, sorted as Firestore orders them."""
+        ids: list[str] = []
+        token = ""
+        while True:
+            req = firestore_pb.ListCollectionIdsRequest._meta.pb(
+                parent=self.conn.documents_path, page_size=1000, page_token=token, read_time=self._read_time_pb
+            )
+            resp = firestore_pb.ListCollectionIdsResponse._meta.pb.FromString(self.conn.list_collection_ids(req))
+            ids.extend(resp.collection_ids)
+            token = resp.next_page_token
+            if not token:
+                break
+        return sorted(set(ids), key=lambda c: name_sort_key(c))
+
+    def collection_bounds(self, collection_id: str) -> DocRange:
+        """The range holding collection_id and everything below it, at every depth."""
+        check_collection_id(collection_id)
+        return DocRange(
+            collection=collection_id,
+            lo=self.doc_name(f"{collection_id}/{MIN_ID}"),
+            hi=self.doc_name(f"{collection_id}\0/{MIN_ID}"),
+        )
+
+    def plan_ranges(self, collections: list[str] | None = None, *, partitions: int = 1) -> list[DocRange]:
+        """Ranges that together cover the requested documents exactly once, in name order.
+
+        collections=None: the whole database. The ranges then tile the entire key space
+        (bounded at root collections as listed at read_time), so a document is never missed
+        even if a collection is not listed. With partitions > 1, each collection's range is
+        split further with PartitionQuery where the server implements it.
+        """
+        if collections:
+            names = sorted({check_collection_id(c) for c in collections}, key=name_sort_key)
+            ranges = [self.collection_bounds(c) for c in names]
+        else:
+            names = self.root_collections()
+            if not names:
+                return [DocRange()]
+            ranges = []
+            for i, c in enumerate(names):
+                lo = None if i == 0 else self.doc_name(f"{c}/{MIN_ID}")
+                hi = self.doc_name(f"{names[i + 1]}/{MIN_ID}") if i + 1 < len(names) else None
+                ranges.append(DocRange(collection=c, lo=lo, hi=hi))
+        if partitions <= 1:
+            return ranges
+        out: list[DocRange] = []
+        for rng in ranges:
+            out.extend(self.split(rng, partitions))
+        return out
+
+    def split(self, rng: DocRange, partitions: int) -> list[DocRange]:
+        """Split a collection's range at PartitionQuery cut points; [rng] if the server cannot."""
+        if not rng.collection or partitions <= 1:
+            return [rng]
+        try:
+            cuts = self._partition_cuts(rng.collection, partitions - 1)
+        except NotSupportedByServer:
+            return [rng]  # the emulator: cursor continuation does the splitting instead
+        except SourceError as e:
+            code = getattr(e, "grpc_code", None)
+            if code is not None and code.name == "INVALID_ARGUMENT":
+                return [rng]
+            raise
+        # Only cut points inside this collection's subtree; collection groups span the database.
+        prefix = self.doc_name(rng.collection) + "/"
+        cuts = sorted({c for c in cuts if c.startswith(prefix)}, key=name_sort_key)
+        if not cuts:
+            return [rng]
+        bounds = [rng.lo, *cuts, rng.hi]
+        return [DocRange(rng.collection, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+    def _partition_cuts(self, collection_id: str, count: int) -> list[str]:
+        sq = _SQ(
+            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(collection_id=collection_id, all_descendants=True)],
+            order_by=[query_pb.StructuredQuery.Order._meta.pb(field=_NAME_FIELD, direction=1)],
+        )
+        cuts: list[str] = []
+        token = ""
+        while True:
+            req = firestore_pb.PartitionQueryRequest._meta.pb(
+                parent=self.conn.documents_path,
+                structured_query=sq,
+                partition_count=count,
+                page_token=token,
+                read_time=self._read_time_pb,
+            )
+            resp = firestore_pb.PartitionQueryResponse._meta.pb.FromString(self.conn.partition_query(req))
+            for cursor in resp.partitions:
+                for value in cursor.values:
+                    if value.reference_value:
+                        cuts.append(value.reference_value)
+            token = resp.next_page_token
+            if not token:
+                return cuts
+
+    # -- reading -------------------------------------------------------------------------
+
+    def query(self, rng: DocRange, *, after: str | None = None, limit: int | None = None):
+        """The RunQueryRequest protobuf for rng, resuming after the document named `after`."""
+        sq = _SQ(
+            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(all_descendants=True)],
+            order_by=[query_pb.StructuredQuery.Order._meta.pb(field=_NAME_FIELD, direction=1)],
+        )
+        ref = document_pb.Value._meta.pb
+        if after is not None:
+            sq.start_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=after)], before=False))
+        elif rng.lo is not None:
+            sq.start_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=rng.lo)], before=True))
+        if rng.hi is not None:
+            sq.end_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=rng.hi)], before=True))
+        if limit is not None:
+            sq.limit.value = limit
+        return firestore_pb.RunQueryRequest._meta.pb(
+            parent=self.conn.documents_path, structured_query=sq, read_time=self._read_time_pb
+        )
+
+    def documents(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> Iterator[bytes]:
+        """Yield the range's documents at read_time as the Document bytes the server sent.
+
+        Closing the generator early cancels the server stream.
+        """
+        for resp in self.conn.run_query(self.query(rng, after=after, limit=limit)):
+            doc = run_query_document(resp)
+            if doc is not None:
+                yield doc
+
+    def all_documents(self, collections: list[str] | None = None) -> Iterator[bytes]:
+        """Every requested document in name order (one stream per range; for tests and tools)."""
+        for rng in self.plan_ranges(collections):
+            yield from self.documents(rng)
