@@ -89,6 +89,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that fails with one line (and exit 2 via UsageError) instead of usage + text."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
+        message = message.replace(f"argument {PUBLIC_COMMANDS}: ", "")
+        message = message.replace(f"{PUBLIC_COMMANDS}", "a command")
+        message = message.replace(", 'demo-storage'", "")
         raise _ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
@@ -229,9 +232,18 @@ def load_key(path: str | None):
         return None
     from firebackup.crypto.keys import LocalKey
 
+    from firebackup.crypto.keys import key_file_is_private
+
     if not os.path.exists(path):
-        raise BadKey(f"key file not found: {path}; create one with 'firebackup keygen --out {path}'")
-    return LocalKey.from_file(path)
+        raise BadKey(f"key file not found: {path}; pass the right --key-file, "
+                     f"or create one with 'firebackup keygen --out {path}'")
+    key = LocalKey.from_file(path)
+    try:
+        if not key_file_is_private(path):
+            say(f"warning: key file {path} can be read by other users; run 'chmod 600 {path}'")
+    except OSError:
+        pass
+    return key
 
 
 def _progress(label: str):
@@ -253,29 +265,19 @@ def _close_repo(repo) -> None:
 
 
 def cmd_keygen(args) -> int:
-    from firebackup.crypto.keys import LocalKey
+    from firebackup.crypto.keys import LocalKey, write_key_file
 
-    text = LocalKey.generate_text().strip()
+    text = LocalKey.generate_text()
+    if not text.endswith("\n"):
+        text += "\n"
     if args.out is None:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(text)
         sys.stdout.flush()
         return 0
-    path = args.out
-    try:
-        # O_EXCL: never overwrite a key; losing one loses every backup made with it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise UsageError(f"{path} already exists; not overwriting a key (choose another --out)") from None
-    except OSError as e:
-        raise UsageError(f"cannot create key file {path}: {e.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)  # umask may have narrowed it; make it exact
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-    except OSError as e:
-        raise UsageError(f"cannot write key file {path}: {e.strerror}") from None
-    key_id = _key_id(path)
-    say(f"wrote a new key to {path} (mode 0600{', key id ' + key_id if key_id else ''}); "
+    # Never overwrites (losing a key loses every backup made with it); mode 0600.
+    write_key_file(args.out, text)
+    key_id = _key_id(args.out)
+    say(f"wrote a new key to {args.out} (mode 0600{', key id ' + key_id if key_id else ''}); "
         f"keep a copy somewhere safe: backups made with it cannot be read without it")
     return 0
 
