@@ -1,1 +1,1 @@
-"""codec."""
+"""Record encoding: Firestore Document bytes and auth users, framed in batches (codec.framing)."""
