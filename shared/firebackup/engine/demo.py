@@ -77,7 +77,8 @@ def backup_generated(repo, *, documents: int, chunk_docs: int = 5_000, collectio
 
     progress = progress or NoProgress()
     codec = compression or DEFAULT_CODEC
-    get_codec(codec)  # UsageError before anything is written
+    if level is None:
+        level = get_codec(codec).default_level  # UsageError for an unknown codec, before any write
     backup_id = repo.new_backup_id()
     created_at = dt.datetime.now(dt.timezone.utc)
     data_key = DataKey.generate() if kek is not None else None
@@ -111,14 +112,15 @@ def backup_generated(repo, *, documents: int, chunk_docs: int = 5_000, collectio
         backup_id=backup_id,
         created_at=read_time,
         read_time=read_time,
-        source={"project": project, "database": database, "generated": True},
-        collections=counts,
+        source={"project": project, "database": database},
+        collections=sorted(counts),
         documents=sum(counts.values()),
         auth_users=0,
         compression=codec,
         level=level,
         encrypted=data_key is not None,
         chunks=entries,
+        extra={"generated": True, "collection_documents": counts},
     )
     repo.write_manifest(manifest, data_key, kek)
     return {

@@ -19,9 +19,11 @@ from typing import Any, Iterator
 
 from firebackup.errors import (
     BackupNotFound,
+    BadKey,
     FireBackupError,
     ObjectNotFound,
     UsageError,
+    WrongKeyOrTampered,
 )
 from firebackup.storage.base import ObjectInfo, Storage
 
@@ -302,30 +304,31 @@ class Repository:
                 f"run 'firebackup list --from {self.url}' to see the ids")
 
     def read_summary(self, backup_id: str) -> dict[str, Any]:
-        """The manifest's public summary (no key needed)."""
+        """The manifest's public summary (no key needed): backup_id, created_at, read_time,
+        documents, bytes_stored, encrypted, kek_id, dek_id, format_version."""
         from firebackup.format.manifest import read_manifest_summary
 
-        summary = read_manifest_summary(self.read_manifest_bytes(backup_id))
-        return _summary_dict(summary)
+        data = self.read_manifest_bytes(backup_id)
+        return _summary_dict(read_manifest_summary(data, where=self.manifest_key(backup_id)))
 
     def read_manifest(self, backup_id: str, kek):
         """Return (Manifest, DataKey | None); BackupNotFound, BadKey, WrongKeyOrTampered on failure."""
         from firebackup.format.manifest import decode_manifest, read_manifest_summary
 
+        key = self.manifest_key(backup_id)
         data = self.read_manifest_bytes(backup_id)
         if kek is None:
-            summary = _summary_dict(read_manifest_summary(data))
+            summary = _summary_dict(read_manifest_summary(data, where=key))
             if summary.get("encrypted"):
-                raise UsageError(
-                    f"backup {backup_id} is encrypted; pass --key-file with the key it was made with"
+                raise BadKey(
+                    f"backup {backup_id} is encrypted (key {summary.get('kek_id')}): "
+                    f"pass --key-file with the key it was made with"
                 )
-        manifest, data_key = decode_manifest(data, kek=kek)
-        if getattr(manifest, "backup_id", backup_id) != backup_id:
-            from firebackup.errors import WrongKeyOrTampered
-
+        manifest, data_key = decode_manifest(data, kek=kek, where=key)
+        if manifest.backup_id != backup_id:
             raise WrongKeyOrTampered(
-                f"manifest names backup {manifest.backup_id}; it was copied from another backup",
-                where=self.manifest_key(backup_id),
+                f"manifest names backup {manifest.backup_id}: it was copied from another backup",
+                where=key,
             )
         return manifest, data_key
 
@@ -354,7 +357,7 @@ class Repository:
         for backup_id in complete:
             key = self.manifest_key(backup_id)
             try:
-                summary = _summary_dict(read_manifest_summary(self.storage.get(key)))
+                summary = _summary_dict(read_manifest_summary(self.storage.get(key), where=key))
                 if summary.get("backup_id", backup_id) != backup_id:
                     raise FireBackupError(
                         f"manifest names backup {summary.get('backup_id')}, not {backup_id}"

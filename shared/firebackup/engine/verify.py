@@ -14,7 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from firebackup.errors import FireBackupError, IntegrityError, ObjectNotFound, StorageError
+from firebackup.errors import (
+    FireBackupError,
+    IntegrityError,
+    ObjectNotFound,
+    StorageError,
+    UnsupportedFormat,
+    WrongKeyOrTampered,
+)
 from firebackup.storage.base import iter_bytes
 
 DOCS = "docs"
@@ -170,7 +177,14 @@ def verify(repo, backup_id: str, kek, *, progress=None, workers: int = 4) -> Ver
     from firebackup.progress import NoProgress
 
     progress = progress or NoProgress()
-    manifest, data_key = repo.read_manifest(backup_id, kek)
+    try:
+        manifest, data_key = repo.read_manifest(backup_id, kek)
+    except (WrongKeyOrTampered, UnsupportedFormat):
+        raise  # a wrong key looks exactly like tampering; the caller must decide (exit 2)
+    except IntegrityError as e:
+        # A damaged manifest is a finding, not a usage error: report it like any other problem.
+        return VerifyReport(backup_id=backup_id, ok=False, chunks_checked=0, documents=0,
+                            problems=[_one_line(f"manifest: {e}")])
     entries = list(manifest.chunks)
     manifest_docs = _count(manifest, "documents", sum(e.records for e in entries if e.kind == DOCS))
     manifest_auth = _count(manifest, "auth_users", sum(e.records for e in entries if e.kind == AUTH))

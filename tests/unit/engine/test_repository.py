@@ -21,7 +21,7 @@ def make_manifest(backup_id: str, entries, *, encrypted: bool, documents: int | 
         created_at="2026-11-28T02:00:00Z",
         read_time="2026-11-28T02:00:00Z",
         source={"project": "p", "database": "(default)"},
-        collections={"users": sum(e.records for e in entries if e.kind == "docs")},
+        collections=["users"],
         documents=sum(e.records for e in entries if e.kind == "docs") if documents is None else documents,
         auth_users=sum(e.records for e in entries if e.kind == "auth"),
         compression="zstd",
@@ -143,7 +143,7 @@ def test_reading_an_encrypted_manifest_with_the_wrong_key_says_wrong_key(repo, k
 
 def test_reading_an_encrypted_manifest_without_a_key_asks_for_one(repo, kek):
     backup_id, _, _ = write_backup(repo, kek)
-    with pytest.raises(UsageError, match="--key-file"):
+    with pytest.raises(BadKey, match="--key-file"):
         repo.read_manifest(backup_id, None)
 
 

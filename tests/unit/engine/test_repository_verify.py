@@ -39,7 +39,7 @@ def make_backup(repo: Repository, kek=None, *, chunks: int = 3, per_chunk: int =
     docs = sum(e.records for e in entries if e.kind == "docs")
     manifest = Manifest(
         backup_id=backup_id, created_at="2026-11-28T02:00:00Z", read_time="2026-11-28T02:00:00Z",
-        source={"project": "p", "database": "(default)"}, collections={"users": docs},
+        source={"project": "p", "database": "(default)"}, collections=["users"],
         documents=docs if manifest_documents is None else manifest_documents, auth_users=auth_users,
         compression="zstd", level=None, encrypted=dek is not None, chunks=entries,
     )
@@ -189,3 +189,13 @@ def test_verify_reports_progress_in_documents_and_bytes(repo, kek):
     assert seen["documents"] == 120
     assert seen["bytes"] == sum(e.bytes_stored for e in entries)
     assert seen["totals"] == (120, sum(e.bytes_stored for e in entries))
+
+
+def test_a_damaged_unencrypted_manifest_is_reported_as_a_problem(repo):
+    backup_id, _ = make_backup(repo, None)
+    flip_byte(repo, Repository.manifest_key(backup_id), 30)
+    report = verify(repo, backup_id, None)
+    assert report.ok is False
+    assert len(report.problems) == 1
+    assert report.problems[0].startswith("manifest: ")
+    assert backup_id in report.problems[0]
