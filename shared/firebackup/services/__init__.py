@@ -1,1 +1,1 @@
-"""services."""
+"""Use cases behind the API: organizations, projects, destinations, backups, restores, schedules, webhooks."""

@@ -1,0 +1,151 @@
+"""The /v1 WSGI app (Flask): parse, authorize, call one service, respond. Built by create_app(...)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+from typing import Any
+
+from flask import Flask, Response, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+
+from firebackup.api.openapi import build_openapi
+from firebackup.api.routes import ROUTES, Route
+from firebackup.db.models import AuditLog
+from firebackup.services.context import Ctx, Ports
+from firebackup.services.errors import PermissionDenied, ServiceError
+from firebackup.services.identity import authenticate, authorize
+
+log = logging.getLogger("firebackup.api")
+PREFIX = "/v1"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None, headers: Any = None) -> Response:
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}})
+    resp = Response(body, status=status, mimetype="application/json")
+    for k, v in headers or []:
+        if k.lower() not in ("content-type", "content-length"):
+            resp.headers[k] = v
+    return resp
+
+
+def _clean_errors(e: ValidationError) -> list[dict]:
+    # Never echo the input back: it may be a private key or a secret with one wrong character.
+    return [{"loc": [str(x) for x in err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+
+
+def _json(data: Any, status: int) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+def create_app(ports: Ports, session_factory: Any) -> Flask:
+    """The API as a Flask app; everything it talks to is passed in."""
+    app = Flask("firebackup.api")
+    app.config["MAX_CONTENT_LENGTH"] = ports.settings.max_request_bytes
+    openapi = build_openapi(ROUTES, PREFIX)
+
+    @app.get(PREFIX + "/openapi.json")
+    def openapi_doc() -> Response:
+        return _json(openapi, 200)
+
+    for route in ROUTES:
+        rule = PREFIX + re.sub(r"\{(\w+)\}", r"<\1>", route.path)
+        app.add_url_rule(rule, endpoint=f"{route.method} {route.path}", view_func=_view(route, ports, session_factory),
+                         methods=[route.method])
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        code = re.sub(r"\W+", "_", (e.name or "error").lower()).strip("_")
+        headers = e.get_headers() if e.code == 405 else None
+        return error_response(e.code or 500, code, e.description or e.name, headers=headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception) -> Response:
+        # Type and frames only: an exception's message may carry a value we must not log.
+        log.error("unhandled %s in %s %s\n%s", type(e).__name__, request.method, request.path,
+                  "".join(traceback.format_tb(e.__traceback__)))
+        return error_response(500, "internal", "internal error; the request was not applied")
+
+    return app
+
+
+def _parse_body(route: Route) -> BaseModel:
+    if request.mimetype != "application/json":
+        raise _Http(415, "unsupported_media_type", "send the body as application/json")
+    raw = request.get_data(cache=False)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _Http(400, "malformed_json", "the body is not valid JSON") from None
+    try:
+        return route.body.model_validate(data)  # type: ignore[union-attr]
+    except ValidationError as e:
+        raise _Http(422, "invalid", "the body does not match the schema", _clean_errors(e)) from None
+
+
+def _parse_query(route: Route) -> BaseModel:
+    args = {k: v for k, v in request.args.items()}
+    try:
+        return route.query.model_validate(args)  # type: ignore[union-attr]
+    except ValidationError as e:
+        raise _Http(422, "invalid", "the query does not match the schema", _clean_errors(e)) from None
+
+
+class _Http(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _view(route: Route, ports: Ports, session_factory: Any):
+    def view(**path: str) -> Response:
+        limit = ports.settings.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error_response(413, "request_too_large", f"the body is over {limit} bytes")
+        with session_factory() as session:
+            ctx = Ctx(session, ports, ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+            try:
+                with session.begin():
+                    resp = _run(route, ctx, path)
+            except _Http as e:
+                resp = error_response(e.status, e.code, e.message, e.details)
+            except ServiceError as e:
+                if isinstance(e, PermissionDenied) and ctx.org_id:
+                    _audit_denied(session_factory, ctx, route)
+                resp = error_response(e.status, e.code, str(e), e.details)
+        log.info("%s %s%s -> %s actor=%s", route.method, PREFIX, route.path, resp.status_code,
+                 ctx.principal.actor_id if ctx.principal else "-")
+        return resp
+
+    view.__name__ = route.operation_id
+    return view
+
+
+def _run(route: Route, ctx: Ctx, path: dict[str, str]) -> Response:
+    ctx.principal = authenticate(ctx, request.headers.get("Authorization"))
+    if route.role is not None:
+        authorize(ctx, path["org_id"], route.role)
+    args: list[Any] = [path[name] for name in route.params]
+    if route.body is not None:
+        args.append(_parse_body(route))
+    if route.query is not None:
+        args.append(_parse_query(route))
+    result = route.handler(ctx, *args)
+    if route.response is None:
+        return Response(status=204)
+    if route.paged:
+        items, cursor = result
+        result = {"items": items, "next_cursor": cursor}
+    out = route.response.model_validate(result)
+    return _json(out.model_dump(mode="json"), route.status)
+
+
+def _audit_denied(session_factory: Any, ctx: Ctx, route: Route) -> None:
+    """A refused attempt is recorded too, in its own transaction (the request's was rolled back)."""
+    with session_factory() as session, session.begin():
+        p = ctx.principal
+        session.add(AuditLog(org_id=ctx.org_id, actor_type=p.kind, actor_id=p.actor_id,
+                             action=f"{route.operation_id}", resource_type=None, resource_id=None,
+                             ip=ctx.ip, user_agent=(ctx.user_agent or "")[:512] or None, result="denied"))

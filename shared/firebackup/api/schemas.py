@@ -1,0 +1,350 @@
+"""Request and response models: validation and the OpenAPI document come from these same classes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+RoleName = Literal["owner", "admin", "member", "viewer"]
+CollectionId = Annotated[str, StringConstraints(min_length=1, max_length=1500, pattern=r"^[^/]+$")]
+GcpProjectId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+DatabaseId = Annotated[str, StringConstraints(pattern=r"^(\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9])$")]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class In(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=8192)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class Error(BaseModel):
+    error: ErrorInfo
+
+
+class PageQuery(In):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+
+
+class AuditQuery(PageQuery):
+    actor: Id | None = None
+    action: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    resource: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# --- organizations, members, me -------------------------------------------------------------
+
+class OrgIn(In):
+    name: Name
+
+
+class OrgPatch(In):
+    name: Name
+
+
+class OrgOut(Out):
+    id: str
+    name: str
+    created_at: datetime
+    role: RoleName | None = None
+
+
+class MeOut(Out):
+    kind: Literal["user", "token"]
+    id: str
+    email: str | None = None
+    org_id: str | None = None
+    role: RoleName | None = None
+
+
+class MemberIn(In):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    role: RoleName
+
+
+class MemberPatch(In):
+    role: RoleName
+
+
+class MemberOut(Out):
+    user_id: str
+    email: str | None
+    role: RoleName
+    created_at: datetime
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+class ServiceAccountKey(In):
+    """A Google service-account key file, as downloaded (sealed before storage, never returned)."""
+
+    model_config = ConfigDict(extra="allow", str_max_length=8192)
+    type: Literal["service_account"]
+    project_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    private_key_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    private_key: Secret
+    client_email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+
+
+class ProjectIn(In):
+    name: Name
+    gcp_project_id: GcpProjectId
+    database_id: DatabaseId = "(default)"
+    service_account_key: ServiceAccountKey
+
+
+class OAuthStartOut(Out):
+    authorization_url: str
+    state: str
+
+
+class OAuthCompleteIn(In):
+    state: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    name: Name
+    gcp_project_id: GcpProjectId
+    database_id: DatabaseId = "(default)"
+
+
+class ProjectOut(Out):
+    id: str
+    name: str
+    gcp_project_id: str
+    database_id: str
+    auth_kind: Literal["service_account", "oauth"]
+    credentials_fingerprint: str | None
+    created_at: datetime
+
+
+class TestResultOut(Out):
+    ok: bool
+    message: str
+
+
+# --- storage destinations ------------------------------------------------------------------------
+
+DestinationKind = Literal["s3", "spaces", "gcs", "s3compat", "local"]
+
+
+class StorageCredentials(In):
+    access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    secret_access_key: Secret | None = None
+    service_account_key: ServiceAccountKey | None = None
+
+
+class DestinationIn(In):
+    name: Name
+    kind: DestinationKind
+    url: Annotated[str, StringConstraints(min_length=6, max_length=1024)]
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
+    endpoint_url: Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^https?://")] | None = None
+    credentials: StorageCredentials | None = None
+
+
+class DestinationOut(Out):
+    id: str
+    name: str
+    kind: DestinationKind
+    url: str
+    options: dict[str, str]
+    credentials_fingerprint: str | None
+    created_at: datetime
+
+
+# --- backups and restores --------------------------------------------------------------------------
+
+BackupState = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class BackupIn(In):
+    project_id: Id
+    destination_id: Id
+    collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
+    include_auth: bool = False
+
+
+class BackupOut(Out):
+    id: str
+    project_id: str
+    destination_id: str
+    schedule_id: str | None
+    state: BackupState
+    collections: list[str] | None
+    include_auth: bool
+    read_time: datetime | None
+    documents: int
+    chunks_total: int
+    chunks_done: int
+    progress: float = Field(ge=0, le=1)
+    bytes_raw: int
+    bytes_stored: int
+    manifest_key: str | None
+    verify_state: str | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ManifestSummaryOut(Out):
+    backup_id: str
+    repo_backup_id: str | None
+    manifest_key: str | None
+    read_time: datetime | None
+    documents: int
+    chunks: int
+    bytes_raw: int
+    bytes_stored: int
+
+
+class RestoreIn(In):
+    backup_id: Id
+    target_project_id: Id
+    target_database: DatabaseId | None = None
+    mode: Literal["overwrite", "skip", "merge"] = "overwrite"
+    collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
+    dry_run: bool = False
+    include_auth: bool = False
+
+
+class RestoreOut(Out):
+    id: str
+    backup_id: str
+    target_project_id: str
+    target_database: str | None
+    mode: Literal["overwrite", "skip", "merge"]
+    collections: list[str] | None
+    dry_run: bool
+    include_auth: bool
+    state: BackupState
+    chunks_total: int
+    chunks_done: int
+    progress: float = Field(ge=0, le=1)
+    documents_written: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+# --- schedules, webhooks, tokens, audit --------------------------------------------------------
+
+class Retention(In):
+    keep_last: int | None = Field(None, ge=1, le=10000)
+    keep_days: int | None = Field(None, ge=1, le=3650)
+
+
+class ScheduleIn(In):
+    name: Name
+    project_id: Id
+    destination_id: Id
+    cron: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    retention: Retention = Retention()
+    collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
+    enabled: bool = True
+
+
+class SchedulePatch(In):
+    name: Name | None = None
+    cron: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    retention: Retention | None = None
+    enabled: bool | None = None
+
+
+class RetentionOut(Out):
+    keep_last: int | None = None
+    keep_days: int | None = None
+
+
+class ScheduleOut(Out):
+    id: str
+    name: str
+    project_id: str
+    destination_id: str
+    cron: str
+    timezone: str
+    retention: RetentionOut
+    collections: list[str] | None
+    enabled: bool
+    next_run_at: datetime | None
+    created_at: datetime
+
+
+WebhookEvent = Literal["backup.completed", "backup.failed", "restore.completed", "restore.failed"]
+
+
+class WebhookIn(In):
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=4)]
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+
+
+class WebhookOut(Out):
+    id: str
+    url: str
+    events: list[str]
+    secret_fingerprint: str
+    enabled: bool
+    created_at: datetime
+
+
+class TokenIn(In):
+    name: Name
+    role: RoleName
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    role: RoleName
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="The token itself; shown once, store it now.")
+
+
+class AuditOut(Out):
+    id: str
+    actor_type: str
+    actor_id: str | None
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    ip: str | None
+    user_agent: str | None
+    result: str
+    details: dict[str, Any] | None
+    created_at: datetime
+
+
+def page_of(item: type[BaseModel]) -> type[BaseModel]:
+    """The list envelope for `item`: {items, next_cursor}."""
+    from pydantic import create_model
+
+    return create_model(f"{item.__name__.removesuffix('Out')}Page", __base__=Out,
+                        items=(list[item], ...), next_cursor=(str | None, None))
+
+

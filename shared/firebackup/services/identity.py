@@ -1,0 +1,101 @@
+"""Authentication: who is calling (Firebase ID token or API token), and their role in an organization."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import sqlalchemy as sa
+
+from firebackup.db.models import ApiToken, User, UserOrganization, utcnow
+from firebackup.services.context import Ctx, Principal, Role
+from firebackup.services.errors import NotFound, PermissionDenied, Unauthenticated
+
+TOKEN_PREFIX = "fbk_"
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so a plain SHA-256 is enough (no password-style stretching needed).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_api_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def authenticate(ctx: Ctx, authorization: str | None) -> Principal:
+    """Resolve the Authorization header to a Principal; raises Unauthenticated."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthenticated("missing bearer token; send Authorization: Bearer <ID token or API token>")
+    token = authorization[len("Bearer "):].strip()
+    if not token or len(token) > 8192:
+        raise Unauthenticated("missing bearer token; send Authorization: Bearer <ID token or API token>")
+    if token.startswith(TOKEN_PREFIX):
+        row = ctx.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+        if row is None or row.revoked_at is not None:
+            raise Unauthenticated("unknown or revoked API token; create a new one")
+        row.last_used_at = utcnow()
+        return Principal("token", user_id=None, token_id=row.id, token_org_id=row.org_id, token_role=Role[row.role])
+    claims = ctx.ports.verifier.verify(token)
+    return Principal("user", user_id=_user_for(ctx, claims).id)
+
+
+def _user_for(ctx: Ctx, claims: dict) -> User:
+    """The user row for these claims; created on first sign-in, or linked to a pending invitation by email."""
+    uid = claims.get("uid") or claims.get("sub")
+    if not uid:
+        raise Unauthenticated("ID token has no subject; sign in again")
+    user = ctx.session.scalar(sa.select(User).where(User.firebase_uid == uid))
+    if user is not None:
+        return user
+    email = claims.get("email") if claims.get("email_verified") or _emulated(claims) else None
+    if email:
+        user = ctx.session.scalar(sa.select(User).where(User.email == email.lower(), User.firebase_uid.is_(None)))
+    if user is None:
+        user = User(email=email.lower() if email else None, display_name=claims.get("name"))
+        ctx.session.add(user)
+    user.firebase_uid = uid
+    ctx.session.flush()
+    return user
+
+
+def _emulated(claims: dict) -> bool:
+    # The Auth emulator does not verify emails; trust its addresses so local invitations work.
+    import os
+
+    return bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"))
+
+
+def role_in(ctx: Ctx, org_id: str) -> Role | None:
+    p = ctx.principal
+    if p is None:
+        return None
+    if p.kind == "token":
+        return p.token_role if p.token_org_id == org_id else None
+    role = ctx.session.scalar(
+        sa.select(UserOrganization.role).where(UserOrganization.org_id == org_id, UserOrganization.user_id == p.user_id)
+    )
+    return Role[role] if role else None
+
+
+def authorize(ctx: Ctx, org_id: str, minimum: Role) -> Role:
+    """The one authorization check: not a member -> 404 (ids do not leak), role too low -> 403."""
+    role = role_in(ctx, org_id)
+    if role is None:
+        raise NotFound("organization not found")
+    ctx.org_id, ctx.role = org_id, role
+    if role < minimum:
+        raise PermissionDenied(f"this needs the {minimum.name} role; you are {role.name}")
+    return role
+
+
+def require_role(ctx: Ctx, minimum: Role, why: str) -> None:
+    """A finer rule inside a route (e.g. only owners grant owner); same 403 as authorize."""
+    if ctx.role is None or ctx.role < minimum:
+        raise PermissionDenied(f"{why} needs the {minimum.name} role")
+
+
+def require_user(ctx: Ctx) -> str:
+    if ctx.principal is None or ctx.principal.kind != "user":
+        raise PermissionDenied("this needs a signed-in user, not an API token")
+    return ctx.principal.user_id  # type: ignore[return-value]

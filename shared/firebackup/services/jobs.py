@@ -1,0 +1,148 @@
+"""Backups and restores: rows that track work done by the engine through the task queue."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from firebackup.api import schemas as s
+from firebackup.db.models import Backup, BackupChunk, Restore, new_id, utcnow
+from firebackup.services.context import Ctx, page
+from firebackup.services.errors import Conflict, Invalid
+from firebackup.services.resources import get_destination, get_in_org, get_project
+
+ACTIVE = ("pending", "running")
+
+
+def _progress(done: int, total: int, state: str) -> float:
+    if state == "completed":
+        return 1.0
+    return min(1.0, done / total) if total else 0.0
+
+
+def backup_out(row: Backup) -> dict:
+    out = {c.key: getattr(row, c.key) for c in Backup.__table__.columns}
+    out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
+    return out
+
+
+def restore_out(row: Restore) -> dict:
+    out = {c.key: getattr(row, c.key) for c in Restore.__table__.columns}
+    out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
+    return out
+
+
+def list_backups(ctx: Ctx, org_id: str, q: s.PageQuery):
+    rows, cursor = page(ctx.session, sa.select(Backup).where(Backup.org_id == org_id), Backup.id,
+                        limit=q.limit, cursor=q.cursor, descending=True)
+    return [backup_out(r) for r in rows], cursor
+
+
+def _backup(ctx: Ctx, org_id: str, backup_id: str) -> Backup:
+    return get_in_org(ctx, Backup, org_id, backup_id, "backup")
+
+
+def get_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+    return backup_out(_backup(ctx, org_id, backup_id))
+
+
+def start_backup(ctx: Ctx, org_id: str, body: s.BackupIn) -> dict:
+    get_project(ctx, org_id, body.project_id)
+    get_destination(ctx, org_id, body.destination_id)
+    row = Backup(id=new_id("bkp"), org_id=org_id, project_id=body.project_id, destination_id=body.destination_id,
+                 state="pending", collections=body.collections, include_auth=body.include_auth,
+                 requested_by=ctx.principal.actor_id)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("backup.start", "backup", row.id, {"project_id": body.project_id})
+    # Enqueued inside the transaction: if the commit fails the worker finds no row and drops the task.
+    ctx.ports.queue.enqueue("plan", {"backup_id": row.id})
+    return backup_out(row)
+
+
+def cancel_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+    row = _backup(ctx, org_id, backup_id)
+    if row.state not in ACTIVE:
+        raise Conflict(f"backup is {row.state}; only pending or running backups can be cancelled")
+    row.state, row.finished_at = "cancelled", utcnow()
+    ctx.audit("backup.cancel", "backup", backup_id)
+    return backup_out(row)
+
+
+def delete_backup(ctx: Ctx, org_id: str, backup_id: str) -> None:
+    row = _backup(ctx, org_id, backup_id)
+    if row.state in ACTIVE:
+        raise Conflict("backup is still in progress; cancel it first")
+    repo_id, dest = row.repo_backup_id, row.destination_id
+    ctx.session.delete(row)
+    ctx.audit("backup.delete", "backup", backup_id)
+    if repo_id:
+        # Objects are removed by a worker: deleting thousands of chunks does not fit in a request.
+        ctx.ports.queue.enqueue("delete_backup", {"destination_id": dest, "repo_backup_id": repo_id})
+
+
+def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+    row = _backup(ctx, org_id, backup_id)
+    if row.state != "completed":
+        raise Conflict(f"backup is {row.state}; only completed backups can be verified")
+    row.verify_state = "pending"
+    ctx.audit("backup.verify", "backup", backup_id)
+    ctx.ports.queue.enqueue("verify", {"backup_id": row.id})
+    return backup_out(row)
+
+
+def manifest_summary(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+    row = _backup(ctx, org_id, backup_id)
+    if row.state != "completed" or not row.manifest_key:
+        raise Conflict(f"backup is {row.state}; a manifest exists only for completed backups")
+    chunks = ctx.session.scalar(sa.select(sa.func.count()).select_from(BackupChunk).where(
+        BackupChunk.backup_id == row.id)) or 0
+    return {"backup_id": row.id, "repo_backup_id": row.repo_backup_id, "manifest_key": row.manifest_key,
+            "read_time": row.read_time, "documents": row.documents, "chunks": chunks,
+            "bytes_raw": row.bytes_raw, "bytes_stored": row.bytes_stored}
+
+
+# --- restores -------------------------------------------------------------------------------------
+
+def list_restores(ctx: Ctx, org_id: str, q: s.PageQuery):
+    rows, cursor = page(ctx.session, sa.select(Restore).where(Restore.org_id == org_id), Restore.id,
+                        limit=q.limit, cursor=q.cursor, descending=True)
+    return [restore_out(r) for r in rows], cursor
+
+
+def get_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict:
+    return restore_out(get_in_org(ctx, Restore, org_id, restore_id, "restore"))
+
+
+def start_restore(ctx: Ctx, org_id: str, body: s.RestoreIn) -> dict:
+    backup = _backup(ctx, org_id, body.backup_id)
+    if backup.state != "completed":
+        raise Conflict(f"backup is {backup.state}; only completed backups can be restored")
+    if body.include_auth and not backup.include_auth:
+        raise Invalid("this backup has no Auth users; restore without include_auth")
+    target = get_project(ctx, org_id, body.target_project_id)
+    row = Restore(id=new_id("rst"), org_id=org_id, backup_id=backup.id, target_project_id=target.id,
+                  target_database=body.target_database, mode=body.mode, collections=body.collections,
+                  dry_run=body.dry_run, include_auth=body.include_auth, state="pending",
+                  requested_by=ctx.principal.actor_id)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("restore.start", "restore", row.id, {"backup_id": backup.id, "mode": body.mode, "dry_run": body.dry_run})
+    ctx.ports.queue.enqueue("restore", {"restore_id": row.id})
+    return restore_out(row)
+
+
+def cancel_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict:
+    row = get_in_org(ctx, Restore, org_id, restore_id, "restore")
+    if row.state not in ACTIVE:
+        raise Conflict(f"restore is {row.state}; only pending or running restores can be cancelled")
+    row.state, row.finished_at = "cancelled", utcnow()
+    ctx.audit("restore.cancel", "restore", restore_id)
+    return restore_out(row)
+
+
+def record_outcome(ctx: Ctx, row: Backup | Restore, state: str, error: str | None = None) -> None:
+    """Workers call this to finish a job; the outcome is audited in the same transaction."""
+    kind = "backup" if isinstance(row, Backup) else "restore"
+    row.state, row.error, row.finished_at = state, error, utcnow()
+    ctx.audit(f"{kind}.{state}", kind, row.id, {"error": error} if error else None, org_id=row.org_id,
+              result="success" if state == "completed" else "failure")

@@ -1,0 +1,199 @@
+"""Organizations, members, API tokens and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from firebackup.api import schemas as s
+from firebackup.db.models import ApiToken, AuditLog, Organization, User, UserOrganization, utcnow
+from firebackup.services.context import Ctx, Role, page
+from firebackup.services.errors import Conflict, NotFound, PermissionDenied
+from firebackup.services.identity import hash_token, new_api_token, require_role, require_user
+
+
+def me(ctx: Ctx) -> dict:
+    p = ctx.principal
+    assert p is not None
+    if p.kind == "token":
+        return {"kind": "token", "id": p.token_id, "org_id": p.token_org_id, "role": p.token_role.name}
+    user = ctx.session.get(User, p.user_id)
+    return {"kind": "user", "id": user.id, "email": user.email}
+
+
+def list_orgs(ctx: Ctx, q: s.PageQuery) -> tuple[list[dict], str | None]:
+    p = ctx.principal
+    stmt = sa.select(Organization)
+    if p.kind == "token":
+        stmt = stmt.where(Organization.id == p.token_org_id)
+    else:
+        stmt = stmt.join(UserOrganization, UserOrganization.org_id == Organization.id).where(
+            UserOrganization.user_id == p.user_id)
+    rows, cursor = page(ctx.session, stmt, Organization.id, limit=q.limit, cursor=q.cursor)
+    return [_org_out(ctx, o) for o in rows], cursor
+
+
+def _org_out(ctx: Ctx, org: Organization) -> dict:
+    from firebackup.services.identity import role_in
+
+    role = role_in(ctx, org.id)
+    return {"id": org.id, "name": org.name, "created_at": org.created_at, "role": role.name if role else None}
+
+
+def create_org(ctx: Ctx, body: s.OrgIn) -> dict:
+    user_id = require_user(ctx)
+    org = Organization(name=body.name)
+    ctx.session.add(org)
+    ctx.session.flush()
+    ctx.session.add(UserOrganization(user_id=user_id, org_id=org.id, role="owner"))
+    ctx.org_id = org.id
+    ctx.audit("org.create", "organization", org.id)
+    ctx.session.flush()
+    return _org_out(ctx, org)
+
+
+def get_org(ctx: Ctx, org_id: str) -> dict:
+    return _org_out(ctx, ctx.session.get(Organization, org_id))
+
+
+def rename_org(ctx: Ctx, org_id: str, body: s.OrgPatch) -> dict:
+    org = ctx.session.get(Organization, org_id)
+    org.name = body.name
+    ctx.audit("org.update", "organization", org_id)
+    return _org_out(ctx, org)
+
+
+def delete_org(ctx: Ctx, org_id: str) -> None:
+    # The audit row outlives the org (org_id NULL) so deletions stay on record.
+    ctx.session.execute(sa.delete(Organization).where(Organization.id == org_id))
+    ctx.audit("org.delete", "organization", org_id, org_id=None)
+    ctx.audited[-1].org_id = None
+
+
+# --- members ------------------------------------------------------------------------------------
+
+def _member_out(m: UserOrganization, u: User) -> dict:
+    return {"user_id": u.id, "email": u.email, "role": m.role, "created_at": m.created_at}
+
+
+def list_members(ctx: Ctx, org_id: str, q: s.PageQuery) -> tuple[list[dict], str | None]:
+    stmt = sa.select(UserOrganization).where(UserOrganization.org_id == org_id)
+    rows, cursor = page(ctx.session, stmt, UserOrganization.user_id, limit=q.limit, cursor=q.cursor)
+    return [_member_out(m, ctx.session.get(User, m.user_id)) for m in rows], cursor
+
+
+def invite_member(ctx: Ctx, org_id: str, body: s.MemberIn) -> dict:
+    if body.role == "owner":
+        require_role(ctx, Role.owner, "granting owner")
+    email = body.email.lower()
+    user = ctx.session.scalar(sa.select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email)  # linked to a Firebase uid at first sign-in with this email
+        ctx.session.add(user)
+        ctx.session.flush()
+    if ctx.session.get(UserOrganization, (user.id, org_id)) is not None:
+        raise Conflict("already a member of this organization; change their role instead")
+    m = UserOrganization(user_id=user.id, org_id=org_id, role=body.role)
+    ctx.session.add(m)
+    ctx.session.flush()
+    ctx.audit("member.invite", "user", user.id, {"role": body.role})
+    return _member_out(m, user)
+
+
+def _membership(ctx: Ctx, org_id: str, user_id: str) -> UserOrganization:
+    m = ctx.session.get(UserOrganization, (user_id, org_id))
+    if m is None:
+        raise NotFound("member not found")
+    return m
+
+
+def _owners(ctx: Ctx, org_id: str) -> int:
+    return ctx.session.scalar(sa.select(sa.func.count()).select_from(UserOrganization).where(
+        UserOrganization.org_id == org_id, UserOrganization.role == "owner")) or 0
+
+
+def change_role(ctx: Ctx, org_id: str, user_id: str, body: s.MemberPatch) -> dict:
+    m = _membership(ctx, org_id, user_id)
+    if "owner" in (m.role, body.role):
+        require_role(ctx, Role.owner, "granting or taking away owner")
+    if m.role == "owner" and body.role != "owner" and _owners(ctx, org_id) <= 1:
+        raise Conflict("the last owner cannot be demoted; make someone else owner first")
+    before = m.role
+    m.role = body.role
+    ctx.audit("member.role_change", "user", user_id, {"from": before, "to": body.role})
+    return _member_out(m, ctx.session.get(User, user_id))
+
+
+def remove_member(ctx: Ctx, org_id: str, user_id: str) -> None:
+    m = _membership(ctx, org_id, user_id)
+    if m.role == "owner":
+        require_role(ctx, Role.owner, "removing an owner")
+        if _owners(ctx, org_id) <= 1:
+            raise Conflict("the last owner cannot be removed; make someone else owner first")
+    ctx.session.delete(m)
+    ctx.audit("member.remove", "user", user_id)
+
+
+def leave(ctx: Ctx, org_id: str) -> None:
+    user_id = require_user(ctx)
+    m = _membership(ctx, org_id, user_id)
+    if m.role == "owner" and _owners(ctx, org_id) <= 1:
+        raise Conflict("the last owner cannot leave; make someone else owner or delete the organization")
+    ctx.session.delete(m)
+    ctx.audit("member.leave", "user", user_id)
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+def list_tokens(ctx: Ctx, org_id: str, q: s.PageQuery) -> tuple[list[ApiToken], str | None]:
+    return page(ctx.session, sa.select(ApiToken).where(ApiToken.org_id == org_id), ApiToken.id,
+                limit=q.limit, cursor=q.cursor)
+
+
+def create_token(ctx: Ctx, org_id: str, body: s.TokenIn) -> dict:
+    if Role[body.role] > ctx.role:
+        raise PermissionDenied(f"a token cannot have more than your own role ({ctx.role.name})")
+    token = new_api_token()
+    row = ApiToken(org_id=org_id, name=body.name, role=body.role, token_hash=hash_token(token),
+                   prefix=token[:10], created_by=ctx.principal.actor_id)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("token.create", "api_token", row.id, {"role": body.role})
+    out = s.TokenOut.model_validate(row).model_dump()
+    out["token"] = token
+    return out
+
+
+def revoke_token(ctx: Ctx, org_id: str, token_id: str) -> None:
+    row = ctx.session.scalar(sa.select(ApiToken).where(ApiToken.org_id == org_id, ApiToken.id == token_id))
+    if row is None:
+        raise NotFound("API token not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    ctx.audit("token.revoke", "api_token", token_id)
+
+
+# --- audit log ----------------------------------------------------------------------------------
+
+def list_audit(ctx: Ctx, org_id: str, q: s.AuditQuery) -> tuple[list[AuditLog], str | None]:
+    stmt = sa.select(AuditLog).where(AuditLog.org_id == org_id)
+    if q.actor:
+        stmt = stmt.where(AuditLog.actor_id == q.actor)
+    if q.action:
+        # "backup." matches every backup action; anything else matches exactly.
+        stmt = stmt.where(AuditLog.action.startswith(q.action, autoescape=True) if q.action.endswith(".")
+                          else AuditLog.action == q.action)
+    if q.resource:
+        stmt = stmt.where(sa.or_(AuditLog.resource_id == q.resource, AuditLog.resource_type == q.resource))
+    if q.since:
+        stmt = stmt.where(AuditLog.created_at >= _aware(q.since))
+    if q.until:
+        stmt = stmt.where(AuditLog.created_at < _aware(q.until))
+    return page(ctx.session, stmt, AuditLog.id, limit=q.limit, cursor=q.cursor, descending=True)
+
+
+def _aware(t: Any) -> Any:
+    from datetime import timezone
+
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

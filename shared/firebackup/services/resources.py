@@ -1,0 +1,269 @@
+"""Projects, storage destinations, schedules and webhooks: the configuration an organization owns."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from firebackup.api import schemas as s
+from firebackup.crypto.secrets import fingerprint
+from firebackup.db.models import Project, Schedule, StorageDestination, Webhook, new_id, utcnow
+from firebackup.errors import FireBackupError
+from firebackup.services.context import Ctx, page
+from firebackup.services.cron import parse_cron
+from firebackup.services.errors import Conflict, Invalid, NotFound
+
+
+def get_in_org(ctx: Ctx, model: Any, org_id: str, obj_id: str, what: str) -> Any:
+    """Fetch by id within the org only: another org's id is simply not found."""
+    row = ctx.session.scalar(sa.select(model).where(model.org_id == org_id, model.id == obj_id))
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
+
+
+def _list(ctx: Ctx, model: Any, org_id: str, q: s.PageQuery) -> tuple[list[Any], str | None]:
+    return page(ctx.session, sa.select(model).where(model.org_id == org_id), model.id, limit=q.limit, cursor=q.cursor)
+
+
+def _context(model: Any, column: str, row_id: str) -> str:
+    return f"{model.__tablename__}.{column}:{row_id}"
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+def list_projects(ctx: Ctx, org_id: str, q: s.PageQuery):
+    return _list(ctx, Project, org_id, q)
+
+
+def get_project(ctx: Ctx, org_id: str, project_id: str) -> Project:
+    return get_in_org(ctx, Project, org_id, project_id, "project")
+
+
+def _new_project(ctx: Ctx, org_id: str, name: str, gcp: str, db: str, kind: str, secret: bytes) -> Project:
+    dup = ctx.session.scalar(sa.select(Project.id).where(
+        Project.org_id == org_id, Project.gcp_project_id == gcp, Project.database_id == db))
+    if dup:
+        raise Conflict(f"{gcp}/{db} is already connected to this organization")
+    pid = new_id("prj")
+    row = Project(id=pid, org_id=org_id, name=name, gcp_project_id=gcp, database_id=db, auth_kind=kind,
+                  credentials_sealed=ctx.ports.sealer.seal(secret, _context(Project, "credentials_sealed", pid)),
+                  credentials_fingerprint=fingerprint(secret), created_by=ctx.principal.actor_id)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("project.connect", "project", pid, {"auth": kind, "gcp_project_id": gcp, "database_id": db})
+    return row
+
+
+def connect_project(ctx: Ctx, org_id: str, body: s.ProjectIn) -> Project:
+    key = json.dumps(body.service_account_key.model_dump(exclude_none=True), sort_keys=True).encode()
+    return _new_project(ctx, org_id, body.name, body.gcp_project_id, body.database_id, "service_account", key)
+
+
+_STATE_TTL = 900
+
+
+def oauth_start(ctx: Ctx, org_id: str) -> dict:
+    # The state is sealed (authenticated) so the callback can trust which org and caller it was for.
+    payload = json.dumps({"org": org_id, "actor": ctx.principal.actor_id, "exp": int(time.time()) + _STATE_TTL})
+    state = ctx.ports.sealer.seal(payload, "oauth-state")
+    return {"authorization_url": ctx.ports.oauth.authorization_url(state), "state": state}
+
+
+def oauth_complete(ctx: Ctx, org_id: str, body: s.OAuthCompleteIn) -> Project:
+    try:
+        st = json.loads(ctx.ports.sealer.open(body.state, "oauth-state"))
+    except FireBackupError:
+        raise Invalid("OAuth state is not one we issued; start the connection again") from None
+    if st.get("org") != org_id or st.get("actor") != ctx.principal.actor_id or st.get("exp", 0) < time.time():
+        raise Invalid("OAuth state is expired or for another organization; start the connection again")
+    refresh = ctx.ports.oauth.exchange(body.code)
+    return _new_project(ctx, org_id, body.name, body.gcp_project_id, body.database_id, "oauth", refresh.encode())
+
+
+def delete_project(ctx: Ctx, org_id: str, project_id: str) -> None:
+    row = get_project(ctx, org_id, project_id)
+    ctx.session.delete(row)
+    ctx.audit("project.delete", "project", project_id)
+
+
+def project_credentials(ctx: Ctx, row: Project) -> bytes:
+    return ctx.ports.sealer.open(row.credentials_sealed, _context(Project, "credentials_sealed", row.id))
+
+
+def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict:
+    row = get_project(ctx, org_id, project_id)
+    problem = ctx.ports.prober.probe(row.gcp_project_id, row.database_id, row.auth_kind, project_credentials(ctx, row))
+    ctx.audit("project.test", "project", project_id, result="success" if problem is None else "failure")
+    return {"ok": problem is None, "message": problem or "connected"}
+
+
+# --- storage destinations ----------------------------------------------------------------------
+
+_SCHEMES = {"s3": "s3", "spaces": "spaces", "gcs": "gs", "s3compat": "s3", "local": "file"}
+
+
+def _check_destination(ctx: Ctx, body: s.DestinationIn) -> None:
+    parts = urlsplit(body.url)
+    want = _SCHEMES[body.kind]
+    if parts.scheme != want:
+        raise Invalid(f"a {body.kind} destination needs a {want}:// URL")
+    if "@" in parts.netloc or any(c in body.url for c in "\x00\r\n\t "):
+        raise Invalid("the URL must not contain credentials or whitespace; send credentials separately")
+    if body.kind == "local" and not ctx.ports.settings.allow_local_storage:
+        raise Invalid("local folders are for development only; set FIREBACKUP_ALLOW_LOCAL_STORAGE=1 to allow them")
+    if body.kind != "local" and not parts.netloc:
+        raise Invalid("the URL needs a bucket: scheme://bucket/prefix")
+    if body.kind == "s3compat" and not body.endpoint_url:
+        raise Invalid("an S3-compatible destination needs endpoint_url")
+    c = body.credentials
+    if c and body.kind == "gcs" and (c.access_key_id or c.secret_access_key):
+        raise Invalid("GCS destinations take a service_account_key, not access keys")
+    if c and body.kind in ("s3", "spaces", "s3compat") and (c.service_account_key or not (c.access_key_id and c.secret_access_key)):
+        raise Invalid("S3-style destinations take access_key_id and secret_access_key")
+    if c and body.kind == "local":
+        raise Invalid("local destinations take no credentials")
+
+
+def list_destinations(ctx: Ctx, org_id: str, q: s.PageQuery):
+    return _list(ctx, StorageDestination, org_id, q)
+
+
+def get_destination(ctx: Ctx, org_id: str, dest_id: str) -> StorageDestination:
+    return get_in_org(ctx, StorageDestination, org_id, dest_id, "storage destination")
+
+
+def create_destination(ctx: Ctx, org_id: str, body: s.DestinationIn) -> StorageDestination:
+    _check_destination(ctx, body)
+    did = new_id("dst")
+    options = {k: v for k, v in {"region": body.region, "endpoint_url": body.endpoint_url}.items() if v}
+    row = StorageDestination(id=did, org_id=org_id, name=body.name, kind=body.kind, url=body.url, options=options)
+    if body.credentials is not None:
+        secret = json.dumps(body.credentials.model_dump(exclude_none=True), sort_keys=True).encode()
+        row.credentials_sealed = ctx.ports.sealer.seal(secret, _context(StorageDestination, "credentials_sealed", did))
+        row.credentials_fingerprint = fingerprint(secret)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("destination.create", "storage_destination", did, {"kind": body.kind})
+    return row
+
+
+def delete_destination(ctx: Ctx, org_id: str, dest_id: str) -> None:
+    ctx.session.delete(get_destination(ctx, org_id, dest_id))
+    ctx.audit("destination.delete", "storage_destination", dest_id)
+
+
+def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict | None:
+    if not row.credentials_sealed:
+        return None
+    ctx_name = _context(StorageDestination, "credentials_sealed", row.id)
+    return json.loads(ctx.ports.sealer.open(row.credentials_sealed, ctx_name))
+
+
+def open_destination(ctx: Ctx, row: StorageDestination) -> Any:
+    """A Storage for this destination, with its unsealed credentials handed to the client only."""
+    return ctx.ports.open_storage(row.kind, row.url, row.options or {}, destination_credentials(ctx, row))
+
+
+def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict:
+    row = get_destination(ctx, org_id, dest_id)
+    key = f".firebackup-probe/{new_id('probe')}"
+    try:
+        storage = open_destination(ctx, row)
+        try:
+            storage.put(key, b"firebackup connection test\n")
+            storage.delete(key)
+        finally:
+            storage.close()
+        ok, message = True, "wrote and deleted a probe object"
+    except FireBackupError as e:
+        ok, message = False, str(e).splitlines()[0][:300]
+    ctx.audit("destination.test", "storage_destination", dest_id, result="success" if ok else "failure")
+    return {"ok": ok, "message": message}
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+def _schedule_out(row: Schedule) -> dict:
+    cron = parse_cron(row.cron, row.timezone)
+    nxt = cron.next_after(utcnow()) if row.enabled else None
+    out = {c: getattr(row, c) for c in ("id", "name", "project_id", "destination_id", "cron", "timezone",
+                                        "collections", "enabled", "created_at")}
+    out["retention"] = row.retention or {}
+    out["next_run_at"] = nxt.astimezone(timezone.utc) if nxt else None
+    return out
+
+
+def list_schedules(ctx: Ctx, org_id: str, q: s.PageQuery):
+    rows, cursor = _list(ctx, Schedule, org_id, q)
+    return [_schedule_out(r) for r in rows], cursor
+
+
+def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict:
+    return _schedule_out(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
+
+
+def create_schedule(ctx: Ctx, org_id: str, body: s.ScheduleIn) -> dict:
+    parse_cron(body.cron, body.timezone)
+    get_project(ctx, org_id, body.project_id)
+    get_destination(ctx, org_id, body.destination_id)
+    row = Schedule(id=new_id("sch"), org_id=org_id, name=body.name, project_id=body.project_id,
+                   destination_id=body.destination_id, cron=body.cron, timezone=body.timezone,
+                   retention=body.retention.model_dump(exclude_none=True), collections=body.collections,
+                   enabled=body.enabled)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("schedule.create", "schedule", row.id, {"cron": body.cron, "timezone": body.timezone})
+    return _schedule_out(row)
+
+
+def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, body: s.SchedulePatch) -> dict:
+    row = get_in_org(ctx, Schedule, org_id, schedule_id, "schedule")
+    parse_cron(body.cron or row.cron, body.timezone or row.timezone)
+    changes = body.model_dump(exclude_unset=True)
+    for k, v in changes.items():
+        if v is None and k in ("name", "cron", "timezone", "enabled"):
+            continue  # null means "leave as is" for required columns
+        setattr(row, k, body.retention.model_dump(exclude_none=True) if k == "retention" and v is not None else v)
+    ctx.audit("schedule.update", "schedule", schedule_id, {"fields": sorted(changes)})
+    return _schedule_out(row)
+
+
+def delete_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> None:
+    ctx.session.delete(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
+    ctx.audit("schedule.delete", "schedule", schedule_id)
+
+
+# --- webhooks --------------------------------------------------------------------------------------
+
+def list_webhooks(ctx: Ctx, org_id: str, q: s.PageQuery):
+    return _list(ctx, Webhook, org_id, q)
+
+
+def get_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> Webhook:
+    return get_in_org(ctx, Webhook, org_id, webhook_id, "webhook")
+
+
+def create_webhook(ctx: Ctx, org_id: str, body: s.WebhookIn) -> Webhook:
+    wid = new_id("whk")
+    row = Webhook(id=wid, org_id=org_id, url=body.url, events=list(dict.fromkeys(body.events)),
+                  secret_sealed=ctx.ports.sealer.seal(body.secret, _context(Webhook, "secret_sealed", wid)),
+                  secret_fingerprint=fingerprint(body.secret))
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("webhook.create", "webhook", wid, {"events": row.events})
+    return row
+
+
+def delete_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> None:
+    ctx.session.delete(get_webhook(ctx, org_id, webhook_id))
+    ctx.audit("webhook.delete", "webhook", webhook_id)
+
+
+def webhook_secret(ctx: Ctx, row: Webhook) -> bytes:
+    return ctx.ports.sealer.open(row.secret_sealed, _context(Webhook, "secret_sealed", row.id))
