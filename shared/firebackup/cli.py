@@ -18,7 +18,8 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from firebackup import __version__
-from firebackup.errors import BadKey, FireBackupError, OperationFailed, UsageError
+from firebackup.errors import BadKey, FireBackupError, UsageError
+from firebackup.progress import NoProgress
 
 PROG = "firebackup"
 
@@ -351,6 +352,11 @@ def cmd_restore(args) -> int:
     from firebackup.engine.restore import run_restore  # lazily: the CLI works without the engine
 
     progress = _progress("restore")
+    if args.collections is None and not isinstance(progress, NoProgress):
+        try:
+            progress.set_total(documents=repo.read_summary(args.backup_id).get("documents"))
+        except FireBackupError:
+            pass  # the restore itself will report the problem properly
     started = time.monotonic()
     try:
         result = run_restore(
@@ -462,6 +468,8 @@ def cmd_show(args) -> int:
     out["encrypted"] = bool(summary.get("encrypted"))
     if manifest is not None:
         body = _as_dict(manifest)
+        if body.get("auth_hash_config"):
+            body["auth_hash_config"] = redact_hash_config(body["auth_hash_config"])
         for k, v in body.items():
             out.setdefault(k, v)
         out["manifest"] = body
@@ -475,6 +483,16 @@ def cmd_show(args) -> int:
         say("the backup is encrypted: pass --key-file to see its chunks and collections")
     _unencrypted_note(out["encrypted"])
     return 0
+
+
+_SECRET_HASH_FIELDS = ("signerKey", "saltSeparator", "base64_signer_key", "base64_salt_separator", "key")
+
+
+def redact_hash_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The password-hash parameters with the signer key and salt separator hidden (they are secrets)."""
+    return {k: ("<redacted>" if (k in _SECRET_HASH_FIELDS or "key" in k.lower() or "salt" in k.lower())
+                and v is not None else v)
+            for k, v in config.items()}
 
 
 def _print_show(out: dict[str, Any]) -> None:

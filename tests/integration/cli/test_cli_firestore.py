@@ -119,3 +119,29 @@ def test_an_unreachable_emulator_exits_2_with_one_line(tmp_path, project_id):
               "--to", f"file://{tmp_path}", expect=2)
     assert proc.stderr.count("\n") == 1
     assert proc.stdout == ""
+
+
+def test_backup_with_auth_users_is_verified_user_by_user(firestore_emulator, auth_emulator, project_id,
+                                                         tmp_path, monkeypatch):
+    import firebase_admin
+    from firebase_admin import auth
+
+    firestore_emulator.apply(monkeypatch)
+    auth_emulator.apply(monkeypatch)
+    seed(project_id)
+    app = firebase_admin.initialize_app(options={"projectId": project_id}, name=f"seed-{project_id}")
+    try:
+        for i in range(5):
+            auth.create_user(uid=f"user{i}", email=f"user{i}@example.com", password=f"secret-{i}-pw", app=app)
+    finally:
+        firebase_admin.delete_app(app)
+    env = {**firestore_emulator.env, **auth_emulator.env}
+    key = tmp_path / "k.key"
+    fb(env, "keygen", "--out", str(key))
+    url = f"file://{tmp_path / 'loc'}"
+    out = fb_json(env, "backup", "--project", project_id, "--to", url, "--include-auth", "--key-file", str(key))
+    assert out["auth_users"] == 5
+    report = fb_json(env, "verify", out["backup_id"], "--from", url, "--key-file", str(key))
+    assert report["ok"] is True
+    assert report["auth_users"] == 5
+    assert report["documents"] == out["documents"]

@@ -153,3 +153,10 @@ def test_the_terminal_bar_shows_documents_bytes_and_eta():
     assert "ETA 00:30" in line
     bar.close()
     assert stream.getvalue().endswith("\n")
+
+
+def test_show_hides_the_password_hash_signer_key_and_salt_separator():
+    shown = cli.redact_hash_config({"algorithm": "SCRYPT", "signerKey": "c2VjcmV0", "saltSeparator": "Bw==",
+                                    "rounds": 8, "memoryCost": 14})
+    assert shown == {"algorithm": "SCRYPT", "signerKey": "<redacted>", "saltSeparator": "<redacted>",
+                     "rounds": 8, "memoryCost": 14}
