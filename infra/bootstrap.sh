@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `make run` and `make test`; a fast no-op once done.
+# Installs: .venv with the package and its dev extras, firebase-tools (Auth emulator) into
+# infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
+# (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV="$ROOT/.venv"
+log() { echo "bootstrap: $*" >&2; }
+sha() { sha256sum "$@" | sha256sum | cut -c1-64; }
+
+# --- system packages (normally already on the machine) ---------------------------------
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "missing system packages: ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
+    exit 1
+  fi
+fi
+sdk_root=/usr/lib/google-cloud-sdk
+if [ ! -d "$sdk_root/platform" ] && command -v gcloud >/dev/null 2>&1; then
+  sdk_root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
+fi
+if [ ! -x "$sdk_root/platform/cloud-firestore-emulator/cloud_firestore_emulator" ]; then
+  log "the Cloud Firestore emulator is missing under $sdk_root; install the Google Cloud CLI component" \
+      "(gcloud components install cloud-firestore-emulator, or apt google-cloud-cli-firestore-emulator)"
+  exit 1
+fi
+
+# --- unprivileged user for PostgreSQL (initdb refuses root) ---------------------------
+if [ "$(id -u)" = 0 ] && ! id firebackup >/dev/null 2>&1; then
+  log "useradd firebackup (runs the test PostgreSQL)"
+  useradd --system --no-create-home --shell /usr/sbin/nologin firebackup
+fi
+
+# --- Python ---------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating .venv"
+  "${PYTHON:-python3}" -m venv "$VENV"
+fi
+want=$(sha pyproject.toml)
+stamp="$VENV/.firebackup-bootstrap"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  log "pip install -e '.[dev]'"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" >"$stamp"
+fi
+
+# --- Node: firebase-tools for the Auth emulator ----------------------------------------
+want=$(sha infra/local/package.json infra/local/package-lock.json)
+stamp="infra/local/node_modules/.firebackup-bootstrap"
+if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  log "npm ci (infra/local: firebase-tools)"
+  npm ci --prefix infra/local --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$want" >"$stamp"
+fi
