@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
-from firebackup.errors import BadURL
+from firebackup.errors import BadURL, UsageError
 from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, check_prefix
 from firebackup.storage.memory import MemoryStorage
 from firebackup.storage.retry import RetryingStorage
@@ -66,7 +66,12 @@ def open_storage(url: str, *, retry: bool = True, **opts) -> Storage:
     except ValueError:
         raise BadURL(f"cannot parse the query of storage URL {_safe(url)}") from None
     wrap_opts = {k: opts.pop(k) for k in _WRAP_ARGS if k in opts}
-    storage = factory(parts, query, **opts)
+    try:
+        storage = factory(parts, query, **opts)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise UsageError(f"unknown storage option for {scheme}:// ({str(e).split('argument')[-1].strip()})") from None
     if retry and scheme != "memory":
         return RetryingStorage(storage, **wrap_opts)
     return storage

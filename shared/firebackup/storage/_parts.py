@@ -13,6 +13,26 @@ from firebackup.errors import UsageError
 from firebackup.storage.base import ObjectInfo
 
 
+def once(hook):
+    """Make a commit hook idempotent: after it succeeds once, repeat calls return its result.
+
+    A commit whose response was lost is retried; the retry must not store the object again
+    (an empty one, or one that now trips create-if-absent).
+    """
+    name = "_once_" + hook.__name__
+
+    def wrapper(self, *args):
+        done = getattr(self, name, None)
+        if done is None:
+            done = hook(self, *args)
+            setattr(self, name, done)
+        return done
+
+    wrapper.__name__ = hook.__name__
+    wrapper.__doc__ = hook.__doc__
+    return wrapper
+
+
 class PartWriter:
     """Base class for backend writers; subclasses implement the four _hooks."""
 

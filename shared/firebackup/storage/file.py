@@ -24,7 +24,7 @@ from firebackup.errors import (
     TransientStorageError,
     UsageError,
 )
-from firebackup.storage._parts import PartWriter
+from firebackup.storage._parts import PartWriter, once
 from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
 
 TMP_MARK = ".~fbtmp-"  # temp files start with this; keys may not, listings skip them
@@ -52,7 +52,9 @@ def translate_oserror(e: OSError, key: str | None, where: str) -> Exception:
 class FileStorage:
     """A local folder as a Storage; safe for several threads and processes at once."""
 
-    def __init__(self, root: str, *, part_size: int = 1 << 20, url: str | None = None):
+    def __init__(self, root: str, *, part_size: int = 1 << 20, page_size: int = 1000, url: str | None = None):
+        # page_size is accepted so every backend takes the same options; a folder walk
+        # streams one directory at a time and has no pages.
         self.root = os.path.abspath(root)
         self.url = url or "file://" + self.root
         self.part_size = part_size
@@ -220,7 +222,11 @@ class _FileWriter(PartWriter):
         except OSError as e:
             raise self._err(e) from e
 
+    @once
     def _complete(self) -> ObjectInfo:
+        return self._finish()
+
+    def _finish(self) -> ObjectInfo:
         f = self._open_tmp()
         try:
             f.flush()
@@ -233,6 +239,7 @@ class _FileWriter(PartWriter):
         self._f = None
         return _info(self.key, st)
 
+    @once
     def _put_whole(self, data: bytes) -> ObjectInfo:
         f = self._open_tmp()
         try:
@@ -241,7 +248,7 @@ class _FileWriter(PartWriter):
             f.truncate()
         except OSError as e:
             raise self._err(e) from e
-        return self._complete()
+        return self._finish()
 
     def _publish(self) -> None:
         assert self._tmp is not None

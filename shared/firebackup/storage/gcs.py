@@ -26,7 +26,7 @@ from firebackup.errors import (
     TransientStorageError,
     UsageError,
 )
-from firebackup.storage._parts import PartWriter
+from firebackup.storage._parts import PartWriter, once
 from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
 
 CHUNK_QUANTUM = 256 << 10  # resumable chunks must be multiples of 256 KiB
@@ -274,6 +274,7 @@ class _GCSWriter(PartWriter):
         self._final: dict | None = None
         self._what = f"{key} in {storage.url}"
 
+    @once
     def _put_whole(self, data: bytes) -> ObjectInfo:
         return self._s.put(self.key, data, if_absent=self.if_absent)
 
@@ -322,6 +323,7 @@ class _GCSWriter(PartWriter):
                 if stalls >= 3:
                     raise TransientStorageError(f"upload of {self._what} makes no progress; retrying may help", key=self.key)
 
+    @once
     def _complete(self) -> ObjectInfo:
         if self._final is None:
             self._query()

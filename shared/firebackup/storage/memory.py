@@ -10,7 +10,7 @@ import threading
 from typing import BinaryIO, Iterator
 
 from firebackup.errors import ObjectExists, ObjectNotFound, UsageError
-from firebackup.storage._parts import PartWriter
+from firebackup.storage._parts import PartWriter, once
 from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
 
 
@@ -118,11 +118,13 @@ class _MemoryWriter(PartWriter):
         del self._staged[number - 1 :]  # a re-sent part replaces the earlier attempt
         self._staged.append(data)
 
+    @once
     def _complete(self) -> ObjectInfo:
         info = self._storage._commit(self.key, b"".join(self._staged), self.if_absent)
         self._staged = []
         return info
 
+    @once
     def _put_whole(self, data: bytes) -> ObjectInfo:
         return self._storage._commit(self.key, data, self.if_absent)
 

@@ -27,7 +27,7 @@ from firebackup.errors import (
     TransientStorageError,
     UsageError,
 )
-from firebackup.storage._parts import PartWriter
+from firebackup.storage._parts import PartWriter, once
 from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
 
 MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
@@ -278,6 +278,7 @@ class _S3Writer(PartWriter):
         self._sizes: dict[int, int] = {}
         self._complete_tried = False
 
+    @once
     def _put_whole(self, data: bytes) -> ObjectInfo:
         return self._s.put(self.key, data, if_absent=self.if_absent)
 
@@ -292,6 +293,7 @@ class _S3Writer(PartWriter):
         self._etags[number] = r["ETag"]  # a re-sent part replaces the earlier one, same number
         self._sizes[number] = len(data)
 
+    @once
     def _complete(self) -> ObjectInfo:
         parts = [{"ETag": self._etags[n], "PartNumber": n} for n in sorted(self._etags)]
         extra = {"IfNoneMatch": "*"} if self.if_absent else {}
