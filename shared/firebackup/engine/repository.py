@@ -22,6 +22,7 @@ from firebackup.errors import (
     BadKey,
     FireBackupError,
     ObjectNotFound,
+    OperationFailed,
     UsageError,
     WrongKeyOrTampered,
 )
@@ -279,9 +280,22 @@ class Repository:
     # -- manifests -----------------------------------------------------------------------
 
     def write_manifest(self, manifest, data_key, kek) -> ObjectInfo:
-        """Seal and store the manifest. Call it LAST: its presence is what makes a backup complete."""
+        """Seal and store the manifest. Call it LAST: its presence is what makes a backup complete.
+
+        First checks (one listing) that every chunk it names is stored with the recorded size,
+        so a backup with a lost or half-written chunk is never marked complete (OperationFailed).
+        """
         from firebackup.format.manifest import encode_manifest
 
+        stored = self.list_chunk_objects(manifest.backup_id)
+        for entry in manifest.chunks:
+            info = stored.get(entry.key)
+            if info is None or info.size != entry.bytes_stored:
+                found = "missing" if info is None else f"{info.size} bytes, expected {entry.bytes_stored}"
+                raise OperationFailed(
+                    f"backup {manifest.backup_id}: chunk {entry.chunk_id} at {entry.key} is {found}; "
+                    f"not writing the manifest (re-run the chunk task, then finalize again)"
+                )
         data = encode_manifest(manifest, data_key=data_key, kek=kek)
         return self.storage.put(self.manifest_key(manifest.backup_id), data)
 

@@ -228,3 +228,15 @@ def test_a_manifest_copied_under_another_backup_id_is_refused(repo):
     repo.storage.put(Repository.manifest_key(b), repo.storage.get(Repository.manifest_key(a)))
     with pytest.raises((WrongKeyOrTampered, BadKey, UsageError)):
         repo.read_manifest(b, None)
+
+
+def test_the_manifest_is_not_written_while_a_chunk_it_names_is_missing(repo):
+    from firebackup.errors import OperationFailed
+
+    bid = repo.new_backup_id()
+    entries = [repo.write_chunk(bid, f"d00000-{i:05d}", records(5)) for i in range(2)]
+    repo.storage.delete(entries[1].key)
+    with pytest.raises(OperationFailed, match="d00000-00001"):
+        repo.write_manifest(make_manifest(bid, entries, encrypted=False), None, None)
+    assert not repo.storage.exists(Repository.manifest_key(bid))
+    assert repo.list_backups() == []
