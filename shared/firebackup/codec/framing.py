@@ -29,10 +29,11 @@ def encode_batch(records: Sequence[bytes]) -> tuple[bytes, int]:
     except OverflowError:
         raise CorruptData("a record is larger than 4 GiB and cannot be framed") from None
     n = len(lens)
+    raw = sum(lens)
     if _SWAP:
         lens.byteswap()
-    data = b"".join(records)
-    return b"".join((n.to_bytes(4, "little"), lens.tobytes(), data)), len(data)
+    # One join over [count, lengths, *records]: the records are copied once, in C.
+    return b"".join([n.to_bytes(4, "little"), lens.tobytes(), *records]), raw
 
 
 class BatchDecoder:

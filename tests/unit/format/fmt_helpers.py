@@ -1,0 +1,120 @@
+"""Helpers for format tests: build chunks in memory and locate their frames."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+
+from firebackup.crypto.keys import DataKey
+from firebackup.format.chunk import ChunkWriter, read_chunk
+
+BACKUP = "20261128T025000Z-0123abcd"
+CHUNK = "d00001-00002"
+FRAME = 4096
+
+
+@dataclass
+class Built:
+    data: bytes
+    records: list[bytes]
+    key: DataKey | None
+    header_len: int
+    frame_starts: list[int]  # offset of each frame's 4-byte prefix
+    stats: object
+
+    def read(self, data: bytes | None = None, *, backup_id: str = BACKUP, chunk_id: str = CHUNK, key="same"):
+        k = self.key if key == "same" else key
+        return list(read_chunk(self.data if data is None else data, backup_id=backup_id, chunk_id=chunk_id, data_key=k))
+
+
+def frame_offsets(data: bytes, header_len: int, tag: int) -> list[int]:
+    """Offsets of frame prefixes, walking the chunk."""
+    out, pos = [], header_len
+    while pos < len(data):
+        out.append(pos)
+        v = int.from_bytes(data[pos : pos + 4], "big")
+        pos += 4 + (v & 0x7FFFFFFF) + tag
+        if v & 0x80000000:
+            break
+    return out
+
+
+def incompressible_records(n: int, size: int, seed: int = 1) -> list[bytes]:
+    """Records that do not compress (so chunks have many frames)."""
+    import random
+
+    rnd = random.Random(seed)
+    return [rnd.randbytes(size) for _ in range(n)]
+
+
+def build_chunk(records=None, *, encrypted=True, codec="zstd", frame_size=FRAME, key=None, backup_id=BACKUP, chunk_id=CHUNK) -> Built:
+    if records is None:
+        records = incompressible_records(40, 300)
+    dk = (key or DataKey.generate()) if encrypted else None
+    buf = io.BytesIO()
+    w = ChunkWriter(buf, backup_id=backup_id, chunk_id=chunk_id, codec=codec, data_key=dk, frame_size=frame_size)
+    w.add_many(records)
+    stats = w.finish()
+    data = buf.getvalue()
+    hl = len(w.header)
+    return Built(data, list(records), dk, hl, frame_offsets(data, hl, 16 if encrypted else 4), stats)
+
+
+def recrc_header(data: bytes, header_len: int) -> bytes:
+    """Recompute the header CRC after an edit (an attacker can always do this)."""
+    head = data[: header_len - 4]
+    return head + zlib.crc32(head).to_bytes(4, "big") + data[header_len:]
+
+
+
+
+from cryptography.exceptions import InvalidTag  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
+from google.api_core import exceptions as gexc  # noqa: E402
+
+from firebackup.crypto.keys import KmsClient  # noqa: E402
+
+
+class FakeKmsClient(KmsClient):
+    """Behaves like KeyManagementServiceClient for encrypt/decrypt: unknown key -> NotFound,
+    denied -> PermissionDenied, bad ciphertext or AAD -> InvalidArgument."""
+
+    def __init__(self, names: list[str], *, denied: bool = False):
+        import os
+
+        self.keys = {n: os.urandom(32) for n in names}
+        self.denied = denied
+        self.calls: list[str] = []
+
+    def _key(self, name: str) -> bytes:
+        if self.denied:
+            raise gexc.PermissionDenied("Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied")
+        if name not in self.keys:
+            raise gexc.NotFound(f"CryptoKey {name} not found.")
+        return self.keys[name]
+
+    def encrypt(self, request):
+        import os
+        from types import SimpleNamespace
+
+        self.calls.append("encrypt")
+        k = self._key(request["name"])
+        nonce = os.urandom(12)
+        ct = nonce + AESGCM(k).encrypt(nonce, request["plaintext"], request.get("additional_authenticated_data") or None)
+        return SimpleNamespace(ciphertext=ct, verified_plaintext_crc32c="plaintext_crc32c" in request)
+
+    def decrypt(self, request):
+        from types import SimpleNamespace
+
+        self.calls.append("decrypt")
+        k = self._key(request["name"])
+        ct = request["ciphertext"]
+        try:
+            pt = AESGCM(k).decrypt(ct[:12], ct[12:], request.get("additional_authenticated_data") or None)
+        except (InvalidTag, ValueError):
+            raise gexc.InvalidArgument("Decryption failed: the ciphertext is invalid.") from None
+        return SimpleNamespace(plaintext=pt)
+
+
+KMS_NAME = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
