@@ -1,0 +1,138 @@
+"""Auth users against the real Firebase Auth emulator: export, import, sign in again, exact errors."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+import requests
+from firebase_admin import auth
+
+from firebackup.engine.backup import run_backup
+from firebackup.engine.repository import Repository
+from firebackup.engine.restore import run_restore
+from firebackup.firestore import auth as fa
+from firebackup.storage import MemoryStorage
+from infra.local.stack import DEFAULT_AUTH_PROJECT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def emulator(auth_emulator, monkeypatch):
+    return auth_emulator.apply(monkeypatch)
+
+
+def sign_in(host: str, email: str, password: str) -> requests.Response:
+    """The REST sign-in a client app makes; the emulator maps any API key to its default project."""
+    return requests.post(
+        f"http://{host}/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=fake-api-key",
+        json={"email": email, "password": password, "returnSecureToken": True},
+        timeout=30,
+    )
+
+
+def make_users(project: str, tag: str) -> dict[str, str]:
+    """Users of every shape in `project`; returns {uid: password or ''}."""
+    app = fa.auth_app(project)
+    auth.create_user(uid=f"{tag}-pw", email=f"{tag}-pw@example.com", password="s3cret-pw!", display_name="Ann Ünï",
+                     photo_url="https://example.com/a.png", email_verified=True,
+                     phone_number=f"+1555{int(tag[-6:], 16) % 10**7:07d}", app=app)
+    auth.set_custom_user_claims(f"{tag}-pw", {"admin": True, "tier": 3, "tags": ["a", "b"]}, app=app)
+    auth.create_user(uid=f"{tag}-off", email=f"{tag}-off@example.com", password="disabled-pw", disabled=True, app=app)
+    res = auth.import_users([
+        auth.ImportUserRecord(uid=f"{tag}-google", email=f"{tag}-g@example.com", display_name="Gee",
+                              provider_data=[auth.UserProvider(uid=f"g-{tag}", provider_id="google.com",
+                                                               email=f"{tag}-g@example.com", display_name="Gee")]),
+        auth.ImportUserRecord(uid=f"{tag}-bare"),
+    ], app=app)
+    assert res.failure_count == 0
+    return {f"{tag}-pw": "s3cret-pw!", f"{tag}-off": "disabled-pw", f"{tag}-google": "", f"{tag}-bare": ""}
+
+
+def comparable(u) -> dict:
+    return {
+        "email": u.email, "email_verified": u.email_verified, "display_name": u.display_name,
+        "photo_url": u.photo_url, "phone_number": u.phone_number, "disabled": u.disabled,
+        "custom_claims": u.custom_claims, "created": u.user_metadata.creation_timestamp,
+        "providers": sorted((p.provider_id, p.uid, p.email) for p in u.provider_data),
+    }
+
+
+def test_auth_users_round_trip_keeps_passwords_claims_disabled_and_providers(emulator, project_id):
+    tag = f"rt{secrets.token_hex(3)}"
+    users = make_users(project_id, tag)
+    records, hash_config = fa.export_users(project_id)
+    records = list(records)
+    assert hash_config == {"algorithm": fa.EMULATOR_HASH}
+    assert sorted(json.loads(r)["localId"] for r in records) == sorted(users)
+    pw = next(json.loads(r) for r in records if json.loads(r)["localId"] == f"{tag}-pw")
+    assert pw["passwordHash"] and pw["salt"] and json.loads(pw["customAttributes"])["tier"] == 3
+
+    outcome = fa.import_user_records(DEFAULT_AUTH_PROJECT, records, hash_config)
+    assert (outcome.imported, outcome.failed, outcome.errors) == (4, 0, [])
+
+    src_app, dst_app = fa.auth_app(project_id), fa.auth_app(DEFAULT_AUTH_PROJECT)
+    for uid in users:
+        assert comparable(auth.get_user(uid, app=dst_app)) == comparable(auth.get_user(uid, app=src_app)), uid
+    ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
+    assert ok.status_code == 200 and ok.json()["localId"] == f"{tag}-pw"
+    wrong = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "not-it")
+    assert wrong.status_code == 400
+    off = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-off@example.com", "disabled-pw")
+    assert off.status_code == 400 and "USER_DISABLED" in off.text
+
+
+def test_export_pages_through_every_user(emulator, project_id):
+    app = fa.auth_app(project_id)
+    res = auth.import_users([auth.ImportUserRecord(uid=f"p{i:02d}", email=f"p{i}@example.com") for i in range(7)], app=app)
+    assert res.success_count == 7
+    records = list(fa.iter_user_records(project_id, page_size=3))
+    assert [json.loads(r)["localId"] for r in records] == [f"p{i:02d}" for i in range(7)]
+
+
+def test_import_reports_per_user_errors_exactly(emulator, project_id):
+    target = project_id + "-dst"
+    auth.import_users([auth.ImportUserRecord(uid="taken")], app=fa.auth_app(target))
+    records = [json.dumps({"localId": f"ok{i}", "email": f"ok{i}@example.com"}).encode() for i in range(5)]
+    records += [
+        json.dumps({"localId": "taken", "email": "taken@example.com"}).encode(),  # the emulator refuses to overwrite
+        json.dumps({"localId": "bad-email", "email": "not an email"}).encode(),
+        b"{not json",
+        json.dumps({"localId": "pw", "passwordHash": "aGFzaA==", "salt": "c2FsdA=="}).encode(),  # no hash parameters
+    ]
+    outcome = fa.import_user_records(target, records, None)
+    assert (outcome.imported, outcome.failed) == (5, 4)
+    assert sorted(e.split(":")[0] for e in outcome.errors) == [
+        "auth user ?", "auth user bad-email", "auth user pw", "auth user taken"]
+    listed = sorted(u.uid for u in auth.list_users(app=fa.auth_app(target)).iterate_all())
+    assert listed == sorted(["taken"] + [f"ok{i}" for i in range(5)])
+
+
+def test_import_sends_batches_of_a_thousand_users(emulator, project_id):
+    records = [json.dumps({"localId": f"u{i:05d}", "email": f"u{i}@example.com", "disabled": i % 2 == 0}).encode()
+               for i in range(2345)]
+    outcome = fa.import_user_records(project_id, records, None)
+    assert (outcome.imported, outcome.failed) == (2345, 0)
+    assert sum(1 for _ in auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == 2345
+
+
+def test_dry_run_import_sends_nothing(emulator, project_id):
+    records = [json.dumps({"localId": f"d{i}"}).encode() for i in range(3)]
+    outcome = fa.import_user_records(project_id, records, None, dry_run=True)
+    assert (outcome.imported, outcome.failed) == (3, 0)
+    assert list(auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == []
+
+
+def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkeypatch, project_id):
+    firestore_emulator.apply(monkeypatch)
+    tag = f"br{secrets.token_hex(3)}"
+    users = make_users(project_id, tag)
+    repo = Repository(MemoryStorage())
+    backup = run_backup(project=project_id, repo=repo, include_auth=True)
+    assert backup.auth_users == len(users)
+    result = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True)
+    assert result.auth_users == len(users) and result.auth_users_failed == 0
+    ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
+    assert ok.status_code == 200
