@@ -279,7 +279,10 @@ class _GCSWriter(PartWriter):
         return self._s.put(self.key, data, if_absent=self.if_absent)
 
     def _send_part(self, number: int, data: bytes, last: bool) -> None:
+        offset = (number - 1) * self.part_size
+        end = offset + len(data)
         if self._final is not None:
+            self._check_final(end if last else None)
             return  # a lost response to the final chunk: the server already has the object
         if self._session_url is None:
             blob = self._s._bucket.blob(self._full)
@@ -294,9 +297,8 @@ class _GCSWriter(PartWriter):
         if self._resync:
             self._query()
             if self._final is not None:
+                self._check_final(end if last else None)
                 return
-        offset = (number - 1) * self.part_size
-        end = offset + len(data)
         if self._persisted < offset:
             raise StorageError(
                 f"upload of {self._what} lost data on the server (has {self._persisted}, expected {offset}); "
@@ -318,10 +320,24 @@ class _GCSWriter(PartWriter):
                 rng = f"bytes {start}-{end - 1}/*"
             before = self._persisted
             self._put(chunk, rng)
+            if self._final is not None:
+                self._check_final(end if last else None)
+                return
             if self._persisted == before and self._final is None:
                 stalls += 1
                 if stalls >= 3:
                     raise TransientStorageError(f"upload of {self._what} makes no progress; retrying may help", key=self.key)
+
+    def _check_final(self, want: int | None) -> None:
+        # A server that finished the upload before our last byte must not pass for success:
+        # that would be a silently truncated object.
+        size = int((self._final or {}).get("size", -1))
+        if want is None or size != want:
+            raise StorageError(
+                f"upload of {self._what} was finished by the server early at {size} bytes; "
+                "delete the object and upload again",
+                key=self.key,
+            )
 
     @once
     def _complete(self) -> ObjectInfo:
