@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from firebackup.errors import FireBackupError, UsageError
-from firebackup.firestore.documents import document_name, format_rfc3339, parse_rfc3339
-from firebackup.firestore.reader import DocRange, SnapshotReader, check_collection_id
+from firebackup.firestore.documents import document_name, format_rfc3339, parse_rfc3339, root_collection
+from firebackup.firestore.reader import DocRange, SnapshotReader, check_collection_id, name_sort_key
 
 DEFAULT_CHUNK_DOCS = 50_000
 DEFAULT_CHUNK_BYTES = 64 << 20  # raw record bytes per chunk; bounds restore-side work per task
@@ -38,6 +38,7 @@ DEFAULT_THREADS = 4
 AUTH_CHUNK_USERS = 10_000
 
 _BATCH_DOCS = 512  # documents handed from the reading thread to the writing thread at once
+_BATCH_BYTES = 1 << 20  # ... or fewer, when documents are large
 _QUEUE_BATCHES = 16  # bounded: at most this many batches wait between reader and writer
 
 
@@ -54,6 +55,10 @@ class BackupRequest:
     chunk_docs: int = DEFAULT_CHUNK_DOCS
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     partitions: int = DEFAULT_PARTITIONS
+    # A chunk task hands on the rest of its range after this many chunks / seconds (None:
+    # never). Locally one stream per range is fastest; a serverless worker sets a budget.
+    chunks_per_task: int | None = None
+    task_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.collections, str):
@@ -109,10 +114,11 @@ class BackupPlan:
     level: int | None
     data_key: Any  # DataKey | None
     requested_collections: list[str] | None
-    root_collections: list[str]
     include_auth: bool
     chunk_docs: int
     chunk_bytes: int
+    chunks_per_task: int | None = None
+    task_seconds: float | None = None
     tasks: list[ChunkTask] = field(default_factory=list)
 
     @property
@@ -123,7 +129,7 @@ class BackupPlan:
 @dataclass
 class ChunkResult:
     task: ChunkTask
-    entry: Any  # ChunkEntry | None (None: the range had no documents from the cursor on)
+    entries: list  # ChunkEntry per chunk written, in order (empty: nothing left in the range)
     follow_up: ChunkTask | None
     documents: int
     bytes_raw: int
@@ -179,7 +185,6 @@ def plan(
     reader = SnapshotReader(source, read_time)
     created_at = now or dt.datetime.now(dt.timezone.utc)
     backup_id = repo.new_backup_id(created_at)
-    roots = reader.root_collections()
     ranges = reader.plan_ranges(request.collections, partitions=request.partitions)
     p = BackupPlan(
         backup_id=backup_id,
@@ -191,10 +196,11 @@ def plan(
         level=request.level,
         data_key=data_key,
         requested_collections=request.collections,
-        root_collections=roots,
         include_auth=request.include_auth,
         chunk_docs=request.chunk_docs,
         chunk_bytes=request.chunk_bytes,
+        chunks_per_task=request.chunks_per_task,
+        task_seconds=request.task_seconds,
     )
     p.tasks = [ChunkTask(backup_id, i, 0, rng) for i, rng in enumerate(ranges)]
     return p
@@ -205,11 +211,14 @@ def plan(
 
 def _batches(docs: Iterator[bytes]) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
+    size = 0
     for doc in docs:
         batch.append(doc)
-        if len(batch) >= _BATCH_DOCS:
+        size += len(doc)
+        if len(batch) >= _BATCH_DOCS or size >= _BATCH_BYTES:
             yield batch
             batch = []
+            size = 0
     if batch:
         yield batch
 
@@ -271,6 +280,83 @@ class _Prefetch:
         self._thread.join()
 
 
+class _ChunkOut:
+    """One chunk being written: counts records, raw bytes and documents per root collection."""
+
+    def __init__(self, p: BackupPlan, task: ChunkTask, seq: int, repo, prefix_len: int, progress):
+        self.chunk_id = f"d{task.partition:05d}-{seq:05d}"
+        self.seq = seq
+        self._task = task
+        self._upload = repo.open_chunk_writer(
+            p.backup_id, self.chunk_id, kind="docs", codec=p.codec, level=p.level, data_key=p.data_key
+        )
+        writer = self._upload.__enter__()
+        self._add, self._add_many = writer.add, writer.add_many
+        self._limit_docs, self._limit_bytes = p.chunk_docs, p.chunk_bytes
+        self._prefix_len = prefix_len
+        self._progress = progress
+        self.count = 0
+        self.raw = 0
+        self.last: bytes | None = None
+        self.roots: dict[bytes, int] = {}
+
+    def full(self) -> bool:
+        return self.count >= self._limit_docs or self.raw >= self._limit_bytes
+
+    def take(self, batch: list[bytes], i: int) -> int:
+        """Add documents from batch[i:] until the chunk is full; return how many were added."""
+        rest = batch[i:] if i else batch
+        lens = list(map(len, rest))
+        total = sum(lens)
+        if self.count + len(rest) <= self._limit_docs and self.raw + total - lens[-1] < self._limit_bytes:
+            taken = rest  # all of it fits before any cut: one call, no per-document Python
+            self._add_many(taken)
+            self.count += len(taken)
+            self.raw += total
+        else:
+            k = 0
+            for doc, n in zip(rest, lens):
+                if self.count >= self._limit_docs or self.raw >= self._limit_bytes:
+                    break
+                self._add(doc)
+                self.count += 1
+                self.raw += n
+                k += 1
+            taken = rest[:k]
+            total = sum(lens[:k])
+        if taken:
+            self.last = taken[-1]
+            self._count_roots(taken)
+            if self._progress is not None:
+                self._progress(documents=len(taken), bytes=total)
+        return len(taken)
+
+    def _count_roots(self, docs: list[bytes]) -> None:
+        # Documents arrive in name order, so a root collection is one contiguous run: when
+        # the first and last of a batch agree, so does everything between.
+        pl = self._prefix_len
+        first, last = root_collection(docs[0], pl), root_collection(docs[-1], pl)
+        roots = self.roots
+        if first == last:
+            roots[first] = roots.get(first, 0) + len(docs)
+            return
+        for doc in docs:
+            r = root_collection(doc, pl)
+            roots[r] = roots.get(r, 0) + 1
+
+    def close(self) -> Any:
+        self._upload.__exit__(None, None, None)
+        entry = self._upload.entry
+        extra = dict(getattr(entry, "extra", None) or {})
+        collections = {r.decode("utf-8", "replace"): n for r, n in self.roots.items()}
+        extra.update({"partition": self._task.partition, "seq": self.seq, "collections": collections})
+        entry.extra = extra
+        return entry
+
+    def abort(self, exc: BaseException) -> None:
+        self._upload.__exit__(type(exc), exc, exc.__traceback__)
+
+
 def run_chunk(
     p: BackupPlan,
     task: ChunkTask,
@@ -280,73 +366,60 @@ def run_chunk(
     on_follow_up: Callable[[ChunkTask], None] | None = None,
     progress: Callable[..., None] | None = None,
 ) -> ChunkResult:
-    """Write the task's chunk; return its entry and the follow-up task, if the range goes on.
+    """Stream the task's range from its cursor into chunks seq, seq+1, ...; hand on the rest.
 
-    on_follow_up receives the follow-up as soon as it is known (before this chunk's upload
-    is committed), so the next read overlaps this chunk's flush and upload.
+    Chunk boundaries fall every chunk_docs documents (or chunk_bytes raw bytes) counted from
+    the start of the range, whichever task writes them, so chunk d<p>-<s> always holds the
+    same documents. The task stops after chunks_per_task chunks or, at a chunk boundary,
+    after task_seconds, and returns a follow-up task resuming after its last document;
+    on_follow_up receives it before the last chunk's upload is committed, so the next
+    read overlaps that upload.
     """
     reader = SnapshotReader(source, p.read_time)
+    per_task = p.chunks_per_task
     # One document past the cut tells us whether the range goes on, without a second query.
-    docs = reader.documents(task.range, after=task.after, limit=p.chunk_docs + 1)
-    prefetch = _Prefetch(docs)
-    stream = iter(prefetch)
+    limit = p.chunk_docs * per_task + 1 if per_task else None
+    prefetch = _Prefetch(reader.documents(task.range, after=task.after, limit=limit))
+    deadline = time.monotonic() + p.task_seconds if p.task_seconds else None
+    prefix_len = len(source.documents_path) + 1
+    entries: list = []
+    follow: ChunkTask | None = None
+    out: _ChunkOut | None = None
+    seq = task.seq
+    documents = raw = 0
     try:
-        first = next(stream, None)
-        if not first:
-            return ChunkResult(task, None, None, 0, 0)
-        upload = repo.open_chunk_writer(
-            p.backup_id, task.chunk_id, kind="docs", codec=p.codec, level=p.level, data_key=p.data_key
-        )
-        count = 0
-        raw = 0
-        last: bytes | None = None
-        follow: ChunkTask | None = None
-        limit_docs, limit_bytes = p.chunk_docs, p.chunk_bytes
-        with upload as writer:
-            add, add_many = writer.add, writer.add_many
-            batch: list[bytes] | None = first
-            while batch is not None:
-                lens = list(map(len, batch))
-                total = sum(lens)
-                if count + len(batch) <= limit_docs and raw + total - lens[-1] < limit_bytes:
-                    # the whole batch fits before any cut: one call, no per-document Python
-                    add_many(batch)
-                    count += len(batch)
-                    raw += total
-                    last = batch[-1]
-                    taken, taken_bytes = len(batch), total
-                else:
-                    taken = taken_bytes = 0
-                    for doc, n in zip(batch, lens):
-                        if count >= limit_docs or raw >= limit_bytes:
-                            follow = task.follow_up(document_name(last))  # type: ignore[arg-type]
-                            break
-                        add(doc)
-                        count += 1
-                        raw += n
-                        taken += 1
-                        taken_bytes += n
-                        last = doc
-                if progress is not None and taken:
-                    progress(documents=taken, bytes=taken_bytes)
-                if follow is not None:
-                    break
-                batch = next(stream, None)
+        for batch in prefetch:
+            i, n = 0, len(batch)
+            while i < n:
+                if out is not None and out.full():
+                    seq += 1
+                    if (per_task and seq - task.seq >= per_task) or (deadline and time.monotonic() >= deadline):
+                        follow = ChunkTask(task.backup_id, task.partition, seq, task.range, document_name(out.last))
+                        break
+                    done, out = out, None
+                    entries.append(done.close())
+                    documents += done.count
+                    raw += done.raw
+                if out is None:
+                    out = _ChunkOut(p, task, seq, repo, prefix_len, progress)
+                i += out.take(batch, i)
             if follow is not None:
-                prefetch.close()
-                if on_follow_up is not None:
-                    on_follow_up(follow)
-        entry = upload.entry
-        if entry is not None and hasattr(entry, "extra"):
-            extra = dict(getattr(entry, "extra", None) or {})
-            extra.update({"collection": task.range.collection, "partition": task.partition, "seq": task.seq})
-            try:
-                entry.extra = extra
-            except (AttributeError, dataclasses.FrozenInstanceError):
-                entry = dataclasses.replace(entry, extra=extra)
-        return ChunkResult(task, entry, follow, count, raw)
+                break
+        prefetch.close()
+        if follow is not None and on_follow_up is not None:
+            on_follow_up(follow)
+        if out is not None:
+            done, out = out, None
+            entries.append(done.close())
+            documents += done.count
+            raw += done.raw
+    except BaseException as e:
+        if out is not None:
+            out.abort(e)
+        raise
     finally:
         prefetch.close()
+    return ChunkResult(task, entries, follow, documents, raw)
 
 
 # -- auth users ----------------------------------------------------------------------------
@@ -400,15 +473,19 @@ def finalize(
     """Write the manifest (the backup becomes complete) and return it."""
     from firebackup.format.manifest import Manifest
 
-    entries = sorted((e for e in entries if e is not None), key=_chunk_sort_key)
+    # A redelivered task rewrites the same chunk ids with the same documents: keep one each.
+    entries = sorted({e.chunk_id: e for e in entries if e is not None}.values(), key=_chunk_sort_key)
     counts: dict[str, int] = {}
     for e in entries:
         if getattr(e, "kind", "docs") != "docs":
             continue
-        coll = (getattr(e, "extra", None) or {}).get("collection") or ""
-        counts[coll] = counts.get(coll, 0) + e.records
-    # The root collections the backup covers: those asked for, else all at read_time.
-    collections = list(p.requested_collections or p.root_collections)
+        for coll, n in ((getattr(e, "extra", None) or {}).get("collections") or {}).items():
+            counts[coll] = counts.get(coll, 0) + n
+    # The root collections the backup covers: those asked for, else every one that had a
+    # document at read_time (at any depth: a collection with only deep documents counts).
+    collections = list(p.requested_collections) if p.requested_collections else sorted(
+        (c for c in counts if c), key=name_sort_key
+    )
     values = {
         "backup_id": p.backup_id,
         "created_at": format_rfc3339(p.created_at),
@@ -423,8 +500,7 @@ def finalize(
         "auth_hash_config": auth_hash_config,
         "chunks": entries,
         "extra": {
-            # documents per root collection (a chunk never spans two root collections)
-            "collection_documents": {c: n for c, n in counts.items() if c},
+            "collection_documents": counts,  # documents per root collection
             "requested_collections": p.requested_collections,
             "chunk_docs": p.chunk_docs,
             "chunk_bytes": p.chunk_bytes,
@@ -506,9 +582,8 @@ def run_backup(
                 p, task, source=source, repo=repo,
                 on_follow_up=lambda t: q.enqueue("chunk", t.to_dict()), progress=progress,
             )
-            if result.entry is not None:
-                with entries_lock:
-                    entries.append(result.entry)
+            with entries_lock:
+                entries.extend(result.entries)
 
         auth_users = 0
         hash_config = None

@@ -154,6 +154,27 @@ def document_name(document: bytes) -> str:
         raise CorruptData("Document name is not UTF-8") from None
 
 
+def name_bytes(document: bytes) -> bytes:
+    """The name (field 1) of a Document as raw UTF-8 bytes; fast when it comes first."""
+    if document[:1] == b"\x0a":
+        ln = document[1]
+        if ln < 0x80:
+            return document[2 : 2 + ln]
+        ln, pos = read_varint(document, 1)
+        return document[pos : pos + ln]
+    raw = first_len_field(document, 1, "Document")
+    if raw is None:
+        raise CorruptData("Document has no name")
+    return raw
+
+
+def root_collection(document: bytes, prefix_len: int) -> bytes:
+    """The root collection id of a Document, given len(b"projects/P/databases/D/documents/")."""
+    name = name_bytes(document)
+    end = name.find(b"/", prefix_len)
+    return name[prefix_len:end] if end >= 0 else name[prefix_len:]
+
+
 def decode_timestamp(raw: bytes) -> tuple[int, int]:
     """(seconds, nanos) of google.protobuf.Timestamp bytes."""
     seconds = nanos = 0

@@ -27,14 +27,14 @@ from firebackup.errors import SourceError, UsageError
 from firebackup.firestore.documents import (
     datetime_to_timestamp,
     decode_timestamp,
+    first_len_field,
     run_query_document,
-    run_query_read_time,
     timestamp_to_datetime,
 )
 from firebackup.firestore.grpc import FirestoreConnection, NotSupportedByServer
 
 MIN_ID = "__id-9223372036854775808__"
-# A collection id nobody uses; only the response's read_time matters.
+# A collection id nobody uses; only the responses' read_time / status matter.
 _PROBE_COLLECTION = "firebackup-read-time-probe"
 _NUMERIC_ID = re.compile(r"^__id(-?\d+)__$")
 
@@ -95,6 +95,7 @@ class SnapshotReader:
         self.conn = conn
         self.read_time = read_time
         self._read_time_pb = _ts_pb(read_time)
+        self._partitions_supported: bool | None = None
 
     # -- the snapshot instant ------------------------------------------------------------
 
@@ -102,19 +103,17 @@ class SnapshotReader:
     def server_time(conn: FirestoreConnection) -> dt.datetime:
         """The server's current time, truncated to the microsecond (a valid read_time).
 
-        Taken from the read_time of a one-document query, so it is the server's clock, not
-        ours; Firestore accepts any microsecond within its version retention (1 hour, or
-        whole minutes up to 7 days with point-in-time recovery).
+        Taken from the read_time of a one-document lookup (a point read: cheap everywhere,
+        needs only read permission), so it is the server's clock, not ours. Firestore
+        accepts any microsecond within its version retention (1 hour; whole minutes up to
+        7 days with point-in-time recovery).
         """
-        sq = _SQ(
-            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(collection_id=_PROBE_COLLECTION)],
-            select=query_pb.StructuredQuery.Projection._meta.pb(fields=[_NAME_FIELD]),
+        req = firestore_pb.BatchGetDocumentsRequest._meta.pb(
+            database=conn.database_path, documents=[f"{conn.documents_path}/{_PROBE_COLLECTION}/probe"]
         )
-        sq.limit.value = 1
-        req = firestore_pb.RunQueryRequest._meta.pb(parent=conn.documents_path, structured_query=sq)
         raw = None
-        for resp in conn.run_query(req):
-            raw = run_query_read_time(resp)
+        for resp in conn.batch_get_documents(req):
+            raw = first_len_field(resp, 4, "BatchGetDocumentsResponse")  # field 4: read_time
             if raw is not None:
                 break
         if raw is None:
@@ -157,29 +156,51 @@ class SnapshotReader:
     def plan_ranges(self, collections: list[str] | None = None, *, partitions: int = 1) -> list[DocRange]:
         """Ranges that together cover the requested documents exactly once, in name order.
 
-        collections=None: the whole database. The ranges then tile the entire key space
-        (bounded at root collections as listed at read_time), so a document is never missed
-        even if a collection is not listed. With partitions > 1, each collection's range is
-        split further with PartitionQuery where the server implements it.
+        collections=None means the whole database. Where the server implements PartitionQuery
+        and partitions > 1, each root collection's range is split at its cut points so the
+        ranges can be read in parallel. Where it does not (the emulator), parallel streams
+        only compete for the same server, and every query there costs a scan of the whole
+        database, so the whole database is ONE range (one query) and chunking happens
+        client-side along the stream.
         """
         if collections:
             names = sorted({check_collection_id(c) for c in collections}, key=name_sort_key)
             ranges = [self.collection_bounds(c) for c in names]
+            if partitions <= 1 or not self.partition_query_supported(names[0]):
+                return ranges
         else:
+            if partitions <= 1 or not self.partition_query_supported(None):
+                return [DocRange()]
             names = self.root_collections()
             if not names:
                 return [DocRange()]
+            # Tile the whole key space at root collections, so no document can fall between ranges.
             ranges = []
             for i, c in enumerate(names):
                 lo = None if i == 0 else self.doc_name(f"{c}/{MIN_ID}")
                 hi = self.doc_name(f"{names[i + 1]}/{MIN_ID}") if i + 1 < len(names) else None
                 ranges.append(DocRange(collection=c, lo=lo, hi=hi))
-        if partitions <= 1:
-            return ranges
         out: list[DocRange] = []
         for rng in ranges:
             out.extend(self.split(rng, partitions))
         return out
+
+    def partition_query_supported(self, collection_id: str | None) -> bool:
+        """False where the server answers PartitionQuery with UNIMPLEMENTED (the emulator)."""
+        if self._partitions_supported is None:
+            try:
+                self._partition_cuts(collection_id or self._PROBE_GROUP, 1)
+                self._partitions_supported = True
+            except NotSupportedByServer:
+                self._partitions_supported = False
+            except SourceError as e:
+                code = getattr(e, "grpc_code", None)
+                if code is None or code.name != "INVALID_ARGUMENT":
+                    raise
+                self._partitions_supported = False
+        return self._partitions_supported
+
+    _PROBE_GROUP = _PROBE_COLLECTION
 
     def split(self, rng: DocRange, partitions: int) -> list[DocRange]:
         """Split a collection's range at PartitionQuery cut points; [rng] if the server cannot."""
@@ -188,7 +209,7 @@ class SnapshotReader:
         try:
             cuts = self._partition_cuts(rng.collection, partitions - 1)
         except NotSupportedByServer:
-            return [rng]  # the emulator: cursor continuation does the splitting instead
+            return [rng]
         except SourceError as e:
             code = getattr(e, "grpc_code", None)
             if code is not None and code.name == "INVALID_ARGUMENT":
