@@ -92,7 +92,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         message = message.replace(f"argument {PUBLIC_COMMANDS}: ", "")
         message = message.replace(f"{PUBLIC_COMMANDS}", "a command")
-        message = message.replace(", 'demo-storage'", "")
+        message = message.replace(", 'cat', 'demo-storage'", "")
         raise _ArgumentError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
@@ -195,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     key_flag(sp, "the key the backup was made with (without it only the public summary is shown)")
     json_flag(sp)
     sp.set_defaults(func=cmd_show)
+
+    # Not in the contract: read a backup's documents back as JSON lines (demos, spot checks).
+    sp = sub.add_parser("cat", description="Print a backup's documents on stdout, one JSON object per "
+                                           "line ({name, fields} in Firestore's REST JSON form).")
+    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+    sp.add_argument("--limit", type=_non_negative_int, metavar="N", help="stop after N documents")
+    key_flag(sp, "the key the backup was made with")
+    sp.set_defaults(func=cmd_cat)
 
     # Not in the contract: backs up generated documents without Firestore (demos, tests, benchmarks).
     sp = sub.add_parser("demo-storage", description="Back up N generated Firestore documents "
@@ -512,6 +521,35 @@ def _print_show(out: dict[str, Any]) -> None:
                   f"{_human_bytes(c.get('bytes_raw')):>10} {_human_bytes(c.get('bytes_stored')):>10}  "
                   f"{str(c.get('sha256', ''))[:16]}")
     sys.stdout.flush()
+
+
+def cmd_cat(args) -> int:
+    from google.cloud.firestore_v1.types.document import Document
+    from google.protobuf.json_format import MessageToDict
+
+    from firebackup.engine.repository import check_backup_id
+
+    check_backup_id(args.backup_id)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    parse = Document.pb().FromString
+    printed = 0
+    try:
+        manifest, data_key = repo.read_manifest(args.backup_id, kek)
+        for entry in manifest.chunks:
+            if entry.kind != "docs":
+                continue  # auth records hold password hashes: never printed by a convenience command
+            for record in repo.iter_records(args.backup_id, entry, data_key):
+                if args.limit is not None and printed >= args.limit:
+                    return 0
+                doc = MessageToDict(parse(record))
+                sys.stdout.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
+                printed += 1
+    finally:
+        sys.stdout.flush()
+        _close_repo(repo)
+        say(f"{printed} document(s) from backup {args.backup_id}")
+    return 0
 
 
 def cmd_demo_storage(args) -> int:

@@ -248,3 +248,18 @@ def test_a_backup_without_a_manifest_is_not_listed(site):
     assert out["incomplete"] == [bid]
     proc = fb("verify", bid, "--from", url, expect=2)
     assert "incomplete" in proc.stderr
+
+
+def test_cat_reads_every_document_back_as_json_lines(site):
+    bid = site["enc"]["backup_id"]
+    proc = fb("cat", bid, "--from", site["url"], "--key-file", str(site["key"]))
+    lines = proc.stdout.splitlines()
+    assert len(lines) == DOCS
+    docs = [json.loads(line) for line in lines]
+    assert all(d["name"].startswith("projects/demo-firebackup/databases/(default)/documents/") for d in docs)
+    assert len({d["name"] for d in docs}) == DOCS
+    edge = docs[0]["fields"]["edge"]["mapValue"]["fields"]
+    assert edge["int_min"] == {"integerValue": "-9223372036854775808"}
+    assert edge["nan"] == {"doubleValue": "NaN"}
+    limited = fb("cat", bid, "--from", site["url"], "--key-file", str(site["key"]), "--limit", "3")
+    assert limited.stdout.splitlines() == lines[:3]
