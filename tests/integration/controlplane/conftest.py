@@ -166,3 +166,36 @@ def _unique(prefix: str) -> str:
 def emails() -> dict[str, str]:
     """Fresh email per role, so tests sharing the emulator never share users."""
     return {r: _unique(r) for r in (*ROLES, "outsider")}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_engine(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[sa.Engine]:
+    """One migrated database per engine for a whole module (the matrix and fuzz tests share it)."""
+    from firebackup.db.migrate import upgrade
+
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'firebackup.db'}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = sa.make_url(server.url)
+    name = f"m_{secrets.token_hex(6)}"
+    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
+                                     database="postgres")
+    admin.run(f'CREATE DATABASE "{name}"')
+    admin.close()
+    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
+                                     database="postgres")
+    admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def module_harness(module_engine: sa.Engine, firebase_users: Any, tmp_path_factory) -> Harness:
+    return make_harness(module_engine, firebase_users, tmp_path_factory.mktemp("h"))
