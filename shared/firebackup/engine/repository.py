@@ -36,6 +36,7 @@ CHUNK_SUFFIX = ".fbc"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 # Chunk ids become object keys; keep them to a safe, short alphabet.
 CHUNK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SKIP_CHUNKS_AFTER = 200
 
 
 def check_backup_id(backup_id: str) -> str:
@@ -349,14 +350,33 @@ class Repository:
     # -- listing and deleting ------------------------------------------------------------
 
     def backup_ids(self) -> tuple[list[str], list[str]]:
-        """(complete ids, incomplete ids), each sorted; complete means a manifest object exists."""
+        """(complete ids, incomplete ids), each sorted; complete means a manifest object exists.
+
+        A backup's chunk keys sort before its manifest ("chunks/" < "manifest.fbm"); after a few
+        of them the listing jumps past the rest, so listing costs about one page per backup
+        rather than one page per thousand chunks.
+        """
         seen: dict[str, bool] = {}
-        for info in self.storage.list(BACKUPS_PREFIX):
-            rest = info.key[len(BACKUPS_PREFIX):]
-            backup_id, _, tail = rest.partition("/")
-            if not BACKUP_ID_RE.match(backup_id):
-                continue  # not ours; never guess about foreign objects
-            seen[backup_id] = seen.get(backup_id, False) or tail == MANIFEST_NAME
+        start_after: str | None = None
+        while True:
+            restart = None
+            run_id, run = None, 0
+            for info in self.storage.list(BACKUPS_PREFIX, start_after=start_after):
+                rest = info.key[len(BACKUPS_PREFIX):]
+                backup_id, _, tail = rest.partition("/")
+                if not BACKUP_ID_RE.match(backup_id):
+                    continue  # not ours; never guess about foreign objects
+                seen[backup_id] = seen.get(backup_id, False) or tail == MANIFEST_NAME
+                if tail.startswith(CHUNKS_DIR):
+                    run = run + 1 if backup_id == run_id else 1
+                    run_id = backup_id
+                    if run >= _SKIP_CHUNKS_AFTER:
+                        # Every valid chunk key sorts below "~" (chunk ids are [A-Za-z0-9_-]).
+                        restart = f"{BACKUPS_PREFIX}{backup_id}/{CHUNKS_DIR}~"
+                        break
+            if restart is None:
+                break
+            start_after = restart
         complete = sorted(b for b, has in seen.items() if has)
         incomplete = sorted(b for b, has in seen.items() if not has)
         return complete, incomplete

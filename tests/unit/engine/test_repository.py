@@ -240,3 +240,31 @@ def test_the_manifest_is_not_written_while_a_chunk_it_names_is_missing(repo):
         repo.write_manifest(make_manifest(bid, entries, encrypted=False), None, None)
     assert not repo.storage.exists(Repository.manifest_key(bid))
     assert repo.list_backups() == []
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self):
+        super().__init__()
+        self.listed = 0
+
+    def list(self, prefix: str = "", *, start_after=None):
+        for info in super().list(prefix, start_after=start_after):
+            self.listed += 1
+            yield info
+
+
+def test_list_skips_past_the_chunks_of_big_backups_instead_of_reading_every_key():
+    repo = Repository(CountingStorage())
+    ids = []
+    for b in range(3):
+        bid = repo.new_backup_id(dt.datetime(2026, 1, 1, 0, 0, b, tzinfo=dt.timezone.utc))
+        for i in range(500):
+            repo.storage.put(Repository.chunk_key(bid, f"d00000-{i:05d}"), b"x")
+        if b != 1:
+            repo.write_manifest(make_manifest(bid, [], encrypted=False), None, None)
+        ids.append(bid)
+    repo.storage.listed = 0
+    complete, incomplete = repo.backup_ids()
+    assert complete == [ids[0], ids[2]]
+    assert incomplete == [ids[1]]
+    assert repo.storage.listed < 3 * 250
