@@ -258,13 +258,29 @@ class _FileWriter(PartWriter):
             except FileExistsError:
                 self._discard()
                 raise ObjectExists(self.key, f"object already exists: {self.key} in {self._storage.url}") from None
-            os.unlink(self._tmp)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                self._claim_then_replace()  # no hard links here (FAT, some FUSE and SMB mounts)
+            else:
+                os.unlink(self._tmp)
         else:
             if os.path.isdir(self._path):
                 raise StorageError(f"cannot write {self.key} in {self._storage.url}: a folder has that name", key=self.key)
             os.replace(self._tmp, self._path)
         self._tmp = None
         _fsync_dir(os.path.dirname(self._path))
+
+    def _claim_then_replace(self) -> None:
+        # O_EXCL claims the name atomically; an empty file is visible at the key until the
+        # os.replace() below lands, which os.link() avoids where it is available.
+        try:
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            self._discard()
+            raise ObjectExists(self.key, f"object already exists: {self.key} in {self._storage.url}") from None
+        os.close(fd)
+        os.replace(self._tmp, self._path)
 
     def _discard(self) -> None:
         if self._f is not None:

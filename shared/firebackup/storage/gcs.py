@@ -226,9 +226,9 @@ class GCSStorage:
             )
         if isinstance(e, gx.PreconditionFailed):
             return ObjectExists(key or "", f"object already exists: {what}")
-        if isinstance(e, (gx.TooManyRequests, gx.ServerError, gx.RequestTimeout)):
-            return TransientStorageError(f"GCS {e.code} on {what}; retrying may help", key=key)
         if isinstance(e, gx.GoogleAPICallError):
+            if isinstance(e, (gx.TooManyRequests, gx.ServerError)) or e.code in (408, 429) or (e.code or 0) >= 500:
+                return TransientStorageError(f"GCS {e.code} on {what}; retrying may help", key=key)
             return StorageError(f"GCS error {e.code} on {what}: {_one_line(e.message)}", key=key)
         if isinstance(e, ax.RefreshError):
             return AccessDenied(f"Google credentials were refused for {what}; refresh or replace them", key=key)

@@ -313,3 +313,14 @@ def test_a_missing_bucket_is_bucket_not_found_from_every_method(remote_backend, 
         with pytest.raises(BucketNotFound) as e:
             call()
         assert "missing-" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_endpoint_in_the_url_reaches_an_s3_compatible_server_without_aws_endpoint_url(s3_backend, s3_server, monkeypatch):
+    from firebackup.storage import open_storage
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    endpoint = s3_server.env["AWS_ENDPOINT_URL"]
+    store = open_storage(f"s3://{s3_backend.raw['bucket']}/ep-{secrets.token_hex(3)}?endpoint={endpoint}&addressing=path")
+    store.put("k", b"via the URL's endpoint")
+    assert store.get("k") == b"via the URL's endpoint"
+    assert "endpoint=" in store.url and "testing" not in store.url

@@ -164,3 +164,22 @@ def test_s3_connection_reset_inside_botocore_is_translated_and_retried(s3_backen
     assert w.parts == 3 and seen["UploadPart"] == 4 and seen["CompleteMultipartUpload"] == 2
     assert sha(inner.get("reset")) == sha(data)
     assert no_leftover_uploads(s3_backend, inner)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_an_unreachable_endpoint_is_transient_and_gives_up_without_vendor_errors(scheme, monkeypatch):
+    from infra.local.stack import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead)
+    opts = {"project": "test"} if scheme == "gs" else {}
+    inner = open_storage(f"{scheme}://bkt/p", retry=False, **opts)
+    sleeps: list[float] = []
+    store = RetryingStorage(inner, attempts=3, sleep=sleeps.append)
+    for call in (lambda: store.put("k", b"x"), lambda: store.get("k"), lambda: list(store.list())):
+        with pytest.raises(TransientStorageError, match="gave up after 3 attempts"):
+            call()
+    assert len(sleeps) == 6

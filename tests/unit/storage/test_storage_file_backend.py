@@ -91,3 +91,18 @@ def test_concurrent_if_absent_puts_let_exactly_one_writer_win(tmp_path, make):
     [t.join() for t in threads]
     assert len(wins) == 1 and len(losses) == 7
     assert s.get("lock") == str(wins[0]).encode()
+
+
+def test_create_if_absent_still_works_where_hard_links_are_not_supported(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    s = FileStorage(str(tmp_path))
+    s.put("lock", b"first", if_absent=True)
+    with pytest.raises(ObjectExists):
+        s.put("lock", b"second", if_absent=True)
+    assert s.get("lock") == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["lock"]
