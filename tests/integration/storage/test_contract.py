@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from firebackup.errors import BucketNotFound, ObjectExists, ObjectNotFound, UsageError
+from firebackup.errors import AccessDenied, BucketNotFound, ObjectExists, ObjectNotFound, UsageError
 from firebackup.storage import ObjectInfo, ObjectWriter, Storage
 
 BIG = 12 << 20  # over 10 MB: must go through the multipart / resumable path
@@ -324,3 +324,30 @@ def test_an_endpoint_in_the_url_reaches_an_s3_compatible_server_without_aws_endp
     store.put("k", b"via the URL's endpoint")
     assert store.get("k") == b"via the URL's endpoint"
     assert "endpoint=" in store.url and "testing" not in store.url
+
+
+def test_bad_s3_credentials_are_access_denied_without_leaking_the_key(s3_backend, s3_server, monkeypatch):
+    """moto checks credentials only when asked to (/moto-api/reset-auth); fake-gcs-server never does."""
+    import json
+    import urllib.request
+
+    from firebackup.storage import open_storage
+
+    def set_auth(count: str) -> str:
+        req = urllib.request.Request(f"{s3_server.env['AWS_ENDPOINT_URL']}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})  # moto reads the raw body
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIABADKEY0000000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    store = open_storage(f"s3://{s3_backend.raw['bucket']}/creds", retry=False)
+    previous = set_auth("0")
+    try:
+        for call in (lambda: store.put("k", b"x"), lambda: store.get("k"), lambda: list(store.list())):
+            with pytest.raises(AccessDenied) as e:
+                call()
+            assert "not-the-secret" not in str(e.value) and "AKIABADKEY" not in str(e.value)
+    finally:
+        set_auth(previous)
+    assert s3_backend.open().put("after", b"auth is off again").size == 17
