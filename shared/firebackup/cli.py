@@ -299,9 +299,10 @@ def _key_id(path: str) -> str | None:
         return None
 
 
-def _unencrypted_note(encrypted: bool) -> None:
+def _unencrypted_note(encrypted: bool, *, made_now: bool = True) -> None:
     if not encrypted:
-        say("note: this backup is NOT encrypted (no --key-file); anyone who can read the location can read it")
+        why = " (no --key-file)" if made_now else ""
+        say(f"note: this backup is NOT encrypted{why}; anyone who can read the location can read it")
 
 
 def cmd_backup(args) -> int:
@@ -490,7 +491,7 @@ def cmd_show(args) -> int:
         _print_show(out)
     if manifest is None:
         say("the backup is encrypted: pass --key-file to see its chunks and collections")
-    _unencrypted_note(out["encrypted"])
+    _unencrypted_note(out["encrypted"], made_now=False)
     return 0
 
 
