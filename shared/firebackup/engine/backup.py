@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from firebackup.errors import FireBackupError, UsageError
-from firebackup.firestore.documents import document_name, format_rfc3339, parse_rfc3339, root_collection
+from firebackup.firestore.documents import (
+    document_name,
+    format_rfc3339,
+    parse_rfc3339,
+    root_collection,
+    run_query_document,
+)
 from firebackup.firestore.reader import DocRange, SnapshotReader, check_collection_id, name_sort_key
 
 DEFAULT_CHUNK_DOCS = 50_000
@@ -209,31 +215,18 @@ def plan(
 # -- chunk ---------------------------------------------------------------------------------
 
 
-def _batches(docs: Iterator[bytes]) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    size = 0
-    for doc in docs:
-        batch.append(doc)
-        size += len(doc)
-        if len(batch) >= _BATCH_DOCS or size >= _BATCH_BYTES:
-            yield batch
-            batch = []
-            size = 0
-    if batch:
-        yield batch
-
-
 class _Prefetch:
-    """Runs a document stream on its own thread, handing batches through a bounded queue.
+    """Receives a RunQuery stream on its own thread, handing document batches to the writer.
 
-    Receiving from gRPC and compressing/encrypting/uploading then overlap; the bound keeps
-    memory flat. close() stops the reader (and so cancels the server stream) early.
+    Receiving from gRPC and compressing/encrypting/uploading then overlap; the queue is
+    bounded (in batches, and batches in documents and bytes) so memory stays flat.
+    close() cancels the server stream and stops the thread, from any point.
     """
 
     _END = object()
 
-    def __init__(self, docs: Iterator[bytes]):
-        self._docs = docs
+    def __init__(self, stream):
+        self._stream = stream
         self._q: queue_mod.Queue = queue_mod.Queue(maxsize=_QUEUE_BATCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="firebackup-read", daemon=True)
@@ -249,17 +242,26 @@ class _Prefetch:
         return False
 
     def _run(self) -> None:
+        extract = run_query_document
+        batch: list[bytes] = []
+        size = 0
         try:
-            for batch in _batches(self._docs):
-                if not self._put(batch):
-                    break
+            for resp in self._stream:
+                doc = extract(resp)
+                if doc is None:
+                    continue
+                batch.append(doc)
+                size += len(doc)
+                if len(batch) >= _BATCH_DOCS or size >= _BATCH_BYTES:
+                    if not self._put(batch):
+                        return
+                    batch, size = [], 0
+            if batch and not self._put(batch):
+                return
             self._put(self._END)
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            self._put(e)
-        finally:
-            close = getattr(self._docs, "close", None)
-            if close is not None:
-                close()  # cancels the RunQuery stream if we stopped early
+            if not self._stop.is_set():  # after close() a cancelled stream is expected
+                self._put(e)
 
     def __iter__(self) -> Iterator[list[bytes]]:
         while True:
@@ -271,7 +273,9 @@ class _Prefetch:
             yield item
 
     def close(self) -> None:
-        self._stop.set()
+        if not self._stop.is_set():
+            self._stop.set()
+            self._stream.cancel()
         try:
             while True:
                 self._q.get_nowait()
@@ -379,7 +383,7 @@ def run_chunk(
     per_task = p.chunks_per_task
     # One document past the cut tells us whether the range goes on, without a second query.
     limit = p.chunk_docs * per_task + 1 if per_task else None
-    prefetch = _Prefetch(reader.documents(task.range, after=task.after, limit=limit))
+    prefetch = _Prefetch(reader.responses(task.range, after=task.after, limit=limit))
     deadline = time.monotonic() + p.task_seconds if p.task_seconds else None
     prefix_len = len(source.documents_path) + 1
     entries: list = []

@@ -104,6 +104,36 @@ def translate_error(e: grpc.RpcError, *, host: str, what: str, database: str = "
     return err
 
 
+class ResponseStream:
+    """An iterator over a server stream's raw response bytes; cancel() (any thread) ends it.
+
+    Errors surface from next() already translated (see translate_error).
+    """
+
+    __slots__ = ("_call", "_conn", "_method")
+
+    def __init__(self, call: Any, conn: "FirestoreConnection", method: str):
+        self._call = call
+        self._conn = conn
+        self._method = method
+
+    def __iter__(self) -> "ResponseStream":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._call)
+        except grpc.RpcError as e:
+            c = self._conn
+            raise translate_error(e, host=c.host, what=self._method, database=c.database_path) from None
+
+    def cancel(self) -> None:
+        """Stop the server stream (no-op once it has finished); thread-safe."""
+        self._call.cancel()
+
+    close = cancel
+
+
 class FirestoreConnection:
     """One gRPC channel to one database; thread-safe, share it between workers.
 
@@ -162,20 +192,15 @@ class FirestoreConnection:
         except grpc.RpcError as e:
             raise translate_error(e, host=self.host, what=method, database=self.database_path) from None
 
-    def _stream(self, method: str, request: Any, metadata, timeout: float | None) -> Iterator[bytes]:
+    def _stream(self, method: str, request: Any, metadata, timeout: float | None) -> "ResponseStream":
         call = self._callable("unary_stream", method)(
             _serialize(request), metadata=metadata, timeout=timeout
         )
-        try:
-            yield from call
-        except grpc.RpcError as e:
-            raise translate_error(e, host=self.host, what=method, database=self.database_path) from None
-        finally:
-            call.cancel()  # no-op when finished; stops the server stream if the reader quits early
+        return ResponseStream(call, self, method)
 
     # -- RPCs ----------------------------------------------------------------------------
 
-    def run_query(self, request: Any, *, timeout: float | None = None) -> Iterator[bytes]:
+    def run_query(self, request: Any, *, timeout: float | None = None) -> ResponseStream:
         """Stream RunQueryResponse bytes (field 1 document, field 3 read_time, ...)."""
         return self._stream("RunQuery", request, self._parent_metadata(request), timeout)
 
@@ -187,7 +212,7 @@ class FirestoreConnection:
         """ListCollectionIdsResponse bytes (one page)."""
         return self._unary("ListCollectionIds", request, self._parent_metadata(request), timeout)
 
-    def batch_get_documents(self, request: Any, *, timeout: float | None = None) -> Iterator[bytes]:
+    def batch_get_documents(self, request: Any, *, timeout: float | None = None) -> ResponseStream:
         """Stream BatchGetDocumentsResponse bytes."""
         return self._stream("BatchGetDocuments", request, self._db_metadata, timeout)
 

@@ -31,7 +31,7 @@ from firebackup.firestore.documents import (
     run_query_document,
     timestamp_to_datetime,
 )
-from firebackup.firestore.grpc import FirestoreConnection, NotSupportedByServer
+from firebackup.firestore.grpc import FirestoreConnection, NotSupportedByServer, ResponseStream
 
 MIN_ID = "__id-9223372036854775808__"
 # A collection id nobody uses; only the responses' read_time / status matter.
@@ -268,15 +268,23 @@ class SnapshotReader:
             parent=self.conn.documents_path, structured_query=sq, read_time=self._read_time_pb
         )
 
+    def responses(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> ResponseStream:
+        """The raw RunQueryResponse stream for rng (see run_query_document); cancel() ends it."""
+        return self.conn.run_query(self.query(rng, after=after, limit=limit))
+
     def documents(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> Iterator[bytes]:
         """Yield the range's documents at read_time as the Document bytes the server sent.
 
         Closing the generator early cancels the server stream.
         """
-        for resp in self.conn.run_query(self.query(rng, after=after, limit=limit)):
-            doc = run_query_document(resp)
-            if doc is not None:
-                yield doc
+        stream = self.responses(rng, after=after, limit=limit)
+        try:
+            for resp in stream:
+                doc = run_query_document(resp)
+                if doc is not None:
+                    yield doc
+        finally:
+            stream.cancel()
 
     def all_documents(self, collections: list[str] | None = None) -> Iterator[bytes]:
         """Every requested document in name order (one stream per range; for tests and tools)."""
