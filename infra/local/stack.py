@@ -337,6 +337,7 @@ def start_auth_emulator(project_id: str = DEFAULT_AUTH_PROJECT, timeout: float =
         env = {
             # Keep firebase-tools' config/cache out of the user's home and off the network.
             "HOME": str(home),
+            "TMPDIR": workdir,  # the hub locator file (hub-<project>.json) stays private to this start
             "XDG_CONFIG_HOME": str(home / ".config"),
             "NO_UPDATE_NOTIFIER": "1",
             "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true",
