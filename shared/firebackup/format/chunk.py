@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterable, Iterator, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firebackup.codec.framing import BatchDecoder, encode_batch
+from firebackup.codec.framing import MAX_BATCH_BYTES, BatchDecoder, encode_batch
 from firebackup.compression import DEFAULT_CODEC, Codec, codec_by_id, get_codec
 from firebackup.crypto.aead import SALT_BYTES, TAG_BYTES, chunk_key, frame_aad_suffix, frame_nonce
 from firebackup.crypto.keys import DataKey
@@ -45,6 +45,10 @@ MIN_FRAME_SIZE = 4 << 10
 MAX_FRAME_SIZE = 16 << 20
 # Records are framed and handed to the compressor in batches of about this many raw bytes.
 BATCH_TARGET_BYTES = 256 << 10
+# A batch above this is split in two (bounds memory when record sizes jump); one record may be
+# up to MAX_RECORD_BYTES (Firestore documents are at most 1 MiB).
+SPLIT_BATCH_BYTES = 16 << 20
+MAX_RECORD_BYTES = MAX_BATCH_BYTES
 _MIN_STEP, _MAX_STEP, _FIRST_STEP = 8, 2048, 64
 
 _FIXED = struct.Struct(">4sBBBBI16s32s")  # magic .. salt: 60 bytes
@@ -146,6 +150,8 @@ class ChunkWriter:
         self._pending_bytes = 0
         self._step = _FIRST_STEP
         self._buf = bytearray()
+        self._tag = TAG_BYTES if self._aead is not None else 4
+        self._out_mv = memoryview(bytearray(4 + frame_size + self._tag))
         self._index = 0
         self._stats: ChunkStats | None = None
         self._emit(self.header)
@@ -186,8 +192,20 @@ class ChunkWriter:
         self._write_batch(batch)
 
     def _write_batch(self, batch: list[bytes] | tuple[bytes, ...]) -> None:
-        data, raw = encode_batch(batch)
+        data, raw = encode_batch(batch, SPLIT_BATCH_BYTES)
         n = len(batch)
+        if data is None and n == 1:
+            data, raw = encode_batch(batch, MAX_RECORD_BYTES)
+            if data is None:
+                raise UsageError(
+                    f"chunk {self.chunk_id}: a record of {raw} bytes is too large (limit {MAX_RECORD_BYTES})"
+                )
+        if data is None:
+            # Unusually large records: split so no batch comes near the reader's limit.
+            half = n // 2
+            self._write_batch(batch[:half])
+            self._write_batch(batch[half:])
+            return
         self._records += n
         self._raw += raw
         # Size the next batch from this one's mean record size (memory ~ BATCH_TARGET_BYTES).
@@ -203,24 +221,35 @@ class ChunkWriter:
     def _drain(self, *, final: bool) -> None:
         buf, fs = self._buf, self._frame_size
         start = 0
-        while len(buf) - start >= fs:
-            self._seal(bytes(buf[start : start + fs]), False)
-            start += fs
+        # Pieces are views into buf (no copy); every view is gone before buf is resized.
+        with memoryview(buf) as mv:
+            while len(buf) - start >= fs:
+                self._seal(mv[start : start + fs], False)
+                start += fs
+            if final:
+                self._seal(mv[start:], True)
+                start = len(buf)
         if start:
             del buf[:start]
-        if final:
-            self._seal(bytes(buf), True)
-            buf.clear()
 
-    def _seal(self, piece: bytes, final: bool) -> None:
+    def _seal(self, piece: memoryview, final: bool) -> None:
         i = self._index
-        prefix = (len(piece) | (_FINAL_BIT if final else 0)).to_bytes(4, "big")
+        n = len(piece)
+        out = self._out_mv[: 4 + n + self._tag]
+        out[:4] = (n | (_FINAL_BIT if final else 0)).to_bytes(4, "big")
         if self._aead is not None:
-            body = self._aead.encrypt(frame_nonce(i), piece, self.header + frame_aad_suffix(i, final))
-            self._emit(prefix + body)
+            # Sealed into a reused buffer: one copy per frame (the bytes handed to the sink).
+            self._aead.encrypt_into(frame_nonce(i), piece, self.header + frame_aad_suffix(i, final), out[4:])
         else:
+            out[4 : 4 + n] = piece
             crc = zlib.crc32(piece, zlib.crc32(frame_aad_suffix(i, final), self._crc_seed))
-            self._emit(prefix + piece + crc.to_bytes(4, "big"))
+            out[4 + n :] = crc.to_bytes(4, "big")
+        piece.release()
+        self._sha.update(out)  # hashed while still in cache
+        data = bytes(out)
+        out.release()
+        self._stored += len(data)
+        self._sink.write(data)
         self._index = i + 1
 
     def _emit(self, data: bytes) -> None:
@@ -235,6 +264,7 @@ class ChunkWriter:
                 self._flush_pending()
             self._buf += self._comp.flush()
             self._drain(final=True)
+            self._out_mv.release()
             self._stats = ChunkStats(self._records, self._raw, self._stored, self._sha.hexdigest())
         return self._stats
 
@@ -325,6 +355,41 @@ def read_header(stream: BinaryIO, *, name: str) -> ChunkHeader:
     )
 
 
+class ReadStats:
+    """Filled in while read_chunk runs: what ChunkStats the writer reported, recomputed.
+
+    After the iterator is exhausted, compare with the manifest's ChunkEntry (verify in one pass).
+    """
+
+    __slots__ = ("records", "bytes_raw", "bytes_stored", "_sha")
+
+    def __init__(self):
+        self.records = 0
+        self.bytes_raw = 0
+        self.bytes_stored = 0
+        self._sha = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _Hashing:
+    """Wraps a stream so every byte read is counted and hashed."""
+
+    __slots__ = ("_s", "_st")
+
+    def __init__(self, stream: BinaryIO, stats: ReadStats):
+        self._s, self._st = stream, stats
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._s.read(n)
+        if b:
+            self._st.bytes_stored += len(b)
+            self._st._sha.update(b)
+        return b
+
+
 def read_chunk(
     stream: BinaryIO | bytes | bytearray | memoryview,
     *,
@@ -332,21 +397,27 @@ def read_chunk(
     chunk_id: str,
     data_key: DataKey | None,
     where: str = "",
+    stats: ReadStats | None = None,
 ) -> Iterator[bytes]:
     """Yield the chunk's records in order, checking every frame first.
 
     `stream` has .read(n) (or is bytes). Raises WrongKeyOrTampered, CorruptData, TruncatedData
     or UnsupportedFormat naming the chunk (and `where`, e.g. the object key) and the frame.
     Records of a frame are yielded only after that frame passed its check; the last frame's
-    records only after the end of the chunk was checked too.
+    records only after the end of the chunk was checked too. Pass `stats` (a ReadStats) to get
+    the record count, record bytes, stored bytes and SHA-256 of the stored bytes as read.
     """
     if isinstance(stream, (bytes, bytearray, memoryview)):
         stream = io.BytesIO(stream)
+    if stats is not None:
+        stream = _Hashing(stream, stats)  # type: ignore[assignment]
     name = f"chunk {chunk_id} ({where})" if where else f"chunk {chunk_id}"
-    return _read_chunk(stream, backup_id, chunk_id, data_key, name)
+    return _read_chunk(stream, backup_id, chunk_id, data_key, name, stats)
 
 
-def _read_chunk(stream: BinaryIO, backup_id: str, chunk_id: str, data_key: DataKey | None, name: str) -> Iterator[bytes]:
+def _read_chunk(
+    stream: BinaryIO, backup_id: str, chunk_id: str, data_key: DataKey | None, name: str, stats: ReadStats | None
+) -> Iterator[bytes]:
     h = read_header(stream, name=name)
     if h.backup_id != backup_id or h.chunk_id != chunk_id:
         raise WrongKeyOrTampered(
@@ -419,6 +490,9 @@ def _read_chunk(stream: BinaryIO, backup_id: str, chunk_id: str, data_key: DataK
                 records.finish()
         except IntegrityError as e:
             raise type(e)(e.reason, where=fname) from None
+        if stats is not None:
+            stats.records += len(recs)
+            stats.bytes_raw += sum(map(len, recs))
         yield from recs
         if final:
             return
@@ -436,6 +510,7 @@ __all__ = [
     "ChunkWriter",
     "DEFAULT_FRAME_SIZE",
     "KINDS",
+    "ReadStats",
     "chunk_header_info",
     "read_chunk",
     "read_header",

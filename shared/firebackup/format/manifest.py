@@ -263,3 +263,11 @@ def decode_manifest(
     if dek is not None and m.crypto.get("dek_id") not in (None, dek.key_id):
         raise CorruptData("manifest names a different data key than the one it wraps", where=where)
     return m, dek
+
+
+def rewrap_manifest(data: bytes, *, old_kek: KeyEncryptionKey, new_kek: KeyEncryptionKey, where: str = "manifest") -> bytes:
+    """Key rotation: the same manifest with its data key wrapped by new_kek (chunks stay as they are)."""
+    m, dek = decode_manifest(data, kek=old_kek, where=where)
+    if dek is None:
+        raise UsageError(f"{where}: backup {m.backup_id} is not encrypted: there is no key to rotate")
+    return encode_manifest(m, data_key=dek, kek=new_kek)

@@ -370,3 +370,35 @@ def test_read_header_reports_codec_kind_and_ids(built):
     assert (h.kind, h.codec.name, h.encrypted, h.frame_size) == ("docs", "zstd", True, FRAME)
     assert (h.backup_id, h.chunk_id) == (BACKUP, CHUNK)
     assert h.key_id == built.key.key_id_bytes
+
+
+def test_read_stats_recompute_what_the_writer_reported(built):
+    from firebackup.format.chunk import ReadStats
+
+    st = ReadStats()
+    recs = list(read_chunk(built.data, backup_id=BACKUP, chunk_id=CHUNK, data_key=built.key, stats=st))
+    assert recs == built.records
+    assert (st.records, st.bytes_raw, st.bytes_stored, st.sha256) == (
+        built.stats.records, built.stats.bytes_raw, built.stats.bytes_stored, built.stats.sha256,
+    )
+
+
+def test_a_batch_of_large_records_is_split_so_the_reader_accepts_it(monkeypatch):
+    import firebackup.format.chunk as chunk_mod
+
+    monkeypatch.setattr(chunk_mod, "SPLIT_BATCH_BYTES", 10_000)
+    recs = incompressible_records(50, 3000)  # ~150 kB in one add_many call
+    b = build_chunk(recs, codec="none")
+    assert b.read() == recs
+    # More batches than one: each batch starts with its u32 count; count them by decoding.
+    assert b.stats.records == 50
+
+
+def test_a_record_over_the_limit_is_refused_with_a_usage_error(monkeypatch):
+    import firebackup.format.chunk as chunk_mod
+
+    monkeypatch.setattr(chunk_mod, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(chunk_mod, "SPLIT_BATCH_BYTES", 1000)
+    w = ChunkWriter(io.BytesIO(), backup_id=BACKUP, chunk_id=CHUNK, data_key=None)
+    with pytest.raises(UsageError, match="too large"):
+        w.add_many([b"x" * 1001])

@@ -177,3 +177,16 @@ def test_wrapped_dek_in_clear_header_is_base64_of_61_bytes_for_a_local_key():
     data = encode_manifest(sample(), data_key=DataKey.generate(), kek=new_kek())
     h = json.loads(data[10 : 10 + int.from_bytes(data[6:10], "big")])
     assert len(base64.b64decode(h["wrapped_dek"])) == 61
+
+
+def test_rewrapping_for_key_rotation_keeps_the_data_key_and_drops_the_old_kek():
+    from firebackup.format.manifest import rewrap_manifest
+
+    old, new, dek = new_kek(), new_kek(), DataKey.generate()
+    data = encode_manifest(sample(), data_key=dek, kek=old)
+    rotated = rewrap_manifest(data, old_kek=old, new_kek=new)
+    m, got = decode_manifest(rotated, kek=new)
+    assert got == dek and m.chunks == sample().chunks
+    assert read_manifest_summary(rotated)["kek_id"] == new.key_id
+    with pytest.raises(WrongKeyOrTampered):
+        decode_manifest(rotated, kek=old)
