@@ -80,14 +80,41 @@ def _parse_body(route: Route) -> BaseModel:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         raise _Http(400, "malformed_json", "the body is not valid JSON") from None
+    bad = _bad_text(data)
+    if bad:
+        raise _Http(422, "invalid", "text must not contain NUL or unpaired surrogates", [{"loc": bad}])
     try:
         return route.body.model_validate(data)  # type: ignore[union-attr]
     except ValidationError as e:
         raise _Http(422, "invalid", "the body does not match the schema", _clean_errors(e)) from None
 
 
+def _bad_text(value: Any, loc: tuple = ()) -> list[str] | None:
+    """Where a string holds NUL or a lone surrogate (PostgreSQL and UTF-8 refuse both), else None."""
+    if isinstance(value, str):
+        return [str(x) for x in loc] if _BAD_TEXT.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _bad_text(k, loc) or _bad_text(v, (*loc, k))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _bad_text(v, (*loc, i))
+            if found is not None:
+                return found
+    return None
+
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
 def _parse_query(route: Route) -> BaseModel:
     args = {k: v for k, v in request.args.items()}
+    bad = _bad_text(args)
+    if bad:
+        raise _Http(422, "invalid", "text must not contain NUL or unpaired surrogates", [{"loc": ["query", *bad]}])
     try:
         return route.query.model_validate(args)  # type: ignore[union-attr]
     except ValidationError as e:
@@ -125,6 +152,9 @@ def _view(route: Route, ports: Ports, session_factory: Any):
 
 def _run(route: Route, ctx: Ctx, path: dict[str, str]) -> Response:
     ctx.principal = authenticate(ctx, request.headers.get("Authorization"))
+    for name, value in path.items():
+        if not _ID.fullmatch(value):
+            raise _Http(404, "not_found", f"no such {name.removesuffix('_id')}")
     if route.role is not None:
         authorize(ctx, path["org_id"], route.role)
     args: list[Any] = [path[name] for name in route.params]

@@ -15,6 +15,17 @@ ERRORS = {400: "Malformed request", 401: "Not authenticated", 403: "Role too low
 PATH_PARAM = {"type": "string", "minLength": 1, "maxLength": 40, "pattern": "^[A-Za-z0-9_-]+$"}
 
 
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a value; `null` has no spelling in a URL, so drop that branch."""
+    prop = {k: v for k, v in prop.items() if k not in ("title", "default")}
+    branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        prop.update(branches[0])
+    elif branches:
+        prop["anyOf"] = branches
+    return prop
+
+
 def build_openapi(routes: list[Route], prefix: str = "/v1") -> dict[str, Any]:
     inputs = {r.body for r in routes if r.body} | {r.query for r in routes if r.query}
     outputs = {r.response for r in routes if r.response} | {s.Error}
@@ -31,7 +42,7 @@ def build_openapi(routes: list[Route], prefix: str = "/v1") -> dict[str, Any]:
         if r.query:
             q = r.query.model_json_schema(mode="validation", ref_template="#/components/schemas/{model}")
             for name, prop in q.get("properties", {}).items():
-                prop = {k: v for k, v in prop.items() if k != "title"}
+                prop = _query_schema(prop)
                 op["parameters"].append({"name": name, "in": "query", "required": name in q.get("required", []),
                                          "schema": prop})
         if r.body:

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+# Patterns stay in the subset where JSON Schema (ECMA) and pydantic (Rust regex) agree: no \s, \S, \w.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\u0000-\u0020\u007f-\u00a0]")]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 RoleName = Literal["owner", "admin", "member", "viewer"]
 CollectionId = Annotated[str, StringConstraints(min_length=1, max_length=1500, pattern=r"^[^/]+$")]
@@ -293,7 +294,7 @@ WebhookEvent = Literal["backup.completed", "backup.failed", "restore.completed",
 
 
 class WebhookIn(In):
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+    url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[!-~]+$")]
     events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=4)]
     secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
 

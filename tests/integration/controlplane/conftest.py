@@ -146,7 +146,7 @@ class Harness:
 def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any) -> Harness:
     key = os.urandom(32)
     settings = Settings(database_url=str(engine.url), master_key=key, firebase_project_id=AUTH_PROJECT,
-                        allow_local_storage=True, max_request_bytes=64 * 1024)
+                        allow_local_storage=True)
     sealer = Sealer(LocalMasterKey(key))
     queue, oauth, prober = RecordingQueue(), FakeGoogleOAuth(), FakeFirestoreProber()
     app = build_app(settings, engine=engine, sealer=sealer, queue=queue, oauth=oauth, prober=prober)
@@ -197,5 +197,12 @@ def module_engine(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def module_harness(module_engine: sa.Engine, firebase_users: Any, tmp_path_factory) -> Harness:
-    return make_harness(module_engine, firebase_users, tmp_path_factory.mktemp("h"))
+def module_api(module_engine: sa.Engine, tmp_path_factory) -> Harness:
+    """The API on the module's database, for callers that use API tokens only (no Auth emulator)."""
+    return make_harness(module_engine, None, tmp_path_factory.mktemp("h"))
+
+
+@pytest.fixture(scope="module")
+def module_harness(module_api: Harness, firebase_users: Any) -> Harness:
+    module_api.tokens = firebase_users
+    return module_api
