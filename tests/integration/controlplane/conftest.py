@@ -125,6 +125,7 @@ class Harness:
     oauth: FakeGoogleOAuth
     prober: FakeFirestoreProber
     tokens: Any
+    master_key: bytes = field(default=b"", repr=False)
     responses: list = field(default_factory=list)
 
     def call(self, method: str, path: str, token: str | None = None, *, json: Any = None, **kw: Any) -> Any:
@@ -150,12 +151,20 @@ def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any) -> Harness:
     sealer = Sealer(LocalMasterKey(key))
     queue, oauth, prober = RecordingQueue(), FakeGoogleOAuth(), FakeFirestoreProber()
     app = build_app(settings, engine=engine, sealer=sealer, queue=queue, oauth=oauth, prober=prober)
-    return Harness(app, make_session_factory(engine), sealer, queue, oauth, prober, firebase_users)
+    return Harness(app, make_session_factory(engine), sealer, queue, oauth, prober, firebase_users, key)
 
 
 @pytest.fixture
-def harness(engine: sa.Engine, firebase_users: Any, tmp_path) -> Harness:
-    return make_harness(engine, firebase_users, tmp_path)
+def api(engine: sa.Engine, tmp_path) -> Harness:
+    """The API on a fresh database; API tokens only (no Auth emulator)."""
+    return make_harness(engine, None, tmp_path)
+
+
+@pytest.fixture
+def harness(api: Harness, firebase_users: Any) -> Harness:
+    """The API on a fresh database, with real Firebase ID tokens from the Auth emulator."""
+    api.tokens = firebase_users
+    return api
 
 
 def _unique(prefix: str) -> str:
