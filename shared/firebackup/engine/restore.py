@@ -243,6 +243,10 @@ def run_restore(
         connection = open_firestore(request.project, request.database)
     totals = WriteStats(error_limit=ERROR_LIMIT)
     lock = threading.Lock()
+    # Keep threads * in_flight requests at the server however many chunks there are: a
+    # backup of one big chunk gets all of them in its one task.
+    running = max(1, min(threads, len(doc_entries)))
+    per_task = max(in_flight, -(-threads * in_flight // running))
     entries = {e.chunk_id: e for e in doc_entries}
     try:
         q = LocalQueue(threads=max(1, threads))
@@ -251,7 +255,7 @@ def run_restore(
             task = RestoreTask.from_dict(payload)
             stats = restore_chunk(
                 task, entries[task.chunk_id], repo=repo, data_key=data_key, conn=connection,
-                in_flight=in_flight, batch_writes=batch_writes, progress=progress,
+                in_flight=per_task, batch_writes=batch_writes, progress=progress,
             )
             with lock:
                 totals.add(stats)

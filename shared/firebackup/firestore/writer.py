@@ -15,7 +15,9 @@ beyond the name (a reference_value that may need remapping to the target).
 BatchWrite applies each write independently and answers one google.rpc.Status per write;
 the writer counts them itself (written / skipped / failed), retries retryable per-write
 codes and whole-request failures with backoff, and isolates a write that makes the whole
-request invalid by splitting the batch. Several batches are in flight at once (threads
+request invalid by splitting the batch. A dry run decodes and rewrites everything and sends
+no write; in skip mode it asks BatchGetDocuments (names only) which documents exist, so its
+written / skipped figures are what a real run would report at that moment. Several batches are in flight at once (threads
 blocking in gRPC, which releases the GIL); the number is bounded, so memory stays flat.
 """
 
@@ -92,12 +94,17 @@ _Skeleton = _skeleton_class()
 
 
 def _pb_classes():
-    from google.cloud.firestore_v1.types import BatchWriteResponse, Document
+    from google.cloud.firestore_v1.types import (
+        BatchGetDocumentsRequest,
+        BatchGetDocumentsResponse,
+        BatchWriteResponse,
+        Document,
+    )
 
-    return Document.pb(), BatchWriteResponse.pb()
+    return Document.pb(), BatchWriteResponse.pb(), BatchGetDocumentsRequest.pb(), BatchGetDocumentsResponse.pb()
 
 
-_DocumentPb, _BatchWriteResponsePb = _pb_classes()
+_DocumentPb, _BatchWriteResponsePb, _BatchGetRequestPb, _BatchGetResponsePb = _pb_classes()
 
 _SMALL_VARINTS = [bytes([i]) for i in range(128)]
 
@@ -170,6 +177,7 @@ class DocumentRewriter:
         self.target_docs = target.rstrip("/") + "/documents/"
         self.remap = not keep_references and self.source_docs != self.target_docs
         self._src_bytes = self.source_docs.encode()
+        self._n_src = len(self.source_docs)
         self._merge = mode == "merge"
         self._suffix = _PRECONDITION_MISSING if mode == "skip" else b""
 
@@ -181,7 +189,8 @@ class DocumentRewriter:
             doc = (_DocumentPb if full else _Skeleton).FromString(raw)
         except Exception as e:  # protobuf's DecodeError; keep vendor types inside
             raise CorruptData(f"a stored document does not parse as google.firestore.v1.Document ({e})") from None
-        rel = relative_name(doc.name)
+        name = doc.name
+        rel = name[self._n_src :] if name.startswith(self.source_docs) else relative_name(name)
         doc.name = self.target_docs + rel
         doc.ClearField("create_time")  # output-only
         doc.ClearField("update_time")
@@ -373,13 +382,14 @@ class BatchWriter:
         self._rels, self._writes, self._size, self._raw_bytes = [], [], len(self._header), 0
         while len(self._inflight) >= self.max_in_flight:
             self._collect(self._inflight.popleft())
-        if self.dry_run:
+        if self.dry_run and self.mode != "skip":
             # Every document was read, decoded and turned into its Write; nothing is sent.
             done = WriteStats(written=len(writes), bytes=nbytes)
             self._stats.add(done)
             self._report(done)
             return
-        self._inflight.append(self._executor.submit(self._send, rels, writes, nbytes))
+        send = self._probe if self.dry_run else self._send
+        self._inflight.append(self._executor.submit(send, rels, writes, nbytes))
 
     def _collect(self, fut: Future) -> None:
         self._stats.add(fut.result())
@@ -391,6 +401,27 @@ class BatchWriter:
     def _backoff(self, attempt: int) -> None:
         delay = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
         self._sleep(delay * (0.5 + random.random() / 2))
+
+    def _probe(self, rels: list[str], writes: list[bytes], nbytes: int) -> WriteStats:
+        """Dry run in skip mode: ask which documents exist (names only, read-only) to count skips."""
+        names = [self.rewriter.target_docs + rel for rel in rels]
+        request = _BatchGetRequestPb(database=self.database, documents=names)
+        request.mask.SetInParent()  # an empty mask: names only, no field values
+        existing = 0
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                existing = 0
+                for raw in self.conn.batch_get_documents(request.SerializeToString(), timeout=self.timeout):
+                    if _BatchGetResponsePb.FromString(raw).HasField("found"):
+                        existing += 1
+                break
+            except FireBackupError as e:
+                if not getattr(e, "retryable", False) or attempt == self.max_attempts:
+                    raise
+                self._backoff(attempt)
+        out = WriteStats(written=len(rels) - existing, skipped=existing, bytes=nbytes)
+        self._report(out)
+        return out
 
     def _send(self, rels: list[str], writes: list[bytes], nbytes: int) -> WriteStats:
         out = self._send_batch(rels, writes)

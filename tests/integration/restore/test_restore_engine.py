@@ -305,6 +305,16 @@ def test_dry_run_reads_everything_and_writes_nothing(conns, project_id):
     assert read_all(dst) == {}
 
 
+def test_dry_run_in_skip_mode_counts_the_documents_that_would_be_skipped(conns, project_id):
+    src, dst, repo, backup_id = seeded(conns, project_id)
+    commit(dst, [doc(dst, f"items/i{i:03d}", mine=True) for i in (2, 4)])
+    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, mode="skip",
+                         dry_run=True)
+    assert (result.documents_written, result.documents_skipped, result.documents_failed) == (29, 2, 0)
+    assert sorted(read_all(dst)) == ["items/i002", "items/i004"]
+    assert all(d.fields["mine"].boolean_value for d in read_all(dst).values())
+
+
 def test_collection_filter_restores_only_the_named_root_collections(conns, project_id):
     src, dst = conns(project_id), conns(project_id + "-filter")
     commit(src, [doc(src, "keep/1", x=1), doc(src, "keep/1/sub/2", x=2), doc(src, "drop/1", x=3),
