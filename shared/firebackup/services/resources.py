@@ -72,6 +72,7 @@ def oauth_start(ctx: Ctx, org_id: str) -> dict:
     # The state is sealed (authenticated) so the callback can trust which org and caller it was for.
     payload = json.dumps({"org": org_id, "actor": ctx.principal.actor_id, "exp": int(time.time()) + _STATE_TTL})
     state = ctx.ports.sealer.seal(payload, "oauth-state")
+    ctx.audit("project.oauth_start", "organization", org_id)
     return {"authorization_url": ctx.ports.oauth.authorization_url(state), "state": state}
 
 

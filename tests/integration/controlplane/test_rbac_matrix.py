@@ -7,8 +7,10 @@ import secrets
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from firebackup.api.routes import ROUTES, Route
+from firebackup.db.models import AuditLog
 from firebackup.services.context import Role
 
 from tests.integration.controlplane.world import SA_KEY, World, build_world
@@ -78,11 +80,32 @@ def test_every_route_gives_each_role_exactly_the_expected_status(module_harness,
     w = build_world(module_harness, EMAILS)
     body = _body(route, w, module_harness, caller)
     token = module_harness.user_token(EMAILS[caller])
+    before = _audit_ids(module_harness, w.users[caller])
     r = module_harness.call(route.method, _path(route, w), token, json=body)
     want = expected(route, caller)
     assert r.status_code == want, f"{route.method} {route.path} as {caller}: {r.status_code} {r.get_data()[:300]!r}"
     if want >= 400:
         assert set(r.get_json()["error"]) == {"code", "message", "details"}
+    _check_audit(module_harness, route, caller, w, want, before)
+
+
+def _audit_ids(harness, actor: str) -> set[str]:
+    with harness.session() as s:
+        return set(s.scalars(sa.select(AuditLog.id).where(AuditLog.actor_id == actor)))
+
+
+def _check_audit(harness, route: Route, caller: str, w: World, status: int, before: set[str]) -> None:
+    """State changes are audited with the caller as actor; refusals for role are audited as denied; reads are not."""
+    with harness.session() as s:
+        rows = [a for a in s.scalars(sa.select(AuditLog).where(AuditLog.actor_id == w.users[caller]))
+                if a.id not in before]
+    results = sorted(a.result for a in rows)
+    if status == 403:
+        assert results == ["denied"]
+    elif route.method == "GET" or status >= 400:
+        assert results == []
+    else:
+        assert results in (["success"], ["failure"]) and rows[0].action != "", rows
 
 
 def test_the_matrix_covers_every_route_in_the_table() -> None:
