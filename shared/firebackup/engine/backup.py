@@ -532,6 +532,16 @@ def _open_auth_users(project: str, auth_source):
     return users, hash_config
 
 
+def _discard_partial(repo, backup_id: str) -> None:
+    """Best effort: remove the chunks of a backup that failed (it has no manifest, so it
+    was never complete); leftovers are harmless and show as incomplete in `list`."""
+    try:
+        for info in list(repo.storage.list(repo.chunks_prefix(backup_id))):
+            repo.storage.delete(info.key)
+    except FireBackupError:
+        pass
+
+
 def run_backup(
     request: BackupRequest | None = None,
     *,
@@ -607,6 +617,9 @@ def run_backup(
             for task in p.tasks:
                 q.enqueue("chunk", task.to_dict())
             q.join()
+        except BaseException:
+            _discard_partial(repo, p.backup_id)
+            raise
         finally:
             q.close()
         manifest = finalize(p, entries, repo=repo, kek=kek, auth_users=auth_users, auth_hash_config=hash_config)

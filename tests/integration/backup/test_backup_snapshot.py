@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from firebackup.engine.backup import BackupRequest, ChunkTask, finalize, plan, run_chunk
+from firebackup.engine.backup import BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
 from firebackup.errors import SnapshotTooOld
 from firebackup.firestore.reader import DocRange, SnapshotReader
 
@@ -82,3 +82,13 @@ def test_the_planned_read_time_is_the_servers_and_every_chunk_reads_at_it(conn, 
     records = backup_records(repo, p.backup_id)
     assert rel_names(conn, records) == [f"k/{i:02d}" for i in range(10)]
     assert Document.FromString(records[0]).fields["v"].integer_value == 100
+
+
+def test_a_backup_that_fails_leaves_no_manifest_and_no_chunks(conn, repo):
+    put_many(conn, [doc(conn, f"x/{i}") for i in range(5)])
+    stale = SnapshotReader.server_time(conn) - dt.timedelta(days=8)
+
+    with pytest.raises(SnapshotTooOld):
+        run_backup(BackupRequest(project=conn.project), repo=repo, source=conn, read_time=stale)
+
+    assert list(repo.storage.list("backups/")) == []
