@@ -336,12 +336,13 @@ class BatchWriter:
         if self.collections is not None and rel.split("/", 1)[0] not in self.collections:
             self._stats.filtered += 1
             return
-        framed = len(write) + 6  # tag + up to 5 varint bytes
-        if self._writes and (len(self._writes) >= self.max_writes or self._size + framed > self.max_bytes):
+        # Framed once as a BatchWriteRequest.writes entry; a request is then one join.
+        framed = b"\x12" + varint(len(write)) + write
+        if self._writes and (len(self._writes) >= self.max_writes or self._size + len(framed) > self.max_bytes):
             self._dispatch()
         self._rels.append(rel)
-        self._writes.append(write)
-        self._size += framed
+        self._writes.append(framed)
+        self._size += len(framed)
         self._raw_bytes += len(raw)
 
     def add_many(self, raws: Iterable[bytes]) -> None:
@@ -435,7 +436,7 @@ class BatchWriter:
         skip = self.mode == "skip"
         while rels:
             attempt += 1
-            request = self._header + b"".join(b"\x12" + varint(len(w)) + w for w in writes)
+            request = self._header + b"".join(writes)
             try:
                 raw = self.conn.batch_write(request, timeout=self.timeout)
             except FireBackupError as e:
