@@ -70,7 +70,7 @@ class BackupRequest:
         if isinstance(self.collections, str):
             self.collections = [c.strip() for c in self.collections.split(",") if c.strip()]
         if self.collections is not None:
-            self.collections = [check_collection_id(c) for c in self.collections] or None
+            self.collections = list(dict.fromkeys(check_collection_id(c) for c in self.collections)) or None
         self.database = self.database or "(default)"
         if self.chunk_docs < 1 or self.chunk_bytes < 1:
             raise UsageError("chunk_docs and chunk_bytes must be positive")

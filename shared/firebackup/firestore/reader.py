@@ -217,35 +217,40 @@ class SnapshotReader:
             raise
         # Only cut points inside this collection's subtree; collection groups span the database.
         prefix = self.doc_name(rng.collection) + "/"
-        cuts = sorted({c for c in cuts if c.startswith(prefix)}, key=name_sort_key)
-        if not cuts:
+        seen: set[str] = set()
+        inside = [c for c in cuts if c.startswith(prefix) and not (c in seen or seen.add(c))]
+        if not inside:
             return [rng]
-        bounds = [rng.lo, *cuts, rng.hi]
+        bounds = [rng.lo, *inside, rng.hi]
         return [DocRange(rng.collection, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
     def _partition_cuts(self, collection_id: str, count: int) -> list[str]:
+        """Cut points in the server's order. One page is asked for, because the server orders
+        cursors within a page but not across pages; only if it still pages are the pages
+        merged by name_sort_key."""
         sq = _SQ(
             from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(collection_id=collection_id, all_descendants=True)],
             order_by=[query_pb.StructuredQuery.Order._meta.pb(field=_NAME_FIELD, direction=1)],
         )
-        cuts: list[str] = []
+        pages: list[list[str]] = []
         token = ""
         while True:
             req = firestore_pb.PartitionQueryRequest._meta.pb(
                 parent=self.conn.documents_path,
                 structured_query=sq,
                 partition_count=count,
+                page_size=count,
                 page_token=token,
                 read_time=self._read_time_pb,
             )
             resp = firestore_pb.PartitionQueryResponse._meta.pb.FromString(self.conn.partition_query(req))
-            for cursor in resp.partitions:
-                for value in cursor.values:
-                    if value.reference_value:
-                        cuts.append(value.reference_value)
+            pages.append([v.reference_value for cur in resp.partitions for v in cur.values if v.reference_value])
             token = resp.next_page_token
             if not token:
-                return cuts
+                break
+        if len(pages) == 1:
+            return pages[0]
+        return sorted((c for page in pages for c in page), key=name_sort_key)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -41,9 +41,13 @@ class FakeFirestore(FirestoreConnection):
         if self.cuts is None:
             raise translate_error(_Rpc(grpc.StatusCode.UNIMPLEMENTED, "unimplemented"), host="fake", what="PartitionQuery")
         group = request.structured_query.from_[0].collection_id
+        pages = self.cuts.get(group, [[]])  # a list of pages, each in the server's order
+        page = int(request.page_token or 0)
         resp = firestore_pb.PartitionQueryResponse._meta.pb()
-        for name in self.cuts.get(group, []):
+        for name in pages[page]:
             resp.partitions.add().values.add().reference_value = f"{self.documents_path}/{name}"
+        if page + 1 < len(pages):
+            resp.next_page_token = str(page + 1)
         return resp.SerializeToString()
 
 
@@ -66,8 +70,7 @@ def test_collection_bounds_hold_the_collection_and_its_descendants_only():
 
 def test_partition_cut_points_split_each_root_collection_and_tile_the_key_space():
     conn = FakeFirestore(roots=["users", "orders"],
-                         cuts={"users": ["users/m", "users/f", "elsewhere/users/x", "users/f"],
-                               "orders": []})
+                         cuts={"users": [["elsewhere/users/x", "users/f", "users/m"]], "orders": [[]]})
     ranges = SnapshotReader(conn, READ_TIME).plan_ranges(None, partitions=4)
     got = [(r.collection, _rel(conn, r.lo), _rel(conn, r.hi)) for r in ranges]
     assert got == [
@@ -77,6 +80,14 @@ def test_partition_cut_points_split_each_root_collection_and_tile_the_key_space(
         ("users", "users/m", None),
     ]
     assert all(r.read_time.seconds == int(READ_TIME.timestamp()) for r in conn.requests)
+
+
+def test_cut_points_from_several_pages_are_merged_in_name_order_without_duplicates():
+    conn = FakeFirestore(roots=["users"], cuts={"users": [["users/m", "users/x"], ["users/f", "users/m"]]})
+    ranges = SnapshotReader(conn, READ_TIME).plan_ranges(["users"], partitions=4)
+    assert [(_rel(conn, r.lo), _rel(conn, r.hi)) for r in ranges] == [
+        (f"users/{MIN_ID}", "users/f"), ("users/f", "users/m"), ("users/m", "users/x"), ("users/x", f"users\0/{MIN_ID}"),
+    ]
 
 
 def test_collections_keep_their_own_bounds_when_the_server_cannot_partition():
