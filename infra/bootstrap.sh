@@ -53,8 +53,12 @@ want=$(sha pyproject.toml)
 stamp="$VENV/.firebackup-bootstrap"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   log "pip install -e '.[dev]'"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  pip_log="$VENV/pip-install.log"
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[dev]' >"$pip_log" 2>&1; then
+    grep -v "^WARNING: Location" "$pip_log" | tail -20 >&2
+    log "pip install failed (full log: $pip_log)"
+    exit 1
+  fi
   echo "$want" >"$stamp"
 fi
 
@@ -63,6 +67,9 @@ want=$(sha infra/local/package.json infra/local/package-lock.json)
 stamp="infra/local/node_modules/.firebackup-bootstrap"
 if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   log "npm ci (infra/local: firebase-tools)"
-  npm ci --prefix infra/local --no-audit --no-fund --loglevel=error >/dev/null
+  if ! npm ci --prefix infra/local --no-audit --no-fund --loglevel=error >/dev/null; then
+    log "npm ci in infra/local failed"
+    exit 1
+  fi
   echo "$want" >"$stamp"
 fi

@@ -1,0 +1,493 @@
+"""Benchmark: FireBackup's backup and restore on the Firestore emulator, side by side in one run with
+
+  * the emulator's own ceiling: raw RunQuery read rate and raw Commit / BatchWrite write rate,
+    measured with plain gRPC from Python, several threads, bytes only (no client-library conversion);
+  * the client library's stream() + to_dict() read rate (what a naive Python tool gets);
+  * two public npm tools doing the same job on the same data: firestore-backfire and
+    firestore-export-import (installed in bench/peers, pointed at the emulator).
+
+Every tool runs as its own process; its peak RSS comes from wait4(). Prints a table; never passes
+or fails on time.
+
+    .venv/bin/python bench/engine.py --docs 100000          # the full run
+    .venv/bin/python bench/engine.py --docs 5000 --no-peers # a quick one
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.local import stack  # noqa: E402
+
+PEERS = ROOT / "bench" / "peers"
+COLLECTIONS = ("users", "orders", "events", "products")
+SOURCE = "bench-src"
+# Off by default: firestore-backfire 2.6 crashes (stack overflow) on documents with reference fields.
+REFERENCES = False
+_SVC = "/google.firestore.v1.Firestore/"
+
+
+@dataclass
+class Row:
+    tool: str
+    operation: str
+    documents: int | None = None
+    seconds: float | None = None
+    rss_mb: float | None = None
+    note: str = ""
+    ceiling: float | None = field(default=None, repr=False)
+
+    @property
+    def rate(self) -> float | None:
+        if self.documents is None or not self.seconds:
+            return None
+        return self.documents / self.seconds
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- raw gRPC
+
+def _pb():
+    from google.cloud.firestore_v1.types import document, firestore, query, write
+
+    return document.Document.pb(), firestore.CommitRequest.pb(), firestore.BatchWriteRequest.pb(), \
+        firestore.RunQueryRequest.pb(), query.StructuredQuery.pb(), write.Write.pb(), document.Value.pb()
+
+
+def _channel(host: str):
+    import grpc
+
+    return grpc.insecure_channel(host, options=[("grpc.max_send_message_length", -1),
+                                                ("grpc.max_receive_message_length", -1)])
+
+
+_AUTH = (("authorization", "Bearer owner"),)
+
+
+def db_path(project: str, database: str = "(default)") -> str:
+    return f"projects/{project}/databases/{database}"
+
+
+def generate_documents(n: int, project: str, seed: int = 7) -> list[bytes]:
+    """n Firestore-like Document messages (serialized), spread over COLLECTIONS; ~15 fields each."""
+    Document, *_ = _pb()
+    rnd = random.Random(seed)
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp()
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    prefix = db_path(project) + "/documents/"
+    out = []
+    for i in range(n):
+        coll = COLLECTIONS[i % len(COLLECTIONS)]
+        d = Document()
+        d.name = f"{prefix}{coll}/d{i:08d}"
+        f = d.fields
+        f["name"].string_value = f"{rnd.choice(words).title()} {rnd.choice(words).title()}"
+        f["email"].string_value = f"user{i}@example.com"
+        f["age"].integer_value = rnd.randint(18, 90)
+        f["score"].double_value = rnd.random() * 1000
+        f["active"].boolean_value = rnd.random() < 0.7
+        f["deleted_at"].null_value = 0
+        ts = base + rnd.randint(0, 10 ** 8)
+        f["created"].timestamp_value.seconds = int(ts)
+        f["created"].timestamp_value.nanos = rnd.randint(0, 999_999) * 1000
+        f["home"].geo_point_value.latitude = rnd.uniform(-90, 90)
+        f["home"].geo_point_value.longitude = rnd.uniform(-180, 180)
+        f["avatar"].bytes_value = rnd.randbytes(rnd.randint(16, 64))
+        tags = f["tags"].array_value.values
+        for _ in range(rnd.randint(1, 5)):
+            tags.add().string_value = rnd.choice(words)
+        addr = f["address"].map_value.fields
+        addr["city"].string_value = rnd.choice(words).title()
+        addr["zip"].string_value = f"{rnd.randint(10000, 99999)}"
+        geo = addr["geo"].map_value.fields
+        geo["lat"].double_value = rnd.uniform(-90, 90)
+        geo["lng"].double_value = rnd.uniform(-180, 180)
+        f["items"].array_value.SetInParent()  # an empty array is still a value
+        items = f["items"].array_value.values
+        for k in range(rnd.randint(0, 3)):
+            m = items.add().map_value.fields
+            m["sku"].string_value = f"sku-{rnd.randint(1, 500)}"
+            m["qty"].integer_value = k + 1
+            m["price"].double_value = round(rnd.uniform(1, 200), 2)
+        f["notes"].string_value = " ".join(rnd.choice(words) for _ in range(rnd.randint(5, 30)))
+        if REFERENCES:
+            f["friend"].reference_value = f"{prefix}users/d{rnd.randrange(0, n, len(COLLECTIONS)):08d}"
+        f["version"].integer_value = rnd.randint(1, 1 << 40)
+        out.append(d.SerializeToString())
+    return out
+
+
+def _write_batches(docs: list[bytes], project: str, kind: str, batch: int = 500) -> list[bytes]:
+    """Serialized Commit or BatchWrite requests, each writing `batch` whole documents."""
+    Document, CommitRequest, BatchWriteRequest, *_ , Write, _v = _pb()
+    reqs = []
+    for start in range(0, len(docs), batch):
+        r = CommitRequest() if kind == "commit" else BatchWriteRequest()
+        r.database = db_path(project)
+        for raw in docs[start:start + batch]:
+            w = r.writes.add()
+            w.update.MergeFromString(raw)
+        reqs.append(r.SerializeToString())
+    return reqs
+
+
+def raw_write(host: str, docs: list[bytes], project: str, kind: str, threads: int) -> Row:
+    """Write docs with raw Commit or BatchWrite calls from `threads` threads; bytes in, bytes out."""
+    reqs = _write_batches(docs, project, kind)
+    ch = _channel(host)
+    call = ch.unary_unary(_SVC + ("Commit" if kind == "commit" else "BatchWrite"))
+    it = iter(reqs)
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                req = next(it, None)
+            if req is None:
+                return
+            call(req, metadata=_AUTH, timeout=300)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(worker) for _ in range(threads)]:
+            f.result()
+    secs = time.perf_counter() - t0
+    ch.close()
+    name = "Commit" if kind == "commit" else "BatchWrite"
+    return Row("emulator (raw gRPC)", f"write: {name} x500, {threads} threads", len(docs), secs)
+
+
+def _delete_all(host: str, docs: list[bytes]) -> None:
+    """Delete the given documents (raw Commit), so the measured runs start from an empty database."""
+    Document, CommitRequest, *_ = _pb()
+    ch = _channel(host)
+    call = ch.unary_unary(_SVC + "Commit")
+    for start in range(0, len(docs), 500):
+        r = CommitRequest()
+        r.database = db_path(SOURCE)
+        for raw in docs[start:start + 500]:
+            d = Document()
+            d.MergeFromString(raw)
+            r.writes.add().delete = d.name
+        call(r.SerializeToString(), metadata=_AUTH, timeout=300)
+    ch.close()
+
+
+def _range_queries(project: str, splits: int, n: int) -> list[bytes]:
+    """One RunQuery per (collection, id range): the whole data set in `splits` ranges per collection."""
+    _d, _c, _b, RunQueryRequest, StructuredQuery, _w, _v = _pb()
+    prefix = db_path(project) + "/documents/"
+    out = []
+    bounds = [round(n * k / splits) for k in range(splits + 1)]
+    for coll in COLLECTIONS:
+        for lo, hi in zip(bounds, bounds[1:]):
+            r = RunQueryRequest()
+            r.parent = db_path(project) + "/documents"
+            q = r.structured_query
+            q.from_.add().collection_id = coll
+            comp = q.where.composite_filter
+            comp.op = StructuredQuery.CompositeFilter.Operator.AND
+            for op, idx in ((StructuredQuery.FieldFilter.Operator.GREATER_THAN_OR_EQUAL, lo),
+                            (StructuredQuery.FieldFilter.Operator.LESS_THAN, hi)):
+                ff = comp.filters.add().field_filter
+                ff.field.field_path = "__name__"
+                ff.op = op
+                ff.value.reference_value = f"{prefix}{coll}/d{idx:08d}"
+            o = q.order_by.add()
+            o.field.field_path = "__name__"
+            out.append(r.SerializeToString())
+    return out
+
+
+def raw_read(host: str, project: str, threads: int, n: int) -> Row:
+    """Read every document with raw RunQuery streams from `threads` threads; count, never decode."""
+    reqs = _range_queries(project, max(1, threads), n)
+    ch = _channel(host)
+    call = ch.unary_stream(_SVC + "RunQuery")
+    it = iter(reqs)
+    lock = threading.Lock()
+
+    def worker() -> int:
+        count = 0
+        while True:
+            with lock:
+                req = next(it, None)
+            if req is None:
+                return count
+            for resp in call(req, metadata=_AUTH, timeout=600):
+                if resp[:1] == b"\n":  # field 1 (document) comes first when present
+                    count += 1
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        total = sum(f.result() for f in [pool.submit(worker) for _ in range(threads)])
+    secs = time.perf_counter() - t0
+    ch.close()
+    return Row("emulator (raw gRPC)", f"read: RunQuery, {threads} threads", total, secs)
+
+
+def count_documents(host: str, project: str) -> int:
+    """All documents in a project's default database (root collections of the bench), raw."""
+    ch = _channel(host)
+    call = ch.unary_stream(_SVC + "RunQuery")
+    _d, _c, _b, RunQueryRequest, StructuredQuery, _w, _v = _pb()
+    total = 0
+    for coll in COLLECTIONS:
+        r = RunQueryRequest()
+        r.parent = db_path(project) + "/documents"
+        r.structured_query.from_.add().collection_id = coll
+        r.structured_query.select.fields.add().field_path = "__name__"
+        total += sum(1 for resp in call(r.SerializeToString(), metadata=_AUTH, timeout=600) if resp[:1] == b"\n")
+    ch.close()
+    return total
+
+
+def client_library_read(host: str, project: str, limit: int) -> Row:
+    """The client library's stream() + to_dict() over one collection, one thread (reference point)."""
+    os.environ["FIRESTORE_EMULATOR_HOST"] = host
+    from google.cloud import firestore
+
+    db = firestore.Client(project=project)
+    n = 0
+    t0 = time.perf_counter()
+    for snap in db.collection(COLLECTIONS[0]).limit(limit).stream():
+        snap.to_dict()
+        n += 1
+    secs = time.perf_counter() - t0
+    db.close()
+    return Row("google-cloud-firestore", "read: stream() + to_dict(), 1 thread", n, secs)
+
+
+# ----------------------------------------------------------------------------- tools as processes
+
+def run_measured(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> tuple[float, float, str, str, int]:
+    """Run a command; return (seconds, peak RSS MB of its largest process, stdout, stderr tail, status)."""
+    t0 = time.perf_counter()
+    out_f = tempfile.TemporaryFile()
+    err_f = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    secs = time.perf_counter() - t0
+    out_f.seek(0)
+    err_f.seek(0)
+    out = out_f.read().decode(errors="replace")
+    err = err_f.read().decode(errors="replace")
+    tail = " | ".join(err.strip().splitlines()[-3:])[-400:]
+    return secs, usage.ru_maxrss / 1024, out, tail, proc.returncode
+
+
+def _json_tail(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return {}
+
+
+def ours(host: str, work: Path, env: dict[str, str], n: int, timeout: float) -> list[Row]:
+    py = sys.executable
+    key = work / "bench.key"
+    subprocess.run([py, "-m", "firebackup.cli", "keygen", "--out", str(key)], env=env, cwd=ROOT,
+                   check=True, capture_output=True)
+    loc = (work / "ours").resolve().as_uri()
+    rows = []
+    secs, rss, out, err, rc = run_measured(
+        [py, "-m", "firebackup.cli", "backup", "--project", SOURCE, "--to", loc, "--key-file", str(key), "--json"],
+        env=env, cwd=ROOT, timeout=timeout)
+    res = _json_tail(out)
+    if rc != 0 or not res:
+        return [Row("firebackup", "backup", None, secs, rss, f"FAILED (exit {rc}): {err}")]
+    rows.append(Row("firebackup", "backup (zstd, AES-GCM, file://)", res.get("documents"), secs, rss,
+                    f"in-process {res.get('duration_s')} s; {res.get('bytes_stored')} bytes stored"))
+    bid = res["backup_id"]
+    target = "bench-ours"
+    secs, rss, out, err, rc = run_measured(
+        [py, "-m", "firebackup.cli", "restore", bid, "--from", loc, "--project", target, "--key-file", str(key),
+         "--json"], env=env, cwd=ROOT, timeout=timeout)
+    res = _json_tail(out)
+    if rc != 0 or not res:
+        rows.append(Row("firebackup", "restore", None, secs, rss, f"FAILED (exit {rc}): {err}"))
+        return rows
+    landed = count_documents(host, target)
+    rows.append(Row("firebackup", "restore", res.get("documents_written"), secs, rss,
+                    f"in-process {res.get('duration_s')} s; {landed}/{n} documents in target"))
+    return rows
+
+
+def backfire(host: str, work: Path, env: dict[str, str], n: int, timeout: float) -> list[Row]:
+    cli = PEERS / "node_modules" / ".bin" / "backfire"
+    if not cli.exists():
+        return [Row("firestore-backfire", "backup", note="not installed (npm ci --prefix bench/peers)")]
+    out_path = work / "backfire" / "data.ndjson"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    secs, rss, out, err, rc = run_measured(
+        ["node", str(cli), "export", str(out_path), "-P", SOURCE, "-E", host, "--overwrite"],
+        env=env, cwd=PEERS, timeout=timeout)
+    exported = sum(1 for _ in open(out_path)) if out_path.exists() else None
+    if rc != 0:
+        return [Row("firestore-backfire", "backup (NDJSON file)", exported, secs, rss, f"FAILED (exit {rc}): {err}")]
+    rows.append(Row("firestore-backfire", "backup (NDJSON file)", exported, secs, rss,
+                    f"{out_path.stat().st_size} bytes"))
+    target = "bench-backfire"
+    secs, rss, out, err, rc = run_measured(
+        ["node", str(cli), "import", str(out_path), "-P", target, "-E", host, "--mode", "overwrite"],
+        env=env, cwd=PEERS, timeout=timeout)
+    landed = count_documents(host, target)
+    rows.append(Row("firestore-backfire", "restore", landed, secs, rss,
+                    (f"FAILED (exit {rc}): {err}; " if rc else "") + f"{landed}/{n} documents in target"))
+    return rows
+
+
+def export_import(host: str, work: Path, env: dict[str, str], n: int, timeout: float) -> list[Row]:
+    if not (PEERS / "node_modules" / "firestore-export-import").exists():
+        return [Row("firestore-export-import", "backup", note="not installed (npm ci --prefix bench/peers)")]
+    out_path = work / "fei" / "data.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    script = str(PEERS / "fei.js")
+    rows = []
+    secs, rss, out, err, rc = run_measured(["node", script, "export", SOURCE, str(out_path)],
+                                           env=env, cwd=PEERS, timeout=timeout)
+    res = _json_tail(out)
+    if rc != 0:
+        return [Row("firestore-export-import", "backup (JSON file)", None, secs, rss, f"FAILED (exit {rc}): {err}")]
+    rows.append(Row("firestore-export-import", "backup (JSON file)", res.get("documents"), secs, rss,
+                    f"{out_path.stat().st_size} bytes"))
+    target = "bench-fei"
+    secs, rss, out, err, rc = run_measured(["node", script, "import", target, str(out_path)],
+                                           env=env, cwd=PEERS, timeout=timeout)
+    landed = count_documents(host, target)
+    rows.append(Row("firestore-export-import", "restore", landed, secs, rss,
+                    (f"FAILED (exit {rc}): {err}; " if rc else "") + f"{landed}/{n} documents in target"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+def table(rows: list[Row], read_ceiling: float | None, write_ceiling: float | None) -> str:
+    head = ["tool", "operation", "docs", "seconds", "docs/s", "vs ceiling", "peak RSS MB", "note"]
+    lines = []
+    for r in rows:
+        rate = r.rate
+        ceiling = None
+        if rate:
+            if r.operation.startswith(("backup", "read")):
+                ceiling = read_ceiling
+            elif r.operation.startswith(("restore", "write")):
+                ceiling = write_ceiling
+        lines.append([
+            r.tool, r.operation, "-" if r.documents is None else str(r.documents),
+            "-" if r.seconds is None else f"{r.seconds:.2f}",
+            "-" if rate is None else f"{rate:,.0f}",
+            f"{rate / ceiling:.2f}x" if rate and ceiling else "-",
+            "-" if r.rss_mb is None else f"{r.rss_mb:.0f}",
+            r.note,
+        ])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head[:-1])]
+    fmt = "  ".join(f"{{:{'>' if i in (2, 3, 4, 5, 6) else '<'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*head[:-1]) + "  " + head[-1], "-" * (sum(widths) + 2 * len(widths) + 4)]
+    out += [fmt.format(*l[:-1]) + "  " + l[-1] for l in lines]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--docs", type=int, default=100_000, help="documents to generate (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=4, help="threads for the raw gRPC ceiling (default: %(default)s)")
+    ap.add_argument("--no-peers", action="store_true", help="skip the npm peer tools")
+    ap.add_argument("--timeout", type=float, default=3600, help="per tool run, seconds (default: %(default)s)")
+    ap.add_argument("--references", action="store_true",
+                    help="give every document a reference field (firestore-backfire then fails)")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    args = ap.parse_args(argv)
+    n = args.docs
+    global REFERENCES
+    REFERENCES = args.references
+
+    work = Path(tempfile.mkdtemp(prefix="firebackup-bench-"))
+    say(f"bench: {n} documents; work folder {work}")
+    try:
+        with stack.start_firestore_emulator() as fs:
+            host = fs.host
+            env = {**os.environ, **fs.env, "GOOGLE_CLOUD_PROJECT": SOURCE}
+            say("warming the emulator up ...")
+            # The JVM compiles its hot paths during the first few thousand writes and reads.
+            warm = generate_documents(3000, SOURCE, seed=1)
+            raw_write(host, warm, SOURCE, "commit", args.threads)
+            raw_read(host, SOURCE, args.threads, 3000)
+            _delete_all(host, warm)
+            del warm
+            say("generating documents ...")
+            docs = generate_documents(n, SOURCE)
+            avg = sum(map(len, docs)) / max(1, n)
+            rows: list[Row] = []
+            say("raw Commit (seeds the source) ...")
+            rows.append(raw_write(host, docs, SOURCE, "commit", args.threads))
+            say("raw BatchWrite ...")
+            # Rewrites the same documents with the same values: same work, no second copy in memory.
+            rows.append(raw_write(host, docs, SOURCE, "batchwrite", args.threads))
+            del docs
+            have = count_documents(host, SOURCE)
+            if have != n:
+                say(f"bench: source has {have} documents, expected {n}")
+                return 1
+            say("raw RunQuery ...")
+            rows.append(raw_read(host, SOURCE, args.threads, n))
+            rows.append(raw_read(host, SOURCE, 1, n))
+            say("client library read ...")
+            rows.append(client_library_read(host, SOURCE, min(n // len(COLLECTIONS), 20_000)))
+            read_ceiling = max(r.rate or 0 for r in rows if r.operation.startswith("read: RunQuery"))
+            write_ceiling = max(r.rate or 0 for r in rows if r.operation.startswith("write"))
+            say("firebackup backup + restore ...")
+            rows += ours(host, work, env, n, args.timeout)
+            if not args.no_peers:
+                say("firestore-backfire export + import ...")
+                rows += backfire(host, work, env, n, args.timeout)
+                say("firestore-export-import backup + restore ...")
+                rows += export_import(host, work, env, n, args.timeout)
+    except stack.StackError as e:
+        say(f"bench: {e}")
+        return 2
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nFirestore emulator, {n} documents in {len(COLLECTIONS)} root collections, "
+          f"~{avg:.0f} bytes each as protobuf{', with a reference field' if REFERENCES else ''}; "
+          f"{os.cpu_count()} CPUs; "
+          f"ceiling: read {read_ceiling:,.0f} docs/s, write {write_ceiling:,.0f} docs/s\n")
+    print(table(rows, read_ceiling, write_ceiling))
+    if args.json:
+        args.json.write_text(json.dumps([{**r.__dict__, "rate": r.rate} for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
