@@ -131,6 +131,45 @@ class BackupPlan:
     def read_time_text(self) -> str:
         return format_rfc3339(self.read_time)
 
+    def to_dict(self, kek=None) -> dict[str, Any]:
+        """JSON-able form for a task queue or a DB row; the data key travels wrapped by kek."""
+        import base64
+
+        if self.data_key is not None and kek is None:
+            raise UsageError("an encrypted plan needs its KEK to be serialized (the data key is never stored in clear)")
+        wrapped = None
+        if self.data_key is not None:
+            wrapped = base64.b64encode(kek.wrap(self.data_key, self.backup_id.encode("ascii"))).decode("ascii")
+        return {
+            "backup_id": self.backup_id, "project": self.project, "database": self.database,
+            "read_time": self.read_time_text, "created_at": format_rfc3339(self.created_at),
+            "codec": self.codec, "level": self.level, "wrapped_dek": wrapped,
+            "kek_id": getattr(kek, "key_id", None) if wrapped else None,
+            "requested_collections": self.requested_collections, "include_auth": self.include_auth,
+            "chunk_docs": self.chunk_docs, "chunk_bytes": self.chunk_bytes,
+            "chunks_per_task": self.chunks_per_task, "task_seconds": self.task_seconds,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], kek=None) -> "BackupPlan":
+        import base64
+
+        data_key = None
+        if d.get("wrapped_dek"):
+            if kek is None:
+                raise UsageError(f"backup {d['backup_id']} is encrypted; its plan needs the KEK")
+            data_key = kek.unwrap(base64.b64decode(d["wrapped_dek"]), d["backup_id"].encode("ascii"))
+        return cls(
+            backup_id=d["backup_id"], project=d["project"], database=d["database"],
+            read_time=parse_rfc3339(d["read_time"]), created_at=parse_rfc3339(d["created_at"]),
+            codec=d["codec"], level=d.get("level"), data_key=data_key,
+            requested_collections=d.get("requested_collections"), include_auth=bool(d.get("include_auth")),
+            chunk_docs=int(d["chunk_docs"]), chunk_bytes=int(d["chunk_bytes"]),
+            chunks_per_task=d.get("chunks_per_task"), task_seconds=d.get("task_seconds"),
+            tasks=[ChunkTask.from_dict(t) for t in d.get("tasks", [])],
+        )
+
 
 @dataclass
 class ChunkResult:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from firebackup.crypto.keys import LocalKey
-from firebackup.engine.backup import BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
+from firebackup.engine.backup import BackupPlan, BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
 from firebackup.errors import SourceUnavailable
 from firebackup.firestore.grpc import open_firestore
 
@@ -134,3 +136,18 @@ def test_an_unreachable_emulator_is_source_unavailable_in_one_line_naming_the_ho
     message = str(info.value)
     assert "\n" not in message and "127.0.0.1:9" in message
     assert not list(repo.storage.list("backups/"))
+
+
+def test_a_plan_survives_serialization_so_another_process_can_run_its_tasks(conn, repo):
+    _seed(conn, 8)
+    kek = LocalKey.from_text(LocalKey.generate_text())
+    p = plan(BackupRequest(project=conn.project, chunk_docs=4), source=conn, repo=repo, kek=kek)
+
+    text = json.dumps(p.to_dict(kek))
+    assert p.data_key.key.hex() not in text  # the data key only travels wrapped
+    elsewhere = BackupPlan.from_dict(json.loads(text), kek)
+    entries = run_chunk(elsewhere, elsewhere.tasks[0], source=conn, repo=repo).entries
+    finalize(elsewhere, entries, repo=repo, kek=kek)
+
+    assert elsewhere.read_time == p.read_time and elsewhere.data_key == p.data_key
+    assert backup_records(repo, p.backup_id, kek) == direct_documents(conn, p.read_time)
