@@ -15,15 +15,10 @@ from firebackup.settings import Settings
 
 
 def default_queue() -> Any:
-    """H4's runtime queue when present, else an in-process recording queue."""
-    try:
-        from firebackup.runtime.queue import LocalQueue  # type: ignore[attr-defined]
-    except ImportError:
-        return RecordingQueue()
-    try:
-        return LocalQueue()
-    except TypeError:  # its constructor wants handlers we do not have here
-        return RecordingQueue()
+    """Keeps tasks without running them. The deployment passes the real queue (Cloud Tasks, or
+    firebackup.runtime.queue.LocalQueue with the engine's handlers registered) as build_app(queue=...);
+    a LocalQueue without handlers would refuse every task."""
+    return RecordingQueue()
 
 
 def build_ports(settings: Settings, **overrides: Any) -> Ports:
@@ -44,6 +39,12 @@ def build_ports(settings: Settings, **overrides: Any) -> Ports:
 
 def build_app(settings: Settings, *, engine: Any = None, **ports: Any) -> Flask:
     engine = engine if engine is not None else make_engine(settings)
+    if engine.dialect.name == "sqlite":
+        # The embedded default migrates itself; PostgreSQL is migrated as a deploy step
+        # (`python -m firebackup.db.migrate`), never by many function instances at once.
+        from firebackup.db.migrate import upgrade
+
+        upgrade(engine)
     return _create(build_ports(settings, **ports), make_session_factory(engine))
 
 

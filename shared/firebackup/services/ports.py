@@ -8,10 +8,14 @@ from typing import Any, Protocol
 from firebackup.services.errors import Invalid, Unauthenticated
 
 
-class TaskQueue(Protocol):
-    """Enqueue one named task with a JSON-able payload (Cloud Tasks in production)."""
+try:
+    from firebackup.runtime.queue import TaskQueue  # the team's port (H4)
+except ImportError:  # pragma: no cover - only while runtime/ is absent
 
-    def enqueue(self, name: str, payload: dict) -> None: ...
+    class TaskQueue(Protocol):  # type: ignore[no-redef]
+        """Enqueue one named task with a JSON-able payload (Cloud Tasks in production)."""
+
+        def enqueue(self, name: str, payload: dict) -> None: ...
 
 
 class RecordingQueue:
