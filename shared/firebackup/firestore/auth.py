@@ -74,7 +74,13 @@ def _translate(e: Exception, what: str, project_id: str) -> FireBackupError:
     import requests
 
     host = _emulator_host() or "identitytoolkit.googleapis.com"
-    if isinstance(e, requests.exceptions.ConnectionError) or "Connection" in type(e).__name__:
+    cause = getattr(e, "cause", None) or e.__cause__
+    unreachable = (
+        isinstance(e, requests.exceptions.ConnectionError)
+        or isinstance(cause, requests.exceptions.ConnectionError)
+        or str(getattr(e, "code", "")).upper() == "UNAVAILABLE"
+    )
+    if unreachable:
         return SourceUnavailable(
             f"cannot reach Firebase Auth at {host} ({what} for {project_id}); check "
             f"{EMULATOR_ENV} for the emulator, or the network"

@@ -136,3 +136,12 @@ def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkey
     assert result.auth_users == len(users) and result.auth_users_failed == 0
     ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
     assert ok.status_code == 200
+
+
+def test_an_unreachable_auth_endpoint_is_reported_in_one_line(monkeypatch, project_id):
+    from firebackup.errors import SourceUnavailable
+
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(SourceUnavailable) as e:
+        list(fa.iter_user_records(project_id + "-dead"))
+    assert "\n" not in str(e.value) and "127.0.0.1:9" in str(e.value)
