@@ -58,8 +58,10 @@ class RestoreRequest:
         if self.mode not in MODES:
             raise UsageError(f"restore: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         self.database = self.database or "(default)"
+        if isinstance(self.collections, str):
+            self.collections = self.collections.split(",")
         if self.collections is not None:
-            self.collections = [c for c in self.collections if c] or None
+            self.collections = [c.strip() for c in self.collections if c.strip()] or None
 
 
 @dataclass

@@ -331,8 +331,16 @@ class BatchWriter:
     # -- feeding -------------------------------------------------------------------------
 
     def add(self, raw: bytes) -> None:
-        """Queue one stored Document (bytes); sends a batch when one is full."""
-        rel, write = self.rewriter.rewrite(raw)
+        """Queue one stored Document (bytes); sends a batch when one is full.
+
+        A record that is not a Document is counted failed (it cannot be written), not raised.
+        """
+        try:
+            rel, write = self.rewriter.rewrite(raw)
+        except CorruptData as e:
+            self._stats.fail("(unreadable document)", str(e))
+            self._report(WriteStats(failed=1))
+            return
         if self.collections is not None and rel.split("/", 1)[0] not in self.collections:
             self._stats.filtered += 1
             return

@@ -288,8 +288,14 @@ def test_dry_run_sends_nothing_but_decodes_and_counts_everything():
     conn = FakeConnection()
     stats, _ = run_writer(conn, docs(700), dry_run=True)
     assert stats.written == 700 and conn.requests == []
-    with pytest.raises(CorruptData):
-        run_writer(FakeConnection(), [b"\x0a\x03bad"], dry_run=True)
+    stats, _ = run_writer(FakeConnection(), docs(2) + [b"\x0a\x03bad"], dry_run=True)
+    assert (stats.written, stats.failed) == (2, 1) and "unreadable" in stats.errors[0]
+
+
+def test_a_record_that_is_not_a_document_is_counted_failed_and_the_rest_written():
+    stats, conn = run_writer(FakeConnection(), docs(3) + [b"\xff\xff\xff"] + docs(2, "more"))
+    assert (stats.written, stats.failed) == (5, 1)
+    assert sum(len(r.writes) for r in conn.requests) == 5
 
 
 def test_collection_filter_keeps_named_root_collections_with_their_subcollections():
