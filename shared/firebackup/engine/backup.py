@@ -1,18 +1,22 @@
 """Backup: plan -> chunk tasks -> finalize, the unit of work the serverless fan-out runs.
 
-    plan(request, ...)        fixes read_time (server clock), lists root collections at that
-                              instant, splits them into ranges (PartitionQuery where the server
-                              has it) and returns one ChunkTask per range
-    run_chunk(plan, task)     streams up to chunk_docs documents of its range at read_time into
-                              one chunk object; if the range goes on, it returns (and hands to
-                              on_follow_up as early as possible) the next task, which resumes
-                              after the last document written
+    plan(request, ...)        fixes read_time (the server's clock), splits what to read into
+                              ranges of document names (PartitionQuery cut points where the
+                              server has them; else one range for the whole database, or one
+                              per --collections root) and returns one ChunkTask per range
+    run_chunk(plan, task)     streams its range at read_time from its cursor with ONE query,
+                              cutting chunk d<partition>-<seq>, <seq+1>, ... every chunk_docs
+                              documents / chunk_bytes raw bytes; after chunks_per_task chunks
+                              (or task_seconds, checked only at chunk boundaries) it hands the
+                              rest on as a follow-up task resuming after its last document
     finalize(plan, entries)   writes the manifest (LAST: its presence makes the backup complete)
 
-A task is (backup_id, partition, seq, range, start-after cursor); its chunk_id is
-"d<partition:05d>-<seq:05d>". Everything it reads is fixed by read_time and the cursor, and
-it cuts by document count and raw bytes only (never by time), so running it twice writes
-the same key with the same records and counts, and hands on the same follow-up.
+A task is (backup_id, partition, seq, range, start-after cursor). Chunk boundaries are
+counted from the start of the range and depend only on the data at read_time, so chunk
+d<p>-<s> holds the same documents whichever task writes it, and running a task twice
+rewrites the same keys with the same records and counts and hands on the same follow-up.
+(Why one long stream rather than one query per chunk: on the emulator every query costs a
+scan of the whole database, so per-chunk queries would make a backup quadratic.)
 
 run_backup() runs the whole flow in-process on a LocalQueue; it is what the CLI calls.
 """
