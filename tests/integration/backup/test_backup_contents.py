@@ -154,3 +154,11 @@ def test_a_named_database_is_backed_up_apart_from_the_default_one(emulator_host,
     finally:
         default.close()
         named.close()
+
+
+def test_an_empty_database_gives_a_complete_backup_with_no_chunks(conn, repo):
+    result = run_backup(BackupRequest(project=conn.project), repo=repo, source=conn)
+
+    assert (result.documents, result.chunks, result.collections) == (0, 0, [])
+    manifest, _ = repo.read_manifest(result.backup_id, None)
+    assert manifest.chunks == [] and manifest.read_time == result.read_time
