@@ -138,15 +138,16 @@ _PR_SET_PDEATHSIG = 1
 
 def _preexec(user: pwd.struct_passwd | None = None) -> Callable[[], None]:
     def run() -> None:
-        # Die with the parent even if it is killed with SIGKILL (no atexit then).
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:
-            pass
         if user is not None:
             os.setgid(user.pw_gid)
             os.setgroups([])
             os.setuid(user.pw_uid)
+        # Die with the parent even if it is killed with SIGKILL (no atexit then). After setuid:
+        # changing credentials clears the parent-death signal.
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
 
     return run
 
@@ -279,7 +280,15 @@ def start_firestore_emulator(timeout: float = 60) -> Service:
                               "cloud-firestore-emulator")
     _need_java("firestore emulator")
 
+    jar = os.path.join(os.path.dirname(launcher), "cloud-firestore-emulator.jar")
+    java = os.environ.get("JAVA", "java")
+
     def build(port, workdir):
+        if os.path.exists(jar):
+            # What the launcher runs, minus the bash in between: the launcher does not exec java,
+            # so java would outlive a test run killed with SIGKILL (PR_SET_PDEATHSIG is per process).
+            return [java, "-Duser.language=en", "-cp", jar, "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+                    "--host", HOST, "--port", str(port)], None, workdir
         return [launcher, "--host", HOST, "--port", str(port)], None, workdir
 
     return _start("firestore-emulator", build,
