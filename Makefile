@@ -1,7 +1,7 @@
 # The two commands: `make run` (the main job on embedded defaults) and `make test` (every test).
 PY := .venv/bin/python
 
-.PHONY: run test bootstrap
+.PHONY: run test bootstrap bench
 
 bootstrap:
 	@bash infra/bootstrap.sh
@@ -12,3 +12,8 @@ run: bootstrap
 # pytest exits 5 when it collects no tests; that is a failure here like any other non-zero.
 test: bootstrap
 	$(PY) -m pytest tests
+
+# Not part of the two commands: engine throughput vs the emulator's ceiling and two npm peers.
+DOCS ?= 100000
+bench: bootstrap
+	$(PY) bench/engine.py --docs $(DOCS)

@@ -432,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     global REFERENCES
     REFERENCES = args.references
 
+    if not args.no_peers and not (PEERS / "node_modules" / ".bin" / "backfire").exists():
+        say("installing the peer tools (npm ci in bench/peers) ...")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True)
     work = Path(tempfile.mkdtemp(prefix="firebackup-bench-"))
     say(f"bench: {n} documents; work folder {work}")
     try:
@@ -484,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; "
           f"ceiling: read {read_ceiling:,.0f} docs/s, write {write_ceiling:,.0f} docs/s\n")
     print(table(rows, read_ceiling, write_ceiling))
+    print("\nseconds = wall time of the whole process (start-up included) for the tools; "
+          "peak RSS = largest process (wait4 ru_maxrss)")
     if args.json:
         args.json.write_text(json.dumps([{**r.__dict__, "rate": r.rate} for r in rows], indent=2))
     return 0
