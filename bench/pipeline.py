@@ -262,19 +262,22 @@ def run_sha(stream_frames: list[bytes]) -> None:
     h.hexdigest()
 
 
-def run_threads(chunks: list[list[bytes]], codec: str, level: int, key: DataKey, threads: int) -> float:
-    """Write all chunks with `threads` workers, each taking every threads-th chunk; return seconds."""
+def run_threads(chunks: list[list[bytes]], codec: str, level: int, key: DataKey, threads: int) -> tuple[float, float]:
+    """Write all chunks with `threads` workers, each taking every threads-th chunk.
+
+    Returns (wall seconds, CPU-seconds used by the process meanwhile)."""
     def work(mine):
         run_pipeline(mine, codec, level, key)
 
     parts = [chunks[i::threads] for i in range(threads)]
+    c = time.process_time()
     t = time.perf_counter()
     ts = [threading.Thread(target=work, args=(p,)) for p in parts]
     for th in ts:
         th.start()
     for th in ts:
         th.join()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def primitive_scaling(frames: list[bytes], comp_inputs: list[bytes], docs: list[bytes]) -> dict[str, float]:
@@ -346,25 +349,29 @@ def rss_child(path: str, codec: str, level: int, threads: int) -> None:
 
     def pull() -> list[bytes] | None:
         with lock:
-            out: list[bytes] = []
-            for recs in src:
-                out.extend(recs)
-                if len(out) >= CHUNK_DOCS:
-                    break
-            return out or None
+            return next(src, None)
 
     def work():
-        ci = 0
+        # Documents arrive ~1 MiB at a time (as from a Firestore stream) and go straight into
+        # the writer; a new chunk starts every CHUNK_DOCS documents. Nothing else is held.
+        ci, w, in_chunk, done = 0, None, 0, 0
         while True:
-            chunk = pull()
-            if chunk is None:
-                return
-            w = ChunkWriter(NullSink(), backup_id=BACKUP_ID, chunk_id=f"d{threading.get_ident() % 99999:05d}-{ci:05d}", codec=codec, level=level, data_key=key)
-            w.add_many(chunk)
+            block = pull()
+            if block is None:
+                break
+            if w is None:
+                w = ChunkWriter(NullSink(), backup_id=BACKUP_ID, chunk_id=f"d{threading.get_ident() % 99999:05d}-{ci:05d}",
+                                codec=codec, level=level, data_key=key)
+            w.add_many(block)
+            in_chunk += len(block)
+            done += len(block)
+            if in_chunk >= CHUNK_DOCS:
+                w.finish()
+                w, in_chunk, ci = None, 0, ci + 1
+        if w is not None:
             w.finish()
-            with lock:
-                docs_done[0] += len(chunk)
-            ci += 1
+        with lock:
+            docs_done[0] += done
 
     t = time.perf_counter()
     ts = [threading.Thread(target=work) for _ in range(threads)]
@@ -373,8 +380,23 @@ def rss_child(path: str, codec: str, level: int, threads: int) -> None:
     for th in ts:
         th.join()
     el = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"docs": docs_done[0], "seconds": el, "peak_rss": rss}))
+    print(json.dumps({"docs": docs_done[0], "seconds": el, "peak_rss": peak_rss()}))
+
+
+def peak_rss() -> int:
+    """Peak RSS of this process image in bytes (VmHWM).
+
+    Not ru_maxrss: Linux carries the parent's high-water mark across fork+exec, so a child of a
+    big process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure_rss(path: str, codec: str, level: int, threads: int = 1) -> dict:
@@ -383,6 +405,24 @@ def measure_rss(path: str, codec: str, level: int, threads: int = 1) -> dict:
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_rss(a) -> list[dict]:
+    """Stream corpora of each size through the default pipeline in a child; peak RSS of each."""
+    os.makedirs(a.workdir, exist_ok=True)
+    rss = []
+    for n in a.rss_docs:
+        path = os.path.join(a.workdir, f"corpus-{n}.bin")
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            write_corpus_file(path + ".tmp", n)
+            os.replace(path + ".tmp", path)
+        for threads in (1, 2):
+            r = measure_rss(path, DEFAULT_CODEC, DEFAULT_LEVEL, threads)
+            r.update(threads=threads, corpus_file_bytes=os.path.getsize(path))
+            rss.append(r)
+            print(f"peak RSS {DEFAULT_CODEC}-{DEFAULT_LEVEL}, {r['docs']:,} docs streamed, {threads} thread(s): "
+                  f"{r['peak_rss'] / MB:.1f} MB ({r['docs'] / r['seconds']:,.0f} docs/s wall)", flush=True)
+    return rss
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -407,11 +447,21 @@ def main(argv=None) -> None:
     ap.add_argument("--configs", help="comma list codec:level (default: the built-in sweep)")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                     help="single-thread timings: this thread's CPU time (default; robust on a shared machine) or wall time")
+    ap.add_argument("--rss-only", action="store_true", help="only the streaming peak-RSS runs")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: configs,frames,file,threads,rss")
     a = ap.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
     global CLOCK
     CLOCK = a.clock
     if a.rss_child:
         rss_child(a.rss_child, a.codec, a.level, a.threads)
+        return
+    if a.rss_only:
+        print(f"# peak RSS, streaming — {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} — {load_note()}")
+        results = {"rss": run_rss(a)}
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=2)
         return
 
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "load_start": load_note()}
@@ -453,86 +503,81 @@ def main(argv=None) -> None:
     print("  2 threads vs 1, wall (≈2 when the GIL is released): "
           + ", ".join(f"{k} {v:.2f}x" for k, v in prim["two_thread_speedup"].items()))
 
-    if a.configs:
-        configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs.split(",")]
-    elif a.quick:
-        configs = [("none", 0), ("gzip", 6), ("zstd", 1), ("zstd", 3), ("brotli", 5)]
-    else:
-        configs = [("none", 0), ("gzip", 1), ("gzip", 6), ("zstd", 1), ("zstd", 3), ("zstd", 6), ("zstd", 9),
-                   ("zstd", 15), ("brotli", 1), ("brotli", 4), ("brotli", 5), ("brotli", 6), ("brotli", 9)]
-    print()
-    print("| codec | level | ratio | stored B/doc | compressor alone MB/s | pipeline MB/s | pipeline docs/s | pipeline / alone | GIL-held share | 2-thread bound |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows = []
-    for codec, level in configs:
-        # Interleave alone/pipeline runs so background load hits both alike.
-        best_c = best_p = float("inf")
-        stored = 0
-        for _ in range(2):
-            tc, _ = best_time(lambda: run_compressor(batched, codec, level), min_total=0, max_reps=1)
-            tp, stored = best_time(lambda: run_pipeline(chunks, codec, level, key), min_total=0, max_reps=1)
-            best_c, best_p = min(best_c, tc), min(best_p, tp)
-            if tp > 20:
-                break
-        row = {
-            "codec": codec, "level": level, "ratio": raw / stored, "bytes_per_doc": stored / len(docs),
-            "alone_MBps": raw / best_c / MB, "pipeline_MBps": raw / best_p / MB, "docs_per_s": len(docs) / best_p,
-            "pipeline_over_alone": best_c / best_p,
-        }
-        # Share of pipeline time that holds the GIL: all but the compressor and SHA-256, which
-        # release it (zstd, zlib, brotli, hashlib). Amdahl then bounds the 2-thread speedup.
-        gil_free = (best_c if codec != "none" else 0.0) + stored / (prim["sha256_MBps"] * MB)
-        held = max(0.0, 1 - gil_free / best_p)
-        row["gil_held_share"] = held
-        row["amdahl_2_threads"] = 1 / (held + (1 - held) / 2)
-        rows.append(row)
-        alone = "n/a" if codec == "none" else f"{row['alone_MBps']:.0f}"
-        ratio = "n/a" if codec == "none" else f"{row['pipeline_over_alone']:.2f}"
-        print(f"| {codec} | {level} | {row['ratio']:.2f} | {row['bytes_per_doc']:.0f} | {alone} | "
-              f"{row['pipeline_MBps']:.0f} | {row['docs_per_s']:,.0f} | {ratio} | {row['gil_held_share']:.0%} | "
-              f"{row['amdahl_2_threads']:.2f}x |", flush=True)
-    results["configs"] = rows
+    if "configs" not in skip:
+        if a.configs:
+            configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs.split(",")]
+        elif a.quick:
+            configs = [("none", 0), ("gzip", 6), ("zstd", 1), ("zstd", 3), ("brotli", 5)]
+        else:
+            configs = [("none", 0), ("gzip", 1), ("gzip", 6), ("zstd", 1), ("zstd", 3), ("zstd", 6), ("zstd", 9),
+                       ("zstd", 15), ("brotli", 1), ("brotli", 4), ("brotli", 5), ("brotli", 6), ("brotli", 9)]
+        print()
+        print("| codec | level | ratio | stored B/doc | compressor alone MB/s | pipeline MB/s | pipeline docs/s | pipeline / alone | GIL-held share | 2-thread bound |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        rows = []
+        for codec, level in configs:
+            # Interleave alone/pipeline runs so background load hits both alike.
+            best_c = best_p = float("inf")
+            stored = 0
+            for _ in range(2):
+                tc, _ = best_time(lambda: run_compressor(batched, codec, level), min_total=0, max_reps=1)
+                tp, stored = best_time(lambda: run_pipeline(chunks, codec, level, key), min_total=0, max_reps=1)
+                best_c, best_p = min(best_c, tc), min(best_p, tp)
+                if tp > 20:
+                    break
+            row = {
+                "codec": codec, "level": level, "ratio": raw / stored, "bytes_per_doc": stored / len(docs),
+                "alone_MBps": raw / best_c / MB, "pipeline_MBps": raw / best_p / MB, "docs_per_s": len(docs) / best_p,
+                "pipeline_over_alone": best_c / best_p,
+            }
+            # Share of pipeline time that holds the GIL: all but the compressor and SHA-256, which
+            # release it (zstd, zlib, brotli, hashlib). Amdahl then bounds the 2-thread speedup.
+            gil_free = (best_c if codec != "none" else 0.0) + stored / (prim["sha256_MBps"] * MB)
+            held = max(0.0, 1 - gil_free / best_p)
+            row["gil_held_share"] = held
+            row["amdahl_2_threads"] = 1 / (held + (1 - held) / 2)
+            rows.append(row)
+            alone = "n/a" if codec == "none" else f"{row['alone_MBps']:.0f}"
+            ratio = "n/a" if codec == "none" else f"{row['pipeline_over_alone']:.2f}"
+            print(f"| {codec} | {level} | {row['ratio']:.2f} | {row['bytes_per_doc']:.0f} | {alone} | "
+                  f"{row['pipeline_MBps']:.0f} | {row['docs_per_s']:,.0f} | {ratio} | {row['gil_held_share']:.0%} | "
+                  f"{row['amdahl_2_threads']:.2f}x |", flush=True)
+        results["configs"] = rows
 
-    # Frame size: per-frame costs (AES-GCM setup, prefix, Python glue) vs reader memory.
-    fs_rows = []
-    for fs in (64 << 10, 256 << 10, 1 << 20, 4 << 20):
-        tp, stored = best_time(lambda: run_pipeline(chunks, DEFAULT_CODEC, DEFAULT_LEVEL, key, frame_size=fs), min_total=0, max_reps=2)
-        fs_rows.append({"frame_size": fs, "pipeline_MBps": raw / tp / MB, "bytes_stored": stored})
-        print(f"frame size {fs >> 10} KiB ({DEFAULT_CODEC}-{DEFAULT_LEVEL}): pipeline {raw / tp / MB:.0f} MB/s, stored {stored / MB:.2f} MB", flush=True)
-    results["frame_sizes"] = fs_rows
+    if "frames" not in skip:
+        # Frame size: per-frame costs (AES-GCM setup, prefix, Python glue) vs reader memory.
+        fs_rows = []
+        for fs in (64 << 10, 256 << 10, 1 << 20, 4 << 20):
+            tp, stored = best_time(lambda: run_pipeline(chunks, DEFAULT_CODEC, DEFAULT_LEVEL, key, frame_size=fs), min_total=0, max_reps=2)
+            fs_rows.append({"frame_size": fs, "pipeline_MBps": raw / tp / MB, "bytes_stored": stored})
+            print(f"frame size {fs >> 10} KiB ({DEFAULT_CODEC}-{DEFAULT_LEVEL}): pipeline {raw / tp / MB:.0f} MB/s, stored {stored / MB:.2f} MB", flush=True)
+        results["frame_sizes"] = fs_rows
 
-    # Write to a real file once (default codec), to show the sink is not the bottleneck.
-    os.makedirs(a.workdir, exist_ok=True)
-    fpath = os.path.join(a.workdir, "chunk.fbc")
-    t_file, _ = best_time(lambda: run_pipeline(chunks, DEFAULT_CODEC, DEFAULT_LEVEL, key, sink_factory=lambda: open(fpath, "wb")), min_total=0, max_reps=2)
-    results["file_sink_MBps"] = raw / t_file / MB
-    print(f"\npipeline {DEFAULT_CODEC}-{DEFAULT_LEVEL} to a file: {raw / t_file / MB:.0f} MB/s ({len(docs) / t_file:,.0f} docs/s)")
+    if "file" not in skip:
+        # Write to a real file once (default codec), to show the sink is not the bottleneck.
+        os.makedirs(a.workdir, exist_ok=True)
+        fpath = os.path.join(a.workdir, "chunk.fbc")
+        t_file, _ = best_time(lambda: run_pipeline(chunks, DEFAULT_CODEC, DEFAULT_LEVEL, key, sink_factory=lambda: open(fpath, "wb")), min_total=0, max_reps=2)
+        results["file_sink_MBps"] = raw / t_file / MB
+        print(f"\npipeline {DEFAULT_CODEC}-{DEFAULT_LEVEL} to a file: {raw / t_file / MB:.0f} MB/s ({len(docs) / t_file:,.0f} docs/s)")
 
-    # Threads: same chunks, 1 worker vs 2 workers (two chunks in parallel).
-    th_rows = []
-    th_configs = [(DEFAULT_CODEC, DEFAULT_LEVEL)] if a.quick else [("zstd", 1), (DEFAULT_CODEC, DEFAULT_LEVEL), ("gzip", 6), ("brotli", 5)]
-    for codec, level in th_configs:
-        t1 = min(run_threads(chunks, codec, level, key, 1) for _ in range(2))
-        t2 = min(run_threads(chunks, codec, level, key, 2) for _ in range(2))
-        th_rows.append({"codec": codec, "level": level, "t1_s": t1, "t2_s": t2, "speedup": t1 / t2})
-        print(f"threads {codec}-{level}: 1 thread {len(docs) / t1:,.0f} docs/s, 2 threads {len(docs) / t2:,.0f} docs/s, speedup {t1 / t2:.2f}x", flush=True)
-    results["threads"] = th_rows
+    if "threads" not in skip:
+        # Threads: same chunks, 1 worker vs 2 workers (two chunks in parallel).
+        th_rows = []
+        th_configs = [(DEFAULT_CODEC, DEFAULT_LEVEL)] if a.quick else [("zstd", 1), (DEFAULT_CODEC, DEFAULT_LEVEL), ("gzip", 6), ("brotli", 5)]
+        for codec, level in th_configs:
+            (t1, c1), (t2, c2) = min(run_threads(chunks, codec, level, key, 1) for _ in range(2)), min(
+                run_threads(chunks, codec, level, key, 2) for _ in range(2))
+            th_rows.append({"codec": codec, "level": level, "t1_s": t1, "t2_s": t2, "speedup": t1 / t2,
+                            "cores_used_1": c1 / t1, "cores_used_2": c2 / t2})
+            print(f"threads {codec}-{level}: 1 thread {len(docs) / t1:,.0f} docs/s, 2 threads {len(docs) / t2:,.0f} docs/s, "
+                  f"speedup {t1 / t2:.2f}x (wall); CPU cores actually used {c1 / t1:.2f} vs {c2 / t2:.2f}", flush=True)
+        results["threads"] = th_rows
     del docs, chunks, batched, frames
 
-    if not a.quick:
-        rss = []
-        for n in a.rss_docs:
-            path = os.path.join(a.workdir, f"corpus-{n}.bin")
-            if not os.path.exists(path) or os.path.getsize(path) == 0:
-                write_corpus_file(path, n)
-            for threads in (1, 2):
-                r = measure_rss(path, DEFAULT_CODEC, DEFAULT_LEVEL, threads)
-                r.update(threads=threads, corpus_file_bytes=os.path.getsize(path))
-                rss.append(r)
-                print(f"peak RSS {DEFAULT_CODEC}-{DEFAULT_LEVEL}, {r['docs']:,} docs streamed, {threads} thread(s): "
-                      f"{r['peak_rss'] / MB:.1f} MB ({r['docs'] / r['seconds']:,.0f} docs/s)", flush=True)
-        results["rss"] = rss
-    results["process_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if not a.quick and "rss" not in skip:
+        results["rss"] = run_rss(a)
+    results["process_peak_rss"] = peak_rss()
     results["load_end"] = load_note()
     print(f"\nthis process (holds the corpus in memory): peak RSS {results['process_peak_rss'] / MB:.0f} MB; {results['load_end']}")
     if a.json:
