@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import random
 import re
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -325,7 +324,6 @@ class BatchWriter:
         self._raw_bytes = 0
         self._inflight: deque[Future] = deque()
         self._stats = WriteStats()
-        self._lock = threading.Lock()
         self._closed = False
 
     # -- feeding -------------------------------------------------------------------------
@@ -459,6 +457,8 @@ class BatchWriter:
                     out.add(self._send_batch(rels[:half], writes[:half]))
                     out.add(self._send_batch(rels[half:], writes[half:]))
                     return out
+                # A lost answer may hide applied writes; resending is harmless (overwrite and merge
+                # are idempotent) but in skip mode such a document then reads as skipped.
                 if getattr(e, "retryable", False) and attempt < self.max_attempts:
                     self._backoff(attempt)
                     continue
