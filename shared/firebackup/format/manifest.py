@@ -153,9 +153,12 @@ def encode_manifest(m: Manifest, *, data_key: DataKey | None, kek: KeyEncryption
             "wrapped_dek": None,
         }
         enc = ENC_NONE
-    hjson = _json(header)
+    try:
+        hjson = _json(header)
+        body_json = _json(m.to_dict())
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"manifest of backup {m.backup_id} has a value JSON cannot hold ({e}): use str/int/float/bool/None, lists and dicts") from None
     head = MAGIC + bytes((FORMAT_VERSION, enc)) + len(hjson).to_bytes(4, "big") + hjson
-    body_json = _json(m.to_dict())
     if data_key is not None:
         nonce = os.urandom(NONCE_BYTES)
         body = nonce + AESGCM(manifest_key(data_key, m.backup_id)).encrypt(nonce, body_json, head)

@@ -190,3 +190,12 @@ def test_rewrapping_for_key_rotation_keeps_the_data_key_and_drops_the_old_kek():
     assert read_manifest_summary(rotated)["kek_id"] == new.key_id
     with pytest.raises(WrongKeyOrTampered):
         decode_manifest(rotated, kek=old)
+
+
+def test_a_manifest_value_json_cannot_hold_is_a_usage_error():
+    import datetime as dt
+
+    m = sample()
+    m.read_time = dt.datetime(2026, 1, 1)  # must be RFC 3339 text
+    with pytest.raises(UsageError, match="JSON"):
+        encode_manifest(m, data_key=None, kek=None)
