@@ -177,5 +177,6 @@ def _audit_denied(session_factory: Any, ctx: Ctx, route: Route) -> None:
     with session_factory() as session, session.begin():
         p = ctx.principal
         session.add(AuditLog(org_id=ctx.org_id, actor_type=p.kind, actor_id=p.actor_id,
-                             action=f"{route.operation_id}", resource_type=None, resource_id=None,
-                             ip=ctx.ip, user_agent=(ctx.user_agent or "")[:512] or None, result="denied"))
+                             action="access.denied", resource_type=None, resource_id=None,
+                             ip=ctx.ip, user_agent=(ctx.user_agent or "")[:512] or None, result="denied",
+                             details={"operation": route.operation_id, "method": route.method, "route": route.path}))

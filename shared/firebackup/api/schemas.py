@@ -204,6 +204,20 @@ class BackupOut(Out):
     finished_at: datetime | None
 
 
+class StoredSummaryOut(Out):
+    """The manifest's public header, read from the destination (no key needed)."""
+
+    backup_id: str
+    created_at: str | None = None
+    read_time: str | None = None
+    documents: int | None = None
+    bytes_stored: int | None = None
+    encrypted: bool | None = None
+    kek_id: str | None = None
+    dek_id: str | None = None
+    format_version: int | None = None
+
+
 class ManifestSummaryOut(Out):
     backup_id: str
     repo_backup_id: str | None
@@ -213,6 +227,8 @@ class ManifestSummaryOut(Out):
     chunks: int
     bytes_raw: int
     bytes_stored: int
+    stored: StoredSummaryOut | None = Field(None, description="From the manifest in storage; null if unreadable")
+    stored_error: str | None = None
 
 
 class RestoreIn(In):

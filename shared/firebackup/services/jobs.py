@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from firebackup.api import schemas as s
-from firebackup.db.models import Backup, BackupChunk, Restore, new_id, utcnow
+from firebackup.db.models import Backup, BackupChunk, Restore, StorageDestination, new_id, utcnow
+from firebackup.errors import FireBackupError
 from firebackup.services.context import Ctx, page
 from firebackup.services.errors import Conflict, Invalid
-from firebackup.services.resources import get_destination, get_in_org, get_project
+from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination
 
 ACTIVE = ("pending", "running")
 
@@ -96,9 +97,30 @@ def manifest_summary(ctx: Ctx, org_id: str, backup_id: str) -> dict:
         raise Conflict(f"backup is {row.state}; a manifest exists only for completed backups")
     chunks = ctx.session.scalar(sa.select(sa.func.count()).select_from(BackupChunk).where(
         BackupChunk.backup_id == row.id)) or 0
+    stored, problem = _stored_summary(ctx, row)
     return {"backup_id": row.id, "repo_backup_id": row.repo_backup_id, "manifest_key": row.manifest_key,
             "read_time": row.read_time, "documents": row.documents, "chunks": chunks,
-            "bytes_raw": row.bytes_raw, "bytes_stored": row.bytes_stored}
+            "bytes_raw": row.bytes_raw, "bytes_stored": row.bytes_stored, "stored": stored, "stored_error": problem}
+
+
+def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict | None, str | None]:
+    """The manifest's clear header from the destination; a storage problem is reported, not raised."""
+    from firebackup.engine.repository import Repository
+
+    dest = ctx.session.get(StorageDestination, row.destination_id)
+    if dest is None or not row.repo_backup_id:
+        return None, "the backup has no storage location on record"
+    try:
+        storage = open_destination(ctx, dest)
+        try:
+            summary = Repository(storage).read_summary(row.repo_backup_id)
+        finally:
+            storage.close()
+    except FireBackupError as e:
+        return None, str(e).splitlines()[0][:300]
+    keep = ("backup_id", "created_at", "read_time", "documents", "bytes_stored", "encrypted", "kek_id", "dek_id",
+            "format_version")
+    return {k: summary.get(k) for k in keep}, None
 
 
 # --- restores -------------------------------------------------------------------------------------

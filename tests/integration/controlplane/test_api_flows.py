@@ -273,3 +273,21 @@ def test_an_id_token_from_another_project_or_a_tampered_one_is_refused(harness, 
     r = harness.call("GET", "/v1/me", forged)
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthenticated"
     assert harness.call("GET", "/v1/me", token).status_code == 200
+
+
+def test_the_manifest_summary_reads_the_manifest_header_from_the_destination(api, world) -> None:
+    from firebackup.engine.demo import backup_generated
+    from firebackup.engine.repository import Repository
+    from firebackup.storage import open_storage
+
+    tok = _token(api, world.org, "viewer")
+    url = f"/v1/orgs/{world.org}/backups/{world.backup_done}/manifest"
+    missing = api.call("GET", url, tok).get_json()
+    assert missing["stored"] is None and "20260101T000000Z-0123abcd" in missing["stored_error"]
+    out = backup_generated(Repository(open_storage(f"file://{world.folder}")), documents=25, collections=["users"])
+    with api.session() as s, s.begin():
+        s.get(Backup, world.backup_done).repo_backup_id = out["backup_id"]
+    got = api.call("GET", url, tok).get_json()
+    assert got["stored_error"] is None
+    assert got["stored"]["backup_id"] == out["backup_id"] and got["stored"]["documents"] == 25
+    assert got["stored"]["encrypted"] is False and got["stored"]["format_version"] == 1
