@@ -8,6 +8,7 @@ import pytest
 
 from firebackup.engine.backup import BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
 from firebackup.errors import SnapshotTooOld
+from firebackup.firestore.documents import parse_rfc3339
 from firebackup.firestore.reader import DocRange, SnapshotReader
 
 from backup_helpers import Document, backup_records, commit, direct_documents, doc, put_many, rel_names
@@ -92,3 +93,28 @@ def test_a_backup_that_fails_leaves_no_manifest_and_no_chunks(conn, repo):
         run_backup(BackupRequest(project=conn.project), repo=repo, source=conn, read_time=stale)
 
     assert list(repo.storage.list("backups/")) == []
+
+
+def test_writes_committed_mid_stream_through_run_backup_do_not_appear(conn, repo):
+    # More documents than the reader buffers ahead (16 batches of 512), so the first progress
+    # call happens while the server is still streaming.
+    put_many(conn, [doc(conn, f"big/d{i:05d}", v=i) for i in range(20000)])
+    calls = {"n": 0}
+
+    def progress(documents: int = 0, bytes: int = 0) -> None:
+        # Called while the RunQuery stream is open: change documents behind and ahead of it.
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            k = calls["n"]
+            commit(conn, put=[doc(conn, f"big/d{19999 - k:05d}", v=-k), doc(conn, f"big/new{k}", v=k),
+                              doc(conn, f"big/d{k:05d}", v=-k)],
+                   delete=[f"big/d{15000 + k:05d}", f"big/d{10 + k:05d}"])
+
+    result = run_backup(BackupRequest(project=conn.project, chunk_docs=5000), repo=repo, source=conn,
+                        progress=progress)
+
+    assert calls["n"] > 3
+    at_read_time = direct_documents(conn, parse_rfc3339(result.read_time))
+    assert backup_records(repo, result.backup_id) == at_read_time
+    assert result.documents == 20000
+    assert direct_documents(conn, SnapshotReader.server_time(conn)) != at_read_time
