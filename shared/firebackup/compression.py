@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import brotli
 import zstandard
+
+# decompress_iter output pieces: small enough to bound memory, big enough to keep calls few.
+MAX_OUT = 1 << 20
 
 from firebackup.errors import CorruptData, UnsupportedFormat, UsageError
 
@@ -26,6 +29,9 @@ class Compressor(Protocol):
 
 class Decompressor(Protocol):
     def decompress(self, data: bytes) -> bytes: ...
+
+    def decompress_iter(self, data: bytes, max_out: int = ...) -> Iterator[bytes]:
+        """Like decompress(), in pieces of about max_out bytes at most (bounded memory)."""
 
     def finish(self) -> bytes: ...
 
@@ -76,6 +82,10 @@ class _NoneDecompressor:
     def decompress(self, data: bytes) -> bytes:
         return bytes(data)
 
+    def decompress_iter(self, data: bytes, max_out: int = MAX_OUT) -> Iterator[bytes]:
+        if data:
+            yield bytes(data)
+
     def finish(self) -> bytes:
         return b""
 
@@ -115,6 +125,26 @@ class _GzipDecompressor:
             raise CorruptData("gzip stream: bytes after the end of the stream")
         return out
 
+    def decompress_iter(self, data: bytes, max_out: int = MAX_OUT) -> Iterator[bytes]:
+        d = self._d
+        while True:
+            if d.eof:
+                if data:
+                    raise CorruptData("gzip stream: bytes after the end of the stream")
+                return
+            try:
+                out = d.decompress(data, max_out)
+            except zlib.error as e:
+                raise CorruptData(f"gzip stream is damaged ({e})") from e
+            if d.unused_data:
+                raise CorruptData("gzip stream: bytes after the end of the stream")
+            if out:
+                yield out
+            data = d.unconsumed_tail
+            # zlib may still hold output when it filled max_out exactly: ask again.
+            if not data and len(out) < max_out:
+                return
+
     def finish(self) -> bytes:
         try:
             out = self._d.flush()
@@ -142,11 +172,14 @@ class _ZstdCompressor:
 
 
 class _ZstdDecompressor:
-    __slots__ = ("_d", "_eof")
+    __slots__ = ("_d", "_eof", "_pending", "_need", "_checksum")
 
     def __init__(self):
         self._d = zstandard.ZstdDecompressor().decompressobj()
         self._eof = False
+        self._pending = bytearray()  # decompress_iter input not yet cut at a block boundary
+        self._need: int | None = None
+        self._checksum = 0
 
     def decompress(self, data: bytes) -> bytes:
         if self._eof:
@@ -165,8 +198,68 @@ class _ZstdDecompressor:
                 raise CorruptData("zstd stream: bytes after the end of the frame")
         return out
 
+    def decompress_iter(self, data: bytes, max_out: int = MAX_OUT) -> Iterator[bytes]:
+        # A zstd block decodes to at most 128 KiB, so feeding whole blocks one at a time bounds
+        # each call's output whatever the compression ratio (a "bomb" cannot inflate at once).
+        self._pending += data
+        for seg in self._segments():
+            out = self.decompress(seg)
+            if out:
+                yield out
+
+    def _segments(self) -> Iterator[bytes]:
+        """Cut the pending input into frame header, blocks and checksum (RFC 8878 section 3.1.1)."""
+        buf = self._pending
+        pos = 0
+        while True:
+            if self._need is None:  # frame header not parsed yet
+                if len(buf) - pos < 6:
+                    break
+                if buf[pos : pos + 4] != b"\x28\xb5\x2f\xfd":
+                    raise CorruptData("zstd stream: bad frame magic")
+                fhd = buf[pos + 4]
+                single = (fhd >> 5) & 1
+                fcs = (0, 2, 4, 8)[fhd >> 6] or (1 if single else 0)
+                size = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+                if fhd & 0x08:
+                    raise CorruptData("zstd stream: reserved bit set in frame header")
+                self._checksum = 4 if fhd & 0x04 else 0
+                if len(buf) - pos < size:
+                    break
+                yield bytes(buf[pos : pos + size])
+                pos += size
+                self._need = 0
+            elif self._need == -1:  # after the last block: the checksum, then nothing
+                if self._checksum:
+                    if len(buf) - pos < self._checksum:
+                        break
+                    yield bytes(buf[pos : pos + self._checksum])
+                    pos += self._checksum
+                    self._checksum = 0
+                if len(buf) - pos:
+                    yield bytes(buf[pos:])  # decompress() reports the trailing bytes
+                    pos = len(buf)
+                break
+            else:
+                if len(buf) - pos < 3:
+                    break
+                bh = int.from_bytes(buf[pos : pos + 3], "little")
+                btype = (bh >> 1) & 3
+                bsize = bh >> 3
+                if btype == 3 or bsize > (128 << 10):
+                    raise CorruptData("zstd stream: bad block header")
+                total = 3 + (1 if btype == 1 else bsize)
+                if len(buf) - pos < total:
+                    break
+                yield bytes(buf[pos : pos + total])
+                pos += total
+                if bh & 1:
+                    self._need = -1
+        if pos:
+            del buf[:pos]
+
     def finish(self) -> bytes:
-        if not self._eof:
+        if not self._eof or self._pending:
             raise CorruptData("zstd stream ends early (incomplete)")
         return b""
 
@@ -203,6 +296,22 @@ class _BrotliDecompressor:
             return b""
         try:
             return self._d.process(data)
+        except brotli.error as e:
+            raise CorruptData(f"brotli stream is damaged ({e})") from e
+
+    def decompress_iter(self, data: bytes, max_out: int = MAX_OUT) -> Iterator[bytes]:
+        d = self._d
+        if d.is_finished():
+            if data:
+                raise CorruptData("brotli stream: bytes after the end of the stream")
+            return
+        try:
+            out = d.process(data, output_buffer_limit=max_out)
+            # Output may still be pending while can_accept_more_data() is True: drain until empty.
+            while out or not d.can_accept_more_data():
+                if out:
+                    yield out
+                out = d.process(b"", output_buffer_limit=max_out)
         except brotli.error as e:
             raise CorruptData(f"brotli stream is damaged ({e})") from e
 

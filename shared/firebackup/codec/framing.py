@@ -89,7 +89,8 @@ class BatchDecoder:
                 pos += need
             if blen - pos < self._total:
                 break
-            data = bytes(buf[pos : pos + self._total])
+            with memoryview(buf) as mv:  # one copy out of the buffer, not two
+                data = mv[pos : pos + self._total].tobytes()
             pos += self._total
             ends = accumulate(self._lens)
             starts = accumulate(self._lens, initial=0)

@@ -45,9 +45,10 @@ MIN_FRAME_SIZE = 4 << 10
 MAX_FRAME_SIZE = 16 << 20
 # Records are framed and handed to the compressor in batches of about this many raw bytes.
 BATCH_TARGET_BYTES = 256 << 10
-# A batch above this is split in two (bounds memory when record sizes jump); one record may be
+# A batch above this is split in two (bounds writer and reader memory when records are big, e.g.
+# 1 MiB documents); one record may be
 # up to MAX_RECORD_BYTES (Firestore documents are at most 1 MiB).
-SPLIT_BATCH_BYTES = 16 << 20
+SPLIT_BATCH_BYTES = 4 << 20
 MAX_RECORD_BYTES = MAX_BATCH_BYTES
 _MIN_STEP, _MAX_STEP, _FIRST_STEP = 8, 2048, 64
 
@@ -403,8 +404,9 @@ def read_chunk(
 
     `stream` has .read(n) (or is bytes). Raises WrongKeyOrTampered, CorruptData, TruncatedData
     or UnsupportedFormat naming the chunk (and `where`, e.g. the object key) and the frame.
-    Records of a frame are yielded only after that frame passed its check; the last frame's
-    records only after the end of the chunk was checked too. Pass `stats` (a ReadStats) to get
+    Records of a frame are yielded only after that frame passed its check (and, for the last
+    frame, after the check for trailing bytes); frames are decompressed in bounded pieces, so
+    memory does not depend on the compression ratio. Pass `stats` (a ReadStats) to get
     the record count, record bytes, stored bytes and SHA-256 of the stored bytes as read.
     """
     if isinstance(stream, (bytes, bytearray, memoryview)):
@@ -479,24 +481,37 @@ def _read_chunk(
             piece = body[:length]
             if zlib.crc32(piece, zlib.crc32(suffix, crc_seed)) != int.from_bytes(body[length:], "big"):
                 raise CorruptData("frame checksum mismatch (damaged, reordered or misplaced frame)", where=fname)
-        try:
-            out = dec.decompress(piece)
-            if final:
-                out += dec.finish()
-                if stream.read(1):
-                    raise CorruptData("trailing bytes after the final frame")
-            recs = records.feed(out)
-            if final:
-                records.finish()
-        except IntegrityError as e:
-            raise type(e)(e.reason, where=fname) from None
-        if stats is not None:
-            stats.records += len(recs)
-            stats.bytes_raw += sum(map(len, recs))
-        yield from recs
+        if final and stream.read(1):
+            raise CorruptData("trailing bytes after the final frame", where=fname)
+        # Decompressed in bounded pieces (compression.MAX_OUT), records handed on as they
+        # complete: memory does not depend on how well a frame compressed.
+        pieces = _frame_records(dec, records, piece, final)
+        while True:
+            try:
+                recs = next(pieces, None)
+            except IntegrityError as e:
+                raise type(e)(e.reason, where=fname) from None
+            if recs is None:
+                break
+            if stats is not None:
+                stats.records += len(recs)
+                stats.bytes_raw += sum(map(len, recs))
+            yield from recs
         if final:
             return
         i += 1
+
+
+def _frame_records(dec, records: BatchDecoder, piece: bytes, final: bool) -> Iterator[list[bytes]]:
+    for out in dec.decompress_iter(piece):
+        recs = records.feed(out)
+        if recs:
+            yield recs
+    if final:
+        tail = records.feed(dec.finish())
+        records.finish()
+        if tail:
+            yield tail
 
 
 def chunk_header_info(data: bytes) -> ChunkHeader:

@@ -402,3 +402,21 @@ def test_a_record_over_the_limit_is_refused_with_a_usage_error(monkeypatch):
     w = ChunkWriter(io.BytesIO(), backup_id=BACKUP, chunk_id=CHUNK, data_key=None)
     with pytest.raises(UsageError, match="too large"):
         w.add_many([b"x" * 1001])
+
+
+def test_reading_a_highly_compressible_chunk_holds_bounded_memory():
+    import tracemalloc
+
+    recs = [bytes(1 << 20)] * 48  # 48 MiB that compress to almost nothing
+    b = build_chunk(recs, encrypted=True, codec="zstd")
+    assert len(b.data) < 1 << 20
+    tracemalloc.start()
+    try:
+        n = 0
+        for r in read_chunk(b.data, backup_id=BACKUP, chunk_id=CHUNK, data_key=b.key):
+            n += len(r)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 48 << 20
+    assert peak < 20 << 20  # a 4 MiB batch, its copies and pieces; never the whole 48 MiB

@@ -89,3 +89,41 @@ def test_an_unknown_codec_id_is_unsupported_format():
 def test_levels_out_of_range_are_usage_errors(name, level):
     with pytest.raises(UsageError, match="level"):
         get_codec(name).compressor(level)
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+@pytest.mark.parametrize("piece", [1, 13, 4096, 1 << 20])
+def test_decompress_iter_round_trips_for_any_input_pieces(name, piece):
+    z = compress(name)
+    d = get_codec(name).decompressor()
+    out = b"".join(b"".join(d.decompress_iter(z[i : i + piece], 65536)) for i in range(0, len(z), piece))
+    d.finish()
+    assert out == DATA
+
+
+@pytest.mark.parametrize("name", ["gzip", "zstd", "brotli"])
+def test_decompress_iter_keeps_a_compression_bomb_in_bounded_pieces(name):
+    c = get_codec(name).compressor(1)
+    bomb = c.compress(bytes(64 << 20)) + c.flush()
+    assert len(bomb) < 1 << 20
+    d = get_codec(name).decompressor()
+    total = biggest = 0
+    for out in d.decompress_iter(bomb, 1 << 20):
+        total += len(out)
+        biggest = max(biggest, len(out))
+    d.finish()
+    assert total == 64 << 20
+    assert biggest <= 3 << 20  # brotli may overshoot its limit by one decoder block
+
+
+@pytest.mark.parametrize("name", ["gzip", "zstd", "brotli"])
+def test_decompress_iter_rejects_truncated_and_trailing_streams(name):
+    z = compress(name)
+    d = get_codec(name).decompressor()
+    list(d.decompress_iter(z[:-7]))
+    with pytest.raises(CorruptData):
+        d.finish()
+    d = get_codec(name).decompressor()
+    with pytest.raises(CorruptData):
+        list(d.decompress_iter(z + b"\x00junk"))
+        d.finish()
