@@ -19,7 +19,8 @@ FireBackupError                 base; str(e) is one line: what, where, what to d
 │   ├── TruncatedData           the data ends early (missing final frame)
 │   └── UnsupportedFormat       a format version or codec id this build does not know
 ├── SourceError                 reading from or writing to Firestore / Auth failed
-│   └── SnapshotTooOld          read_time fell out of Firestore's version retention
+│   ├── SnapshotTooOld          read_time fell out of Firestore's version retention
+│   └── SourceAccessDenied      the credentials may not read/write that database (CLI exits 2)
 └── OperationFailed             the operation ran and did not succeed (CLI exits 1)
 """
 
@@ -119,6 +120,10 @@ class SourceError(FireBackupError):
 
 class SnapshotTooOld(SourceError):
     pass
+
+
+class SourceAccessDenied(SourceError):
+    exit_code = 2
 
 
 class OperationFailed(FireBackupError):

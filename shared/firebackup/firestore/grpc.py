@@ -19,7 +19,13 @@ from typing import Any, Iterator, Mapping
 
 import grpc
 
-from firebackup.errors import FireBackupError, SnapshotTooOld, SourceError, SourceUnavailable
+from firebackup.errors import (
+    FireBackupError,
+    SnapshotTooOld,
+    SourceAccessDenied,
+    SourceError,
+    SourceUnavailable,
+)
 
 DEFAULT_DATABASE = "(default)"
 FIRESTORE_HOST = "firestore.googleapis.com:443"
@@ -89,14 +95,16 @@ def translate_error(e: grpc.RpcError, *, host: str, what: str, database: str = "
             f"({details}); start a new backup (or enable point-in-time recovery for 7-day retention)"
         )
     elif code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        err = SourceError(
+        err = SourceAccessDenied(
             f"{what} on {where}: permission denied ({details}); grant the credentials "
             "Cloud Datastore access (roles/datastore.user or roles/datastore.importExportAdmin)"
         )
     elif code == grpc.StatusCode.UNIMPLEMENTED:
         err = NotSupportedByServer(f"{what} is not implemented by the server at {host} ({details})")
     elif code == grpc.StatusCode.NOT_FOUND:
-        err = SourceError(f"{what} on {where}: not found ({details}); check --project and --database")
+        # A whole call is NOT_FOUND when the database itself does not exist (per-document
+        # NOT_FOUND comes back inside BatchWrite responses, not here).
+        err = SourceUnavailable(f"{what} on {where}: not found ({details}); check --project and --database")
     else:
         err = SourceError(f"{what} on {where} failed: {code.name} {details}")
     err.grpc_code = code  # type: ignore[attr-defined]  # lets writers decide whether to retry
