@@ -102,3 +102,31 @@ def test_every_single_byte_flip_of_a_small_encrypted_or_unencrypted_chunk_is_det
         b[pos] ^= 0x20
         with pytest.raises(FireBackupError):
             list(read_chunk(bytes(b), backup_id=BACKUP, chunk_id=CHUNK, data_key=key))
+
+
+_STREAMS = {}
+
+
+def _stream(name: str) -> bytes:
+    from firebackup.compression import get_codec
+
+    if name not in _STREAMS:
+        c = get_codec(name).compressor(None)
+        _STREAMS[name] = c.compress(b"".join(b"doc %d " % i * (i % 9) for i in range(3000))) + c.flush()
+    return _STREAMS[name]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["gzip", "zstd", "brotli"]), st.lists(mutation, min_size=1, max_size=3), st.integers(1, 5000))
+def test_mutated_compressed_streams_raise_only_corrupt_data(name, muts, piece):
+    from firebackup.compression import get_codec
+
+    data = mutate(_stream(name), muts)
+    d = get_codec(name).decompressor()
+    try:
+        for i in range(0, len(data), piece):
+            for _ in d.decompress_iter(data[i : i + piece], 4096):
+                pass
+        d.finish()
+    except FireBackupError:
+        pass
