@@ -11,7 +11,7 @@ run: bootstrap
 
 # pytest exits 5 when it collects no tests; that is a failure here like any other non-zero.
 test: bootstrap
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 # Not part of the two commands: engine throughput vs the emulator's ceiling and two npm peers.
 DOCS ?= 100000

@@ -44,6 +44,18 @@ if [ "$(id -u)" = 0 ] && ! id firebackup >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin firebackup
 fi
 
+# --- Node: firebase-tools for the Auth emulator (in the background, beside pip) ------------
+npm_pid=""
+npm_log=$(mktemp -t firebackup-npm-ci.XXXXXX)
+trap '[ -n "$npm_pid" ] && kill "$npm_pid" 2>/dev/null; true' EXIT
+want_npm=$(sha infra/local/package.json infra/local/package-lock.json)
+npm_stamp="infra/local/node_modules/.firebackup-bootstrap"
+if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$want_npm" ]; then
+  log "npm ci (infra/local: firebase-tools)"
+  npm ci --prefix infra/local --prefer-offline --no-audit --no-fund --loglevel=error >"$npm_log" 2>&1 &
+  npm_pid=$!
+fi
+
 # --- Python ---------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating .venv"
@@ -62,14 +74,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
-# --- Node: firebase-tools for the Auth emulator ----------------------------------------
-want=$(sha infra/local/package.json infra/local/package-lock.json)
-stamp="infra/local/node_modules/.firebackup-bootstrap"
-if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  log "npm ci (infra/local: firebase-tools)"
-  if ! npm ci --prefix infra/local --no-audit --no-fund --loglevel=error >/dev/null; then
-    log "npm ci in infra/local failed"
+if [ -n "$npm_pid" ]; then
+  if ! wait "$npm_pid"; then
+    tail -20 "$npm_log" >&2
+    log "npm ci in infra/local failed (log: $npm_log)"
     exit 1
   fi
-  echo "$want" >"$stamp"
+  npm_pid=""
+  echo "$want_npm" >"$npm_stamp"
 fi
+rm -f "$npm_log"
