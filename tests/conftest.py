@@ -16,10 +16,13 @@ from infra.local import stack
 
 
 def _serve(starter) -> Iterator[stack.Service]:
+    error = None
     try:
         svc = starter()
     except stack.StackError as e:
-        pytest.fail(f"local server could not start: {e}", pytrace=False)
+        error = str(e)
+    if error is not None:  # outside the except block, so the failure is one line, not a chained traceback
+        pytest.fail(f"local server could not start: {error}", pytrace=False)
     try:
         yield svc
     finally:

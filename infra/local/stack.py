@@ -270,8 +270,9 @@ def _sdk_component(rel: str, component: str) -> str:
 
 
 def _need_java(name: str) -> None:
-    if not shutil.which(os.environ.get("JAVA", "java")):
-        raise StackError(f"{name} needs Java but `java` is not on PATH; install a JRE (apt install default-jre-headless)")
+    java = os.environ.get("JAVA", "java")
+    if not shutil.which(java):
+        raise StackError(f"{name} needs Java but `{java}` was not found; install a JRE (apt install default-jre-headless)")
 
 
 def start_firestore_emulator(timeout: float = 60) -> Service:
