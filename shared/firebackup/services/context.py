@@ -70,11 +70,11 @@ class Ctx:
     audited: list[AuditLog] = field(default_factory=list)
 
     def audit(self, action: str, resource_type: str | None = None, resource_id: str | None = None,
-              details: dict | None = None, *, org_id: str | None = None, result: str = "success") -> None:
-        """Record the change in the same transaction as the change itself."""
+              details: dict | None = None, *, org_id: str | None | object = "current", result: str = "success") -> None:
+        """Record the change in the same transaction as the change itself (org_id=None: outlives the org)."""
         p = self.principal
         row = AuditLog(
-            org_id=org_id or self.org_id,
+            org_id=self.org_id if org_id == "current" else org_id,
             actor_type=p.kind if p else "system",
             actor_id=p.actor_id if p else None,
             action=action,

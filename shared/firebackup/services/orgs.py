@@ -68,7 +68,6 @@ def delete_org(ctx: Ctx, org_id: str) -> None:
     # The audit row outlives the org (org_id NULL) so deletions stay on record.
     ctx.session.execute(sa.delete(Organization).where(Organization.id == org_id))
     ctx.audit("org.delete", "organization", org_id, org_id=None)
-    ctx.audited[-1].org_id = None
 
 
 # --- members ------------------------------------------------------------------------------------

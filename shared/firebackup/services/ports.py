@@ -48,17 +48,14 @@ class FirebaseIdTokenVerifier:
         with self._lock:
             if self._app is None:
                 import firebase_admin
-                from google.auth.credentials import AnonymousCredentials
-
-                from firebase_admin import credentials
 
                 name = f"firebackup-api-{self.project_id}"
                 try:
                     self._app = firebase_admin.get_app(name)
                 except ValueError:
                     # Verifying ID tokens needs only Google's public certificates, not a service account.
-                    cred = _AnonymousCredential(AnonymousCredentials(), credentials)
-                    self._app = firebase_admin.initialize_app(cred, {"projectId": self.project_id}, name=name)
+                    self._app = firebase_admin.initialize_app(_anonymous_credential(), {"projectId": self.project_id},
+                                                              name=name)
             return self._app
 
     def verify(self, token: str) -> dict:
@@ -72,12 +69,15 @@ class FirebaseIdTokenVerifier:
         return claims
 
 
-def _AnonymousCredential(inner: Any, credentials_mod: Any) -> Any:
-    class AnonymousCredential(credentials_mod.Base):
-        def get_credential(self) -> Any:
-            return inner
+def _anonymous_credential() -> Any:
+    from firebase_admin import credentials
+    from google.auth.credentials import AnonymousCredentials
 
-    return AnonymousCredential()
+    class Anonymous(credentials.Base):
+        def get_credential(self) -> Any:
+            return AnonymousCredentials()
+
+    return Anonymous()
 
 
 class OAuthClient(Protocol):
