@@ -37,3 +37,30 @@ def test_head_schema_matches_the_models_exactly(db_url: str) -> None:
         assert diff == []
     finally:
         engine.dispose()
+
+
+def test_each_engine_parameter_really_talks_to_its_database(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as c:
+            if db_url.startswith("postgresql"):
+                assert engine.dialect.driver == "pg8000"
+                assert c.execute(sa.text("SELECT version()")).scalar().startswith("PostgreSQL")
+            else:
+                assert c.execute(sa.text("SELECT sqlite_version()")).scalar()
+                assert c.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_an_unsupported_database_url_is_refused_with_an_actionable_message() -> None:
+    import pytest
+
+    from firebackup.errors import UsageError
+
+    with pytest.raises(UsageError, match="sqlite:/// or postgresql"):
+        make_engine("mysql://u:secretpw@h/db")
+    try:
+        make_engine("mysql://u:secretpw@h/db")
+    except UsageError as e:
+        assert "secretpw" not in str(e)
