@@ -168,3 +168,7 @@ def record_outcome(ctx: Ctx, row: Backup | Restore, state: str, error: str | Non
     row.state, row.error, row.finished_at = state, error, utcnow()
     ctx.audit(f"{kind}.{state}", kind, row.id, {"error": error} if error else None, org_id=row.org_id,
               result="success" if state == "completed" else "failure")
+    if state in ("completed", "failed"):
+        from firebackup.services.webhooks import queue_event
+
+        queue_event(ctx, row.org_id, f"{kind}.{state}", {f"{kind}_id": row.id, "state": state, "error": error})
