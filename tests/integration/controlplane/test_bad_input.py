@@ -121,3 +121,19 @@ def test_a_refused_request_changes_nothing_and_writes_no_success_audit_row(api, 
     assert "minute" in e["message"]
     with api.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.org_id == org)) == 0
+
+
+def test_an_oversized_body_without_content_length_is_refused_with_413(api, owner) -> None:
+    import io
+
+    org, tok = owner
+    big = json.dumps({"name": "a" * 1_100_000}).encode()
+    # A chunked request as a WSGI server hands it over: no CONTENT_LENGTH, input marked as terminated.
+    from werkzeug.test import EnvironBuilder
+
+    env = EnvironBuilder(path=f"/v1/orgs/{org}", method="PATCH", input_stream=io.BytesIO(big),
+                         headers={"Authorization": f"Bearer {tok}", "Content-Type": "application/json"}).get_environ()
+    env.pop("CONTENT_LENGTH", None)
+    env["wsgi.input_terminated"] = True
+    r = api.app.test_client().open(env)
+    _err(r, 413)
