@@ -49,10 +49,13 @@ def _user_for(ctx: Ctx, claims: dict) -> User:
     if user is not None:
         return user
     email = claims.get("email") if claims.get("email_verified") or _emulated(claims) else None
+    if email and len(email) > 320:
+        email = None  # longer than any deliverable address (and than the column)
     if email:
         user = ctx.session.scalar(sa.select(User).where(User.email == email.lower(), User.firebase_uid.is_(None)))
     if user is None:
-        user = User(email=email.lower() if email else None, display_name=claims.get("name"))
+        name = claims.get("name")
+        user = User(email=email.lower() if email else None, display_name=name[:200] if isinstance(name, str) else None)
         ctx.session.add(user)
     user.firebase_uid = uid
     ctx.session.flush()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from firebackup.api import schemas as s
 from firebackup.db.models import ApiToken, AuditLog, Organization, User, UserOrganization, utcnow
 from firebackup.services.context import Ctx, Role, page
-from firebackup.services.errors import Conflict, NotFound, PermissionDenied
+from firebackup.services.errors import Conflict, Invalid, NotFound, PermissionDenied
 from firebackup.services.identity import hash_token, new_api_token, require_role, require_user
 
 
@@ -86,6 +86,8 @@ def invite_member(ctx: Ctx, org_id: str, body: s.MemberIn) -> dict:
     if body.role == "owner":
         require_role(ctx, Role.owner, "granting owner")
     email = body.email.lower()
+    if len(email) > 320:  # a few characters grow when lower-cased
+        raise Invalid("email address is too long")
     user = ctx.session.scalar(sa.select(User).where(User.email == email))
     if user is None:
         user = User(email=email)  # linked to a Firebase uid at first sign-in with this email

@@ -137,3 +137,16 @@ def test_an_oversized_body_without_content_length_is_refused_with_413(api, owner
     env["wsgi.input_terminated"] = True
     r = api.app.test_client().open(env)
     _err(r, 413)
+
+
+def test_text_at_the_documented_maximum_length_is_stored_on_every_engine(api, owner) -> None:
+    org, tok = owner
+    name = "é" * 200
+    r = api.call("PATCH", f"/v1/orgs/{org}", tok, json={"name": name})
+    assert r.status_code == 200 and r.get_json()["name"] == name
+    _err(api.call("PATCH", f"/v1/orgs/{org}", tok, json={"name": name + "x"}), 422)
+    # "İ" lower-cases to two characters: 172 characters in, 332 after, over the 320 the column holds.
+    r = api.call("POST", f"/v1/orgs/{org}/members", tok, json={"email": "İ" * 160 + "@example.com", "role": "viewer"})
+    _err(r, 422, "invalid")
+    r = api.call("POST", f"/v1/orgs/{org}/members", tok, json={"email": "İ" * 150 + "@example.com", "role": "viewer"})
+    assert r.status_code == 201 and len(r.get_json()["email"]) == 312
