@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what to do with documents that exist (default: %(default)s)")
     sp.add_argument("--include-auth", action="store_true", help="also import the backed-up Auth users")
     sp.add_argument("--dry-run", action="store_true", help="report what would be written; write nothing")
+    sp.add_argument("--keep-references", action="store_true",
+                    help="leave references that point into the source database as they are "
+                         "(default: remap them to the target)")
     key_flag(sp, "the key the backup was made with")
     json_flag(sp)
     sp.set_defaults(func=cmd_restore)
@@ -378,6 +381,7 @@ def cmd_restore(args) -> int:
             mode=args.mode,
             include_auth=args.include_auth,
             dry_run=args.dry_run,
+            keep_references=args.keep_references,
             kek=kek,
             progress=progress,
         )
@@ -399,8 +403,13 @@ def cmd_restore(args) -> int:
         f"failed {failed}, auth users {ordered.get('auth_users')}, {ordered['duration_s']} s")
     if args.json:
         emit_json(ordered)
-    if failed:
-        say(f"restore failed: {failed} documents were not written")
+    auth_failed = ordered.get("auth_users_failed") or 0
+    for line in getattr(result, "errors", None) or []:
+        say(f"  {line}")
+    if failed or auth_failed:
+        what = [f"{failed} documents were not written"] if failed else []
+        what += [f"{auth_failed} Auth users were not imported"] if auth_failed else []
+        say(f"restore failed: {', '.join(what)}")
         return 1
     return 0
 

@@ -145,3 +145,51 @@ def test_backup_with_auth_users_is_verified_user_by_user(firestore_emulator, aut
     assert report["ok"] is True
     assert report["auth_users"] == 5
     assert report["documents"] == out["documents"]
+
+
+def test_restore_exits_1_and_says_so_when_auth_users_could_not_be_imported(
+        firestore_emulator, auth_emulator, project_id, tmp_path, monkeypatch):
+    import firebase_admin
+    from firebase_admin import auth
+
+    firestore_emulator.apply(monkeypatch)
+    auth_emulator.apply(monkeypatch)
+    seed(project_id)
+    app = firebase_admin.initialize_app(options={"projectId": project_id}, name=f"dup-{project_id}")
+    try:
+        auth.create_user(uid="taken", email="taken@example.com", password="secret-pw-1", app=app)
+        env = {**firestore_emulator.env, **auth_emulator.env}
+        url = f"file://{tmp_path / 'loc'}"
+        out = fb_json(env, "backup", "--project", project_id, "--to", url, "--include-auth")
+        assert out["auth_users"] == 1
+        # The uid still exists in the project, and the Auth emulator refuses to import over it.
+        proc = fb(env, "restore", out["backup_id"], "--from", url, "--project", project_id,
+                  "--include-auth", "--json", expect=1)
+    finally:
+        firebase_admin.delete_app(app)
+    result = json.loads(proc.stdout)
+    assert result["documents_failed"] == 0
+    assert result["auth_users_failed"] == 1
+    assert "1 Auth users were not imported" in proc.stderr
+
+
+def test_restore_remaps_references_unless_told_to_keep_them(env):
+    from google.cloud import firestore
+
+    client = firestore.Client(project=env["project"])
+    client.collection("links").document("l1").set({"to": client.document("users/u001")})
+    client.close()
+    b = fb_json(env["env"], "backup", "--project", env["project"], "--to", env["url"])
+    for database, keep in (("remapped", []), ("kept", ["--keep-references"])):
+        fb_json(env["env"], "restore", b["backup_id"], "--from", env["url"], "--project", env["project"],
+                "--database", database, "--collections", "links", *keep)
+    for database, points_to in (("remapped", "remapped"), ("kept", "(default)")):
+        target = firestore.Client(project=env["project"], database=database)
+        try:
+            # The raw API: the client library refuses to decode a reference into another database.
+            raw = target._firestore_api.get_document(
+                request={"name": f"{target._database_string}/documents/links/l1"})
+        finally:
+            target.close()
+        assert raw.fields["to"].reference_value == (
+            f"projects/{env['project']}/databases/{points_to}/documents/users/u001")
