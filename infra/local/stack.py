@@ -180,15 +180,32 @@ def _tail(path: str, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[-600:]
 
 
+def _owns_port(proc: subprocess.Popen, port: int) -> bool:
+    """True if our process (or a child of it) listens on port; another server may have taken it."""
+    try:
+        import psutil  # noqa: PLC0415
+    except ImportError:
+        return True
+    try:
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            conns = p.net_connections(kind="inet") if hasattr(p, "net_connections") else p.connections(kind="inet")
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+                return True
+    except psutil.Error:
+        return False
+    return False
+
+
 def _wait_ready(name: str, proc: subprocess.Popen, probe: Callable[[], bool], timeout: float,
-                log_path: str) -> None:
+                log_path: str, port: int) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise StackError(f"{name} exited with status {proc.returncode} before it was ready; "
                              f"log: {_tail(log_path)}")
         try:
-            if probe():
+            if probe() and _owns_port(proc, port):
                 return
         except Exception:
             pass
@@ -227,7 +244,7 @@ def _start(name: str, build: Callable[[int, str], tuple[list[str], dict[str, str
                       env=env_for(port), process=proc, workdir=workdir, stop_signal=stop_signal)
         _LIVE.add(svc)
         try:
-            _wait_ready(name, proc, probe_for(port), timeout, log_path)
+            _wait_ready(name, proc, probe_for(port), timeout, log_path, port)
             return svc
         except StackError as e:
             last = e
