@@ -26,6 +26,7 @@ class Settings:
     firebase_project_id: str = "demo-firebackup"
     max_request_bytes: int = 1_048_576
     allow_local_storage: bool = False
+    allow_http_webhooks: bool = False  # development only: production webhooks must use https
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
@@ -53,6 +54,7 @@ class Settings:
             or cls.firebase_project_id,
             max_request_bytes=_int(env, "FIREBACKUP_MAX_REQUEST_BYTES", cls.max_request_bytes),
             allow_local_storage=env.get("FIREBACKUP_ALLOW_LOCAL_STORAGE", "").lower() in ("1", "true", "yes"),
+            allow_http_webhooks=env.get("FIREBACKUP_ALLOW_HTTP_WEBHOOKS", "").lower() in ("1", "true", "yes"),
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,

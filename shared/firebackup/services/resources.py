@@ -251,6 +251,8 @@ def get_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> Webhook:
 
 
 def create_webhook(ctx: Ctx, org_id: str, body: s.WebhookIn) -> Webhook:
+    if not body.url.startswith("https://") and not ctx.ports.settings.allow_http_webhooks:
+        raise Invalid("webhook URLs must use https (the payload and its signature would travel in clear)")
     wid = new_id("whk")
     row = Webhook(id=wid, org_id=org_id, url=body.url, events=list(dict.fromkeys(body.events)),
                   secret_sealed=ctx.ports.sealer.seal(body.secret, _context(Webhook, "secret_sealed", wid)),

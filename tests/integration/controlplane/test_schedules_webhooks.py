@@ -56,3 +56,11 @@ def test_a_webhook_secret_is_sealed_and_only_its_fingerprint_is_returned(api) ->
         assert api.sealer.open(row.secret_sealed, f"webhooks.secret_sealed:{row.id}").decode() == secret
     assert api.call("POST", f"/v1/orgs/{w.org}/webhooks", tok, json={
         "url": "https://hooks.example.test/fb", "events": ["backup.completed"], "secret": "short"}).status_code == 422
+
+
+def test_webhooks_must_use_https_outside_development(api) -> None:
+    w = build_world(api, EMAILS)
+    tok = _admin(api, w.org)
+    r = api.call("POST", f"/v1/orgs/{w.org}/webhooks", tok, json={
+        "url": "http://hooks.example.test/fb", "events": ["backup.completed"], "secret": "s" * 20})
+    assert r.status_code == 422 and "https" in r.get_json()["error"]["message"]
