@@ -30,6 +30,10 @@ class Settings:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
+    # Task queue when build_app is not given one: "local" runs tasks in-process (the embedded
+    # default), "recording" only keeps them (for a separate worker, or tests).
+    queue: str = "local"
+    worker_threads: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -58,6 +62,8 @@ class Settings:
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
+            queue=env.get("FIREBACKUP_QUEUE", cls.queue).strip().lower() or cls.queue,
+            worker_threads=_int(env, "FIREBACKUP_WORKER_THREADS", cls.worker_threads),
         )
 
 

@@ -15,9 +15,7 @@ from firebackup.settings import Settings
 
 
 def default_queue() -> Any:
-    """Keeps tasks without running them. The deployment passes the real queue (Cloud Tasks, or
-    firebackup.runtime.queue.LocalQueue with the engine's handlers registered) as build_app(queue=...);
-    a LocalQueue without handlers would refuse every task."""
+    """Keeps tasks without running them (FIREBACKUP_QUEUE=recording: a separate worker takes them)."""
     return RecordingQueue()
 
 
@@ -45,7 +43,21 @@ def build_app(settings: Settings, *, engine: Any = None, **ports: Any) -> Flask:
         from firebackup.db.migrate import upgrade
 
         upgrade(engine)
-    return _create(build_ports(settings, **ports), make_session_factory(engine))
+    factory = make_session_factory(engine)
+    local = None
+    if ports.get("queue") is None and settings.queue == "local":
+        # The embedded default: tasks run in this process on a thread pool, after their commit.
+        from firebackup.services.workers import local_queue
+
+        local = ports["queue"] = local_queue(settings.worker_threads)
+    built = build_ports(settings, **ports)
+    if local is not None:
+        from firebackup.services.workers import attach
+
+        attach(local, factory, built, threads=settings.worker_threads)
+    app = _create(built, factory)
+    app.extensions["firebackup_queue"] = built.queue
+    return app
 
 
 def _create(ports: Ports, factory: Any) -> Flask:

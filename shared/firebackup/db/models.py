@@ -285,8 +285,20 @@ class PITRChange(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class BackupKey(Base):
+    """An organization's backup key (KEK): wraps each backup's data key; sealed, made on first backup."""
+
+    __tablename__ = "backup_keys"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("bkk"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), unique=True)
+    key_id: Mapped[str] = mapped_column(sa.String(80))  # the KEK id recorded in manifests (not secret)
+    key_sealed: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 SEALED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
     (Project, "credentials_sealed"),
     (StorageDestination, "credentials_sealed"),
     (Webhook, "secret_sealed"),
+    (BackupKey, "key_sealed"),
 )

@@ -1,0 +1,278 @@
+"""Backups, restores, verify and delete started through the API actually run (in-process LocalQueue),
+against the real Firestore emulator and a file:// destination, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from firebackup.api.wiring import build_app
+from firebackup.crypto.secrets import LocalMasterKey, Sealer
+from firebackup.db.models import ApiToken, AuditLog, Backup, BackupChunk, BackupKey, Organization, new_id
+from firebackup.db.session import make_session_factory
+from firebackup.services.identity import hash_token, new_api_token
+from firebackup.services.ports import RecordingQueue
+from firebackup.services.workers import Workers
+from firebackup.settings import Settings
+from tests.integration.controlplane.conftest import FakeFirestoreProber, FakeGoogleOAuth
+from tests.integration.controlplane.world import SA_KEY
+
+
+def seed(project: str) -> int:
+    """Two root collections and a subcollection, written with the client library (not the code under test)."""
+    from google.cloud import firestore
+
+    client = firestore.Client(project=project)
+    batch = client.batch()
+    n = 0
+    for i in range(25):
+        batch.set(client.collection("users").document(f"u{i:03d}"), {"n": i, "name": f"user {i}"})
+        n += 1
+    for i in range(10):
+        batch.set(client.collection("orders").document(f"o{i:03d}"), {"total": i * 1.5})
+        batch.set(client.collection("orders").document(f"o{i:03d}").collection("lines").document("l1"), {"q": i})
+        n += 2
+    batch.commit()
+    client.close()
+    return n
+
+
+class Org:
+    def __init__(self, app, factory, token: str, org_id: str, tmp: Path):
+        self.app, self.factory, self.token, self.id, self.tmp = app, factory, token, org_id, tmp
+        self.queue = app.extensions["firebackup_queue"]
+
+    def call(self, method: str, path: str, body=None):
+        return self.app.test_client().open(f"/v1/orgs/{self.id}{path}", method=method, json=body,
+                                           headers={"Authorization": f"Bearer {self.token}"})
+
+    def ok(self, method: str, path: str, body=None, status: int = 200) -> dict:
+        r = self.call(method, path, body)
+        assert r.status_code == status, r.get_data(as_text=True)
+        return r.get_json() if r.status_code != 204 else {}
+
+    def project(self, gcp_project_id: str) -> str:
+        return self.ok("POST", "/projects", {"name": gcp_project_id, "gcp_project_id": gcp_project_id,
+                                             "service_account_key": SA_KEY}, 201)["id"]
+
+    def destination(self, folder: Path) -> str:
+        return self.ok("POST", "/destinations", {"name": folder.name, "kind": "local", "url": folder.as_uri()}, 201)["id"]
+
+    def run(self) -> None:
+        """Wait for every task the API enqueued (and their follow-ups) to finish."""
+        self.queue.join()
+
+
+def _org(app, factory, tmp: Path) -> Org:
+    tok = new_api_token()
+    with factory() as s, s.begin():
+        org = Organization(id=new_id("org"), name="Acme")
+        s.add(org)
+        s.flush()
+        s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(tok),
+                       prefix=tok[:10]))
+    return Org(app, factory, tok, org.id, tmp)
+
+
+def _settings(engine: sa.Engine, key: bytes, **kw) -> Settings:
+    return Settings(database_url=str(engine.url), master_key=key, allow_local_storage=True, **kw)
+
+
+@pytest.fixture
+def org(engine, firestore_emulator, monkeypatch, tmp_path) -> Org:
+    """The API as deployed by default (FIREBACKUP_QUEUE=local): tasks run in this process."""
+    firestore_emulator.apply(monkeypatch)
+    key = os.urandom(32)
+    app = build_app(_settings(engine, key), engine=engine, sealer=Sealer(LocalMasterKey(key)),
+                    oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    o = _org(app, make_session_factory(engine), tmp_path)
+    yield o
+    o.queue.close()
+
+
+def _repo_id(org: Org, backup_id: str) -> str | None:
+    with org.factory() as s:
+        return s.get(Backup, backup_id).repo_backup_id
+
+
+def _objects(folder: Path, repo_backup_id: str) -> dict[str, int]:
+    base = folder / "backups" / repo_backup_id
+    return {str(p.relative_to(base)): p.stat().st_size for p in base.rglob("*") if p.is_file()} if base.exists() else {}
+
+
+def test_a_backup_started_through_the_api_completes_with_exact_counts_and_an_audited_outcome(org, project_id):
+    count = seed(project_id)
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    assert started["state"] == "pending"
+    org.run()
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert got["state"] == "completed", got
+    assert got["error"] is None and got["progress"] == 1.0
+    assert got["documents"] == count
+    repo_id = _repo_id(org, started["id"])
+    objects = _objects(org.tmp / "loc", repo_id)
+    chunks = {k: v for k, v in objects.items() if k.startswith("chunks/")}
+    assert "manifest.fbm" in objects and chunks
+    assert got["bytes_stored"] == sum(chunks.values())
+    assert got["bytes_raw"] > 0 and got["read_time"] is not None
+    assert got["manifest_key"] == f"backups/{repo_id}/manifest.fbm"
+    assert got["chunks_done"] == got["chunks_total"] == len(chunks)
+    with org.factory() as s:
+        outcome = s.scalars(sa.select(AuditLog).where(AuditLog.resource_id == started["id"])).all()
+        assert [a.action for a in outcome if a.action == "backup.completed"] == ["backup.completed"]
+        done = next(a for a in outcome if a.action == "backup.completed")
+        assert done.actor_type == "system" and done.result == "success" and done.org_id == org.id
+        rows = s.scalars(sa.select(BackupChunk).where(BackupChunk.backup_id == started["id"])).all()
+        assert sorted(f"chunks/{r.chunk_id}.fbc" for r in rows) == sorted(chunks)
+        assert sum(r.records for r in rows) == count
+        # The backup is encrypted under the organization's backup key, which is stored sealed only.
+        bk = s.scalar(sa.select(BackupKey).where(BackupKey.org_id == org.id))
+        assert bk is not None and bk.key_sealed.startswith("fbs1.")
+    summary = org.ok("GET", f"/backups/{started['id']}/manifest")
+    assert summary["stored"]["encrypted"] is True and summary["stored"]["kek_id"] == bk.key_id
+    assert summary["stored"]["documents"] == count
+
+
+def test_a_completed_backup_restores_into_another_project_and_verifies_ok(org, project_id):
+    from google.cloud import firestore
+
+    count = seed(project_id)
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    target_gcp = project_id + "-copy"
+    target = org.project(target_gcp)
+    backup = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    org.run()
+    assert org.ok("GET", f"/backups/{backup['id']}")["state"] == "completed"
+
+    restore = org.ok("POST", "/restores", {"backup_id": backup["id"], "target_project_id": target}, 202)
+    org.run()
+    got = org.ok("GET", f"/restores/{restore['id']}")
+    assert got["state"] == "completed", got
+    assert got["documents_written"] == count and got["error"] is None
+    client = firestore.Client(project=target_gcp)
+    try:
+        assert client.collection("users").document("u007").get().to_dict() == {"n": 7, "name": "user 7"}
+        assert client.collection("orders").document("o003").collection("lines").document("l1").get().to_dict() == {"q": 3}
+        assert len(list(client.collection("users").stream())) == 25
+    finally:
+        client.close()
+    with org.factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.resource_id == restore["id"], AuditLog.action == "restore.completed")) == 1
+
+    assert org.ok("POST", f"/backups/{backup['id']}/verify", status=202)["verify_state"] == "pending"
+    org.run()
+    assert org.ok("GET", f"/backups/{backup['id']}")["verify_state"] == "ok"
+    with org.factory() as s:
+        audit = s.scalar(sa.select(AuditLog).where(AuditLog.resource_id == backup["id"],
+                                                   AuditLog.action == "backup.verified"))
+        assert audit.result == "success" and audit.details == {"ok": True, "problems": []}
+
+
+def test_a_backup_to_an_unwritable_destination_fails_with_a_one_line_error(org, project_id):
+    seed(project_id)
+    blocker = org.tmp / "not-a-folder"
+    blocker.write_text("a file where the destination folder should be\n")
+    pid, did = org.project(project_id), org.destination(blocker / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    org.run()
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert got["state"] == "failed"
+    assert got["error"] and "\n" not in got["error"] and "Traceback" not in got["error"]
+    assert not got["error"].startswith("internal error"), got["error"]
+    assert got["finished_at"] is not None and got["manifest_key"] is None
+    with org.factory() as s:
+        failed = s.scalar(sa.select(AuditLog).where(AuditLog.resource_id == started["id"],
+                                                    AuditLog.action == "backup.failed"))
+        assert failed.result == "failure" and failed.details == {"error": got["error"]}
+
+
+def test_deleting_a_backup_removes_its_objects_from_the_destination(org, project_id):
+    seed(project_id)
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    org.run()
+    repo_id = _repo_id(org, started["id"])
+    assert "manifest.fbm" in _objects(org.tmp / "loc", repo_id)
+    org.ok("DELETE", f"/backups/{started['id']}", status=204)
+    org.run()
+    assert _objects(org.tmp / "loc", repo_id) == {}
+    assert org.call("GET", f"/backups/{started['id']}").status_code == 404
+
+
+def test_a_backup_cancelled_before_its_task_runs_stays_cancelled_and_writes_nothing(engine, firestore_emulator,
+                                                                                   monkeypatch, tmp_path, project_id):
+    firestore_emulator.apply(monkeypatch)
+    seed(project_id)
+    key = os.urandom(32)
+    queue = RecordingQueue()
+    sealer = Sealer(LocalMasterKey(key))
+    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
+                    oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    org = _org(app, make_session_factory(engine), tmp_path)
+    pid, did = org.project(project_id), org.destination(tmp_path / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    assert org.ok("POST", f"/backups/{started['id']}/cancel")["state"] == "cancelled"
+    assert queue.tasks == [("plan", {"backup_id": started["id"]})]
+    from firebackup.api.wiring import build_ports
+
+    Workers(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue)).plan(queue.tasks[0][1])
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert got["state"] == "cancelled" and _repo_id(org, started["id"]) is None
+    assert not (tmp_path / "loc" / "backups").exists() or not any((tmp_path / "loc" / "backups").iterdir())
+    with org.factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.resource_id == started["id"], AuditLog.action.in_(["backup.completed", "backup.failed"]))) == 0
+
+
+def test_the_default_app_runs_tasks_in_process_and_recording_keeps_them(engine) -> None:
+    key = os.urandom(32)
+    kw = dict(engine=engine, sealer=Sealer(LocalMasterKey(key)), oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    local = build_app(_settings(engine, key), **kw).extensions["firebackup_queue"]
+    assert set(local.inner._handlers) == {"plan", "restore", "verify", "delete_backup", "webhook_deliver"}
+    local.close()
+    assert isinstance(build_app(_settings(engine, key, queue="recording"), **kw).extensions["firebackup_queue"],
+                      RecordingQueue)
+
+
+def test_a_backup_cancelled_between_chunks_is_not_completed_and_leaves_no_objects(engine, firestore_emulator,
+                                                                                 monkeypatch, tmp_path, project_id):
+    firestore_emulator.apply(monkeypatch)
+    seed(project_id)
+    key = os.urandom(32)
+    queue = RecordingQueue()
+    sealer = Sealer(LocalMasterKey(key))
+    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
+                    oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    org = _org(app, make_session_factory(engine), tmp_path)
+    pid, did = org.project(project_id), org.destination(tmp_path / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    from firebackup.api.wiring import build_ports
+
+    class CancelAfterFirstChunk(Workers):
+        """The user presses cancel through the API while the first chunk is being recorded."""
+
+        def _record_chunks(self, backup_id, entries):
+            super()._record_chunks(backup_id, entries)
+            if entries and not getattr(self, "cancelled", False):
+                self.cancelled = True
+                assert org.ok("POST", f"/backups/{backup_id}/cancel")["state"] == "cancelled"
+
+    workers = CancelAfterFirstChunk(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue),
+                                    chunk_docs=10)
+    workers.plan({"backup_id": started["id"]})
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert workers.cancelled and got["state"] == "cancelled"
+    assert got["manifest_key"] is None
+    repo_id = _repo_id(org, started["id"])
+    assert repo_id is not None and _objects(tmp_path / "loc", repo_id) == {}
+    with org.factory() as s:
+        # One chunk was written before the cancel; no further chunk was read.
+        assert s.scalar(sa.select(sa.func.count()).select_from(BackupChunk).where(
+            BackupChunk.backup_id == started["id"])) == 1
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.resource_id == started["id"], AuditLog.action.in_(["backup.completed", "backup.failed"]))) == 0
