@@ -276,3 +276,30 @@ def test_a_backup_cancelled_between_chunks_is_not_completed_and_leaves_no_object
             BackupChunk.backup_id == started["id"])) == 1
         assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
             AuditLog.resource_id == started["id"], AuditLog.action.in_(["backup.completed", "backup.failed"]))) == 0
+
+
+def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engine, firestore_emulator, monkeypatch,
+                                                                           tmp_path, project_id):
+    import base64
+
+    import functions_framework
+
+    firestore_emulator.apply(monkeypatch)
+    count = seed(project_id)
+    key = os.urandom(32)
+    queue = RecordingQueue()
+    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=Sealer(LocalMasterKey(key)),
+                    queue=queue, oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    org = _org(app, make_session_factory(engine), tmp_path)
+    pid, did = org.project(project_id), org.destination(tmp_path / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    monkeypatch.setenv("FIREBACKUP_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("FIREBACKUP_MASTER_KEY", base64.b64encode(key).decode())
+    root = Path(__file__).resolve().parents[3]
+    worker = functions_framework.create_app(target="backup_worker",
+                                            source=str(root / "functions" / "backup_worker" / "main.py")).test_client()
+    assert worker.post("/", json={"task": "nope", "payload": {}}).status_code == 400
+    name, payload = queue.tasks[0]
+    assert worker.post("/", json={"task": name, "payload": payload}).status_code == 204
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert got["state"] == "completed" and got["documents"] == count
