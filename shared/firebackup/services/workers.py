@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from firebackup.db.models import Backup, BackupChunk, BackupKey, Project, Restore, StorageDestination, new_id, utcnow
-from firebackup.errors import BackupNotFound, FireBackupError
+from firebackup.errors import AccessDenied, BackupNotFound, FireBackupError
 from firebackup.services.context import Ctx, Ports
 
 log = logging.getLogger("firebackup.workers")
@@ -123,7 +123,11 @@ class Workers:
         if project.auth_kind == "service_account":
             from google.oauth2 import service_account
 
-            creds = service_account.Credentials.from_service_account_info(json.loads(secret), scopes=list(SCOPES))
+            try:
+                creds = service_account.Credentials.from_service_account_info(json.loads(secret), scopes=list(SCOPES))
+            except ValueError:  # the message could quote the key: say only what to do
+                raise AccessDenied(f"the service-account key of project {project.gcp_project_id} was rejected; "
+                                   "reconnect the project with a valid key") from None
         else:
             from google.oauth2.credentials import Credentials
 

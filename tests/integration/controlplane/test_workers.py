@@ -303,3 +303,17 @@ def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engi
     assert worker.post("/", json={"task": name, "payload": payload}).status_code == 204
     got = org.ok("GET", f"/backups/{started['id']}")
     assert got["state"] == "completed" and got["documents"] == count
+
+
+def test_a_real_project_whose_service_account_key_is_rejected_fails_with_a_one_line_error(org, monkeypatch,
+                                                                                         project_id):
+    # Not the emulator: the worker unseals the project's key and builds credentials from it.
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST")
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    org.run()
+    got = org.ok("GET", f"/backups/{started['id']}")
+    assert got["state"] == "failed"
+    assert got["error"] == (f"the service-account key of project {project_id} was rejected; "
+                            "reconnect the project with a valid key")
+    assert SA_KEY["private_key"].split("\n")[1] not in got["error"]
