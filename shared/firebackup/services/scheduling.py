@@ -45,7 +45,8 @@ def apply_retention(ctx: Ctx, schedule_id: str, now: datetime) -> list[str]:
     if not keep_last and not keep_days:
         return []
     done = ctx.session.scalars(sa.select(Backup).where(Backup.schedule_id == sch.id, Backup.state == "completed")
-                               .order_by(Backup.id.desc())).all()
+                               # Ids made in the same instant sort randomly: rank by creation time.
+                               .order_by(Backup.created_at.desc(), Backup.id.desc())).all()
     removed = []
     for i, b in enumerate(done):
         kept_by_count = keep_last is not None and i < keep_last

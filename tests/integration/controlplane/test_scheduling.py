@@ -45,7 +45,7 @@ def test_retention_keeps_the_newest_n_or_the_recent_days_and_deletes_the_rest(ap
     sid = _schedule(api, w, retention={"keep_last": 2, "keep_days": 3})
     ids = []
     with api.session() as s, s.begin():
-        for age_days in (10, 8, 6, 2, 1):  # oldest first, so ids sort oldest first too
+        for age_days in (10, 8, 6, 2, 1):
             b = Backup(id=new_id("bkp"), org_id=w.org, project_id=w.project, destination_id=w.destination,
                        schedule_id=sid, state="completed", repo_backup_id=f"r{age_days}",
                        created_at=T0 - timedelta(days=age_days))
