@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from firebackup import __version__
 from firebackup.errors import BadKey, FireBackupError, UsageError
@@ -64,6 +64,20 @@ def _human_bytes(n: int | None) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"  # pragma: no cover
+
+
+# The --json keys cli.md promises, in its order; engines may add more after them.
+BACKUP_JSON_KEYS = ("backup_id", "read_time", "documents", "collections", "auth_users", "chunks",
+                    "bytes_raw", "bytes_stored", "compression", "encrypted", "duration_s")
+RESTORE_JSON_KEYS = ("backup_id", "documents_written", "documents_skipped", "documents_failed",
+                     "auth_users", "dry_run", "duration_s")
+
+
+def _contract_order(out: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The contract's keys first, in order (None where missing), then whatever else the engine gave."""
+    ordered = {k: out.get(k) for k in keys}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    return ordered
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -333,10 +347,7 @@ def cmd_backup(args) -> int:
     out = _as_dict(result)
     out.setdefault("duration_s", round(time.monotonic() - started, 3))
     out.setdefault("encrypted", kek is not None)
-    keys = ("backup_id", "read_time", "documents", "collections", "auth_users", "chunks",
-            "bytes_raw", "bytes_stored", "compression", "encrypted", "duration_s")
-    ordered = {k: out.get(k) for k in keys}
-    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    ordered = _contract_order(out, BACKUP_JSON_KEYS)
     _report_backup(ordered, args)
     return 0
 
@@ -392,10 +403,7 @@ def cmd_restore(args) -> int:
     out.setdefault("backup_id", args.backup_id)
     out.setdefault("dry_run", args.dry_run)
     out.setdefault("duration_s", round(time.monotonic() - started, 3))
-    keys = ("backup_id", "documents_written", "documents_skipped", "documents_failed",
-            "auth_users", "dry_run", "duration_s")
-    ordered = {k: out.get(k) for k in keys}
-    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    ordered = _contract_order(out, RESTORE_JSON_KEYS)
     failed = ordered.get("documents_failed") or 0
     verb = "would write" if ordered["dry_run"] else "wrote"
     say(f"restore {args.backup_id} -> {args.project}/{args.database}: {verb} "

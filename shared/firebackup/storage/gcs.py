@@ -27,13 +27,14 @@ from firebackup.errors import (
     UsageError,
 )
 from firebackup.storage._parts import PartWriter, once
-from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
+from firebackup.storage._remote import RemoteStorage
+from firebackup.storage.base import ObjectInfo, check_prefix, check_range
 
 CHUNK_QUANTUM = 256 << 10  # resumable chunks must be multiples of 256 KiB
 CONTENT_TYPE = "application/octet-stream"
 
 
-class GCSStorage:
+class GCSStorage(RemoteStorage):
     """One bucket and key prefix on Google Cloud Storage (or fake-gcs-server)."""
 
     def __init__(
@@ -69,15 +70,6 @@ class GCSStorage:
         self._bucket_ok = False
 
     # --- clients -------------------------------------------------------------------------
-    @property
-    def client(self):
-        """The google-cloud-storage client, created on first use."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
-
     def _make_client(self):
         from google.cloud import storage
 
@@ -103,9 +95,6 @@ class GCSStorage:
     @property
     def _bucket(self):
         return self.client.bucket(self.bucket_name)
-
-    def _full(self, key: str) -> str:
-        return self._root + check_key(key)
 
     def _run(self, key: str | None, fn, *args, **kwargs):
         try:
@@ -159,13 +148,6 @@ class GCSStorage:
 
     def stat(self, key: str) -> ObjectInfo:
         return _info(key, self._get_blob(key))
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-            return True
-        except ObjectNotFound:
-            return False
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         check_prefix(prefix)

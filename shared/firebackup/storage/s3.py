@@ -28,7 +28,8 @@ from firebackup.errors import (
     UsageError,
 )
 from firebackup.storage._parts import PartWriter, once
-from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
+from firebackup.storage._remote import RemoteStorage
+from firebackup.storage.base import ObjectInfo, check_prefix, check_range
 
 MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
 
@@ -44,7 +45,7 @@ _TRANSIENT = {
 }
 
 
-class S3Storage:
+class S3Storage(RemoteStorage):
     """One bucket and key prefix on an S3-compatible store."""
 
     def __init__(
@@ -89,15 +90,6 @@ class S3Storage:
         self._bucket_ok = False
 
     # --- client --------------------------------------------------------------------------
-    @property
-    def client(self):
-        """The boto3 S3 client, created on first use (never at import or construction)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
-
     def _make_client(self):
         import boto3
         from botocore.config import Config
@@ -124,9 +116,6 @@ class S3Storage:
             )
         except Exception as e:  # noqa: BLE001 - botocore raises several types for bad config
             raise BadURL(f"cannot set up an S3 client for {self._where}: {type(e).__name__}: {e}") from None
-
-    def _full(self, key: str) -> str:
-        return self._root + check_key(key)
 
     def _call(self, key: str | None, fn, **kwargs):
         try:
@@ -175,13 +164,6 @@ class S3Storage:
     def stat(self, key: str) -> ObjectInfo:
         r = self._call(key, self.client.head_object, Key=self._full(key))
         return ObjectInfo(key, r["ContentLength"], r.get("LastModified"), _etag(r))
-
-    def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-            return True
-        except ObjectNotFound:
-            return False
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         check_prefix(prefix)
