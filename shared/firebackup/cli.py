@@ -542,15 +542,16 @@ def _print_show(out: dict[str, Any]) -> None:
 
 
 def cmd_cat(args) -> int:
-    from google.cloud.firestore_v1.types.document import Document
     from google.protobuf.json_format import MessageToDict
+
+    from firebackup.firestore.protos import Document
 
     from firebackup.engine.repository import check_backup_id
 
     check_backup_id(args.backup_id)
     kek = load_key(args.key_file)
     repo = open_repository(args.location)
-    parse = Document.pb().FromString
+    parse = Document.FromString
     printed = 0
     try:
         manifest, data_key = repo.read_manifest(args.backup_id, kek)

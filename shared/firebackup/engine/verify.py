@@ -97,9 +97,9 @@ def _one_line(text: Any) -> str:
 
 
 def _document_parser() -> Callable[[bytes], Any]:
-    from google.cloud.firestore_v1.types.document import Document
+    from firebackup.firestore.protos import Document
 
-    return Document.pb().FromString
+    return Document.FromString
 
 
 def _check_chunk(repo, backup_id: str, entry, data_key, parse_doc, progress) -> _ChunkResult:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from firebackup.errors import CorruptData, FireBackupError, SourceError, SourceUnavailable, UsageError
+from firebackup.firestore import protos
 
 MODES = ("overwrite", "skip", "merge")
 
@@ -92,18 +93,11 @@ def _skeleton_class():
 _Skeleton = _skeleton_class()
 
 
-def _pb_classes():
-    from google.cloud.firestore_v1.types import (
-        BatchGetDocumentsRequest,
-        BatchGetDocumentsResponse,
-        BatchWriteResponse,
-        Document,
-    )
-
-    return Document.pb(), BatchWriteResponse.pb(), BatchGetDocumentsRequest.pb(), BatchGetDocumentsResponse.pb()
-
-
-_DocumentPb, _BatchWriteResponsePb, _BatchGetRequestPb, _BatchGetResponsePb = _pb_classes()
+# Our own subset of the Firestore messages: the client library's types cost ~0.35 s to import.
+_DocumentPb = protos.Document
+_BatchWriteResponsePb = protos.BatchWriteResponse
+_BatchGetRequestPb = protos.BatchGetDocumentsRequest
+_BatchGetResponsePb = protos.BatchGetDocumentsResponse
 
 _SMALL_VARINTS = [bytes([i]) for i in range(128)]
 
