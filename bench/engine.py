@@ -6,8 +6,9 @@
   * two public npm tools doing the same job on the same data: firestore-backfire and
     firestore-export-import (installed in bench/peers, pointed at the emulator).
 
-Every tool runs as its own process; its peak RSS comes from wait4(). Prints a table; never passes
-or fails on time.
+Every tool runs as its own process; its peak RSS is its own VmHWM. Our backup and restore are
+measured in paired rounds, each next to the raw rate (see paired_rounds). Prints a table; never
+passes or fails on time.
 
     .venv/bin/python bench/engine.py --docs 100000          # the full run
     .venv/bin/python bench/engine.py --docs 5000 --no-peers # a quick one
@@ -335,34 +336,132 @@ def _json_tail(text: str) -> dict:
     return {}
 
 
-def ours(host: str, work: Path, env: dict[str, str], n: int, timeout: float) -> list[Row]:
+def clear_database(host: str, project: str) -> None:
+    """Delete every document of a project's default database (the emulator's own reset endpoint)."""
+    import urllib.request
+
+    url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
+    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=600).read()
+
+
+def our_backup(work: Path, env: dict[str, str], key: Path, loc: str, timeout: float) -> tuple[Row, str | None]:
+    """One `firebackup backup` process; (row, backup id or None)."""
     py = sys.executable
-    key = work / "bench.key"
-    subprocess.run([py, "-m", "firebackup.cli", "keygen", "--out", str(key)], env=env, cwd=ROOT,
-                   check=True, capture_output=True)
-    loc = (work / "ours").resolve().as_uri()
-    rows = []
     secs, rss, out, err, rc = run_measured(
         [py, "-m", "firebackup.cli", "backup", "--project", SOURCE, "--to", loc, "--key-file", str(key), "--json"],
         env=env, cwd=ROOT, timeout=timeout)
     res = _json_tail(out)
     if rc != 0 or not res:
-        return [Row("firebackup", "backup", None, secs, rss, f"FAILED (exit {rc}): {err}")]
-    rows.append(Row("firebackup", "backup (zstd, AES-GCM, file://)", res.get("documents"), secs, rss,
-                    f"in-process {res.get('duration_s')} s; {res.get('bytes_stored')} bytes stored"))
-    bid = res["backup_id"]
-    target = "bench-ours"
+        return Row("firebackup", "backup", None, secs, rss, f"FAILED (exit {rc}): {err}"), None
+    return Row("firebackup", "backup (zstd, AES-GCM, file://)", res.get("documents"), secs, rss,
+               f"in-process {res.get('duration_s')} s; {res.get('bytes_stored')} bytes stored"), res["backup_id"]
+
+
+def our_restore(host: str, env: dict[str, str], key: Path, loc: str, backup_id: str, target: str, n: int,
+                timeout: float) -> Row:
+    """One `firebackup restore` process into an empty database; the documents that landed are counted."""
+    py = sys.executable
     secs, rss, out, err, rc = run_measured(
-        [py, "-m", "firebackup.cli", "restore", bid, "--from", loc, "--project", target, "--key-file", str(key),
-         "--json"], env=env, cwd=ROOT, timeout=timeout)
+        [py, "-m", "firebackup.cli", "restore", backup_id, "--from", loc, "--project", target,
+         "--key-file", str(key), "--json"], env=env, cwd=ROOT, timeout=timeout)
     res = _json_tail(out)
     if rc != 0 or not res:
-        rows.append(Row("firebackup", "restore", None, secs, rss, f"FAILED (exit {rc}): {err}"))
-        return rows
+        return Row("firebackup", "restore", None, secs, rss, f"FAILED (exit {rc}): {err}")
     landed = count_documents(host, target)
-    rows.append(Row("firebackup", "restore", res.get("documents_written"), secs, rss,
-                    f"in-process {res.get('duration_s')} s; {landed}/{n} documents in target"))
-    return rows
+    return Row("firebackup", "restore", res.get("documents_written"), secs, rss,
+               f"in-process {res.get('duration_s')} s; {landed}/{n} documents in target")
+
+
+def raw_create(host: str, docs: list[bytes], project: str, threads: int) -> Row:
+    """The write ceiling: raw BatchWrite of pre-built requests creating docs in an empty database."""
+    row = raw_write(host, docs, project, "batchwrite", threads)
+    landed = count_documents(host, project)
+    row.operation = f"write: BatchWrite x500 into an empty database, {threads} threads"
+    row.note = f"{landed}/{len(docs)} documents in target"
+    return row
+
+
+def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: int, threads: int,
+                  timeout: float) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
+    """Our backup and restore, each right next to the emulator's raw rate, `rounds` times.
+
+    The emulator's own speed drifts by up to 2x within a run (JIT, garbage collection as its
+    heap grows), so a ceiling measured minutes away from the tool says little. Each round
+    measures the raw rate and ours back to back under the same conditions: reads of the same
+    source, and writes of the same documents into an empty database (a restore creates
+    documents), cleared afterwards. The order alternates between rounds so drift cannot
+    favour one side. Returns (raw reads, our backups, raw writes, our restores), one per round.
+    """
+    py = sys.executable
+    key = work / "bench.key"
+    subprocess.run([py, "-m", "firebackup.cli", "keygen", "--out", str(key)], env=env, cwd=ROOT,
+                   check=True, capture_output=True)
+    loc = (work / "ours").resolve().as_uri()
+    raw_reads: list[Row] = []
+    backups: list[Row] = []
+    backup_id = None
+    for r in range(rounds):
+        say(f"round {r + 1}/{rounds}: raw RunQuery and firebackup backup ...")
+        for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
+            if side == "raw":
+                one, many = raw_read(host, SOURCE, 1, n), raw_read(host, SOURCE, threads, n)
+                raw_reads.append(max(one, many, key=lambda x: x.rate or 0))
+            else:
+                row, bid = our_backup(work, env, key, loc, timeout)
+                backups.append(row)
+                backup_id = bid or backup_id
+    raw_writes: list[Row] = []
+    restores: list[Row] = []
+    if backup_id is None:
+        return raw_reads, backups, raw_writes, restores
+    raw_docs = generate_documents(n, "bench-raw")
+    for r in range(rounds):
+        say(f"round {r + 1}/{rounds}: raw BatchWrite and firebackup restore ...")
+        for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
+            if side == "raw":
+                raw_writes.append(raw_create(host, raw_docs, "bench-raw", threads))
+                clear_database(host, "bench-raw")
+            else:
+                restores.append(our_restore(host, env, key, loc, backup_id, "bench-ours", n, timeout))
+                clear_database(host, "bench-ours")
+    return raw_reads, backups, raw_writes, restores
+
+
+def median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def in_process_rate(row: Row) -> float | None:
+    """Documents per second by the tool's own clock (the `in-process N s` of its note)."""
+    if not row.documents or "in-process " not in row.note:
+        return None
+    try:
+        secs = float(row.note.split("in-process ", 1)[1].split(" ", 1)[0])
+    except ValueError:
+        return None
+    return row.documents / secs if secs > 0 else None
+
+
+def pairing_report(kind: str, raw: list[Row], ours: list[Row]) -> list[str]:
+    """Per round and median: our rate over the raw rate measured next to it."""
+    lines = [f"{kind}: round  raw docs/s  ours docs/s (wall / in-process)  ratio (wall / in-process)"]
+    ratios_wall, ratios_proc = [], []
+    for i, (a, b) in enumerate(zip(raw, ours), 1):
+        wall, proc = b.rate, in_process_rate(b)
+        rw = wall / a.rate if wall and a.rate else None
+        rp = proc / a.rate if proc and a.rate else None
+        ratios_wall.append(rw)
+        ratios_proc.append(rp)
+        lines.append(f"  {i}  {a.rate or 0:10,.0f}  {wall or 0:10,.0f} / {proc or 0:,.0f}"
+                     f"  {rw or 0:.2f}x / {rp or 0:.2f}x")
+    mw, mp = median(ratios_wall), median(ratios_proc)
+    lines.append(f"  median ratio {mw or 0:.2f}x wall / {mp or 0:.2f}x in-process"
+                 f" (min {min((x for x in ratios_wall if x), default=0):.2f}x wall)")
+    return lines
 
 
 def backfire(host: str, work: Path, env: dict[str, str], n: int, timeout: float) -> list[Row]:
@@ -423,8 +522,8 @@ def table(rows: list[Row], read_ceiling: float | None, write_ceiling: float | No
     lines = []
     for r in rows:
         rate = r.rate
-        ceiling = None
-        if rate:
+        ceiling = r.ceiling
+        if rate and ceiling is None:
             if r.operation.startswith(("backup", "read")):
                 ceiling = read_ceiling
             elif r.operation.startswith(("restore", "write")):
@@ -447,7 +546,9 @@ def table(rows: list[Row], read_ceiling: float | None, write_ceiling: float | No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=100_000, help="documents to generate (default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=4, help="threads for the raw gRPC ceiling (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=8, help="threads for the raw gRPC ceiling (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="paired rounds of raw rate + ours, for backup and for restore (default: %(default)s)")
     ap.add_argument("--no-peers", action="store_true", help="skip the npm peer tools")
     ap.add_argument("--timeout", type=float, default=3600, help="per tool run, seconds (default: %(default)s)")
     ap.add_argument("--references", action="store_true",
@@ -462,7 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         say("installing the peer tools (npm ci in bench/peers) ...")
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True)
     work = Path(tempfile.mkdtemp(prefix="firebackup-bench-"))
-    say(f"bench: {n} documents; work folder {work}")
+    say(f"bench: {n} documents, {args.rounds} paired rounds; work folder {work}")
+    # The emulator keeps every version it has written; the default heap (1/4 of RAM) fills up
+    # over a full run and garbage collection then dominates whatever is measured last.
+    os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx12g")
     try:
         with stack.start_firestore_emulator() as fs:
             host = fs.host
@@ -477,46 +581,57 @@ def main(argv: list[str] | None = None) -> int:
             say("generating documents ...")
             docs = generate_documents(n, SOURCE)
             avg = sum(map(len, docs)) / max(1, n)
-            rows: list[Row] = []
+            info: list[Row] = []
             say("raw Commit (seeds the source) ...")
-            rows.append(raw_write(host, docs, SOURCE, "commit", args.threads))
-            say("raw BatchWrite ...")
-            # Rewrites the same documents with the same values: same work, no second copy in memory.
-            rows.append(raw_write(host, docs, SOURCE, "batchwrite", args.threads))
+            info.append(raw_write(host, docs, SOURCE, "commit", args.threads))
             del docs
             have = count_documents(host, SOURCE)
             if have != n:
                 say(f"bench: source has {have} documents, expected {n}")
                 return 1
-            say("raw RunQuery ...")
-            rows.append(raw_read(host, SOURCE, args.threads, n))
-            rows.append(raw_read(host, SOURCE, 1, n))
             say("client library read ...")
-            rows.append(client_library_read(host, SOURCE, min(n // len(COLLECTIONS), 20_000)))
-            read_ceiling = max(r.rate or 0 for r in rows if r.operation.startswith("read: RunQuery"))
-            write_ceiling = max(r.rate or 0 for r in rows if r.operation.startswith("write"))
-            say("firebackup backup + restore ...")
-            rows += ours(host, work, env, n, args.timeout)
+            info.append(client_library_read(host, SOURCE, min(n // len(COLLECTIONS), 20_000)))
+            raw_reads, backups, raw_writes, restores = paired_rounds(
+                host, work, env, n, max(1, args.rounds), args.threads, args.timeout)
+            read_ceiling = median([r.rate for r in raw_reads])
+            write_ceiling = median([r.rate for r in raw_writes])
+            peers: list[Row] = []
             if not args.no_peers:
                 say("firestore-backfire export + import ...")
-                rows += backfire(host, work, env, n, args.timeout)
+                peers += backfire(host, work, env, n, args.timeout)
                 say("firestore-export-import backup + restore ...")
-                rows += export_import(host, work, env, n, args.timeout)
+                peers += export_import(host, work, env, n, args.timeout)
     except stack.StackError as e:
         say(f"bench: {e}")
         return 2
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    rows: list[Row] = []
+    for i, (a, b) in enumerate(zip(raw_reads, backups), 1):
+        a.tool, b.ceiling = f"emulator (raw gRPC), round {i}", a.rate
+        rows += [a, b]
+        b.tool = f"firebackup, round {i}"
+    for i, (a, b) in enumerate(zip(raw_writes, restores), 1):
+        a.tool, b.ceiling = f"emulator (raw gRPC), round {i}", a.rate
+        rows += [a, b]
+        b.tool = f"firebackup, round {i}"
+    for r in info:
+        r.ceiling = None
     print(f"\nFirestore emulator, {n} documents in {len(COLLECTIONS)} root collections, "
           f"~{avg:.0f} bytes each as protobuf{', with a reference field' if REFERENCES else ''}; "
-          f"{os.cpu_count()} CPUs; "
-          f"ceiling: read {read_ceiling:,.0f} docs/s, write {write_ceiling:,.0f} docs/s\n")
-    print(table(rows, read_ceiling, write_ceiling))
+          f"{os.cpu_count()} CPUs; median ceiling over {args.rounds} rounds: "
+          f"read {read_ceiling or 0:,.0f} docs/s, write {write_ceiling or 0:,.0f} docs/s\n")
+    print(table(info + rows + peers, read_ceiling, write_ceiling))
+    print()
+    for line in pairing_report("backup vs raw RunQuery", raw_reads, backups) + \
+            pairing_report("restore vs raw BatchWrite", raw_writes, restores):
+        print(line)
     print("\nseconds = wall time of the whole process (start-up included) for the tools; "
-          "peak RSS = the process's own VmHWM (polled)")
+          "peak RSS = the process's own VmHWM (polled); a round's \"vs ceiling\" is against the raw rate "
+          "measured next to it, the peers' against the median")
     if args.json:
-        args.json.write_text(json.dumps([{**r.__dict__, "rate": r.rate} for r in rows], indent=2))
+        args.json.write_text(json.dumps([{**r.__dict__, "rate": r.rate} for r in info + rows + peers], indent=2))
     return 0
 
 
