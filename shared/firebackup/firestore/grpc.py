@@ -218,6 +218,10 @@ class FirestoreConnection:
         """Stream RunQueryResponse bytes (field 1 document, field 3 read_time, ...)."""
         return self._stream("RunQuery", request, self._parent_metadata(request), timeout)
 
+    def run_aggregation_query(self, request: Any, *, timeout: float | None = None) -> ResponseStream:
+        """Stream RunAggregationQueryResponse bytes (field 1 result, field 3 read_time, ...)."""
+        return self._stream("RunAggregationQuery", request, self._parent_metadata(request), timeout)
+
     def partition_query(self, request: Any, *, timeout: float | None = None) -> bytes:
         """PartitionQueryResponse bytes; raises NotSupportedByServer on the emulator."""
         return self._unary("PartitionQuery", request, self._parent_metadata(request), timeout)
