@@ -256,12 +256,17 @@ class Repository:
 
     def iter_records(self, backup_id: str, entry, data_key) -> Iterator[bytes]:
         """Yield the chunk's records in order, streaming; integrity errors name chunk and frame."""
-        from firebackup.format.chunk import read_chunk
+        for records in self.iter_record_batches(backup_id, entry, data_key):
+            yield from records
+
+    def iter_record_batches(self, backup_id: str, entry, data_key) -> Iterator[list[bytes]]:
+        """iter_records() in lists of records as they complete (for hot loops: no step per record)."""
+        from firebackup.format.chunk import read_chunk_batches
 
         stream = self.open_chunk(entry)
         try:
-            yield from read_chunk(stream, backup_id=backup_id, chunk_id=entry.chunk_id,
-                                  data_key=data_key, where=entry.key)
+            yield from read_chunk_batches(stream, backup_id=backup_id, chunk_id=entry.chunk_id,
+                                          data_key=data_key, where=entry.key)
         finally:
             stream.close()
 

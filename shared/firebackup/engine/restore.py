@@ -152,8 +152,8 @@ def restore_chunk(
     problem: FireBackupError | None = None
     with writer:
         try:
-            for raw in repo.iter_records(task.backup_id, entry, data_key):
-                writer.add(raw)
+            for records in repo.iter_record_batches(task.backup_id, entry, data_key):
+                writer.add_many(records)
         except (IntegrityError, StorageError) as e:
             problem = e  # what was read before the damage is still written
     stats = writer.close()

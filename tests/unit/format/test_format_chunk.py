@@ -420,3 +420,17 @@ def test_reading_a_highly_compressible_chunk_holds_bounded_memory():
         tracemalloc.stop()
     assert n == 48 << 20
     assert peak < 20 << 20  # a 4 MiB batch, its copies and pieces; never the whole 48 MiB
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_record_batches_hold_exactly_the_records_in_order_and_damage_is_still_named(encrypted):
+    from firebackup.format.chunk import read_chunk_batches
+
+    recs = [b""] + incompressible_records(300, 700) + [b"y" * 50_000]
+    b = build_chunk(recs, encrypted=encrypted)
+    batches = list(read_chunk_batches(b.data, backup_id=BACKUP, chunk_id=CHUNK, data_key=b.key))
+    assert all(isinstance(x, list) and x for x in batches)
+    assert [r for x in batches for r in x] == recs
+    damaged = flip(b.data, b.frame_starts[-1] + 6)
+    with pytest.raises(IntegrityError, match=f"chunk {CHUNK} frame"):
+        list(read_chunk_batches(damaged, backup_id=BACKUP, chunk_id=CHUNK, data_key=b.key))
