@@ -1,14 +1,19 @@
-"""The few google.firestore.v1 messages the restore and verify paths parse, without the client library.
+"""The few google.firestore.v1 messages backup, restore and verify use, without the client library.
 
 Importing google.cloud.firestore_v1 (for its proto-plus types) costs ~0.35 s of start-up, most
 of a restore worker's cold start and ~5% of a 100k-document restore run from the CLI. These
 are the same messages, same package, names and field numbers, built here into a private
 descriptor pool (so they never clash with the client library's, if both are loaded):
 
-    Document, Value, ArrayValue, MapValue, DocumentMask,
-    BatchWriteResponse, BatchGetDocumentsRequest, BatchGetDocumentsResponse
+    restore, verify, cat:  Document, Value, ArrayValue, MapValue, DocumentMask,
+                           BatchWriteResponse, BatchGetDocumentsRequest, BatchGetDocumentsResponse
+    backup (the reader):   StructuredQuery (.CollectionSelector, .FieldReference, .Order,
+                           .Direction), Cursor, RunQueryRequest, PartitionQueryRequest/Response,
+                           ListCollectionIdsRequest/Response, StructuredAggregationQuery
+                           (.Aggregation, .Aggregation.Count), RunAggregationQueryRequest/Response,
+                           AggregationResult; Timestamp (this pool's, for read_time fields)
 
-Only what the code reads is declared. Value omits the query-only expression kinds (field and
+Only what the code sets or reads is declared. Value omits the query-only expression kinds (field and
 variable references, functions, pipelines), which Firestore never stores in a document; a
 field this module does not declare is kept as an unknown field, so parse + serialize still
 returns every byte. tests/unit/firestore/test_protos.py checks each declared field against
@@ -18,19 +23,21 @@ the client library's own descriptors.
 from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2, wrappers_pb2
 from google.rpc import status_pb2
 from google.type import latlng_pb2
 
 _F = descriptor_pb2.FieldDescriptorProto
 _TYPES = {
     "string": _F.TYPE_STRING, "bytes": _F.TYPE_BYTES, "bool": _F.TYPE_BOOL, "int64": _F.TYPE_INT64,
-    "double": _F.TYPE_DOUBLE,
+    "double": _F.TYPE_DOUBLE, "int32": _F.TYPE_INT32,
 }
 _PACKAGE = "google.firestore.v1"
 
-# name -> [(field, number, type, repeated, oneof)]; a type starting with "." is a message or
-# enum by full name, "map<Value>" a map<string, Value>.
+# name -> [(field, number, type, repeated, oneof)]; a type starting with "." is a message by
+# full name, "enum .x.Y" an enum, "map<.x.Y>" a map<string, Y>. A dotted name is a nested type
+# ("StructuredQuery.Order" is declared inside StructuredQuery, which must come first).
+_V1 = ".google.firestore.v1"
 _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     "Document": [
         ("name", 1, "string", False, None),
@@ -70,11 +77,81 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
         ("transaction", 3, "bytes", False, None),
         ("read_time", 4, ".google.protobuf.Timestamp", False, None),
     ],
+    # -- the backup path: kindless all-descendants range queries, their partitions and counts --
+    "Cursor": [
+        ("values", 1, f"{_V1}.Value", True, None),
+        ("before", 2, "bool", False, None),
+    ],
+    "StructuredQuery": [
+        # from_, as the client library names it: `from` is a Python keyword (json name "from").
+        ("from_", 2, f"{_V1}.StructuredQuery.CollectionSelector", True, None),
+        ("order_by", 4, f"{_V1}.StructuredQuery.Order", True, None),
+        ("start_at", 7, f"{_V1}.Cursor", False, None),
+        ("end_at", 8, f"{_V1}.Cursor", False, None),
+        ("limit", 5, ".google.protobuf.Int32Value", False, None),
+    ],
+    "StructuredQuery.CollectionSelector": [
+        ("collection_id", 2, "string", False, None),
+        ("all_descendants", 3, "bool", False, None),
+    ],
+    "StructuredQuery.FieldReference": [("field_path", 2, "string", False, None)],
+    "StructuredQuery.Order": [
+        ("field", 1, f"{_V1}.StructuredQuery.FieldReference", False, None),
+        ("direction", 2, f"enum {_V1}.StructuredQuery.Direction", False, None),
+    ],
+    "RunQueryRequest": [
+        ("parent", 1, "string", False, None),
+        ("structured_query", 2, f"{_V1}.StructuredQuery", False, "query_type"),
+        ("read_time", 7, ".google.protobuf.Timestamp", False, "consistency_selector"),
+    ],
+    "PartitionQueryRequest": [
+        ("parent", 1, "string", False, None),
+        ("structured_query", 2, f"{_V1}.StructuredQuery", False, "query_type"),
+        ("partition_count", 3, "int64", False, None),
+        ("page_token", 4, "string", False, None),
+        ("page_size", 5, "int32", False, None),
+        ("read_time", 6, ".google.protobuf.Timestamp", False, "consistency_selector"),
+    ],
+    "PartitionQueryResponse": [
+        ("partitions", 1, f"{_V1}.Cursor", True, None),
+        ("next_page_token", 2, "string", False, None),
+    ],
+    "ListCollectionIdsRequest": [
+        ("parent", 1, "string", False, None),
+        ("page_size", 2, "int32", False, None),
+        ("page_token", 3, "string", False, None),
+        ("read_time", 4, ".google.protobuf.Timestamp", False, "consistency_selector"),
+    ],
+    "ListCollectionIdsResponse": [
+        ("collection_ids", 1, "string", True, None),
+        ("next_page_token", 2, "string", False, None),
+    ],
+    "StructuredAggregationQuery": [
+        ("structured_query", 1, f"{_V1}.StructuredQuery", False, "query_type"),
+        ("aggregations", 3, f"{_V1}.StructuredAggregationQuery.Aggregation", True, None),
+    ],
+    "StructuredAggregationQuery.Aggregation": [
+        ("count", 1, f"{_V1}.StructuredAggregationQuery.Aggregation.Count", False, "operator"),
+        ("alias", 7, "string", False, None),
+    ],
+    "StructuredAggregationQuery.Aggregation.Count": [],  # up_to is never set: count everything
+    "RunAggregationQueryRequest": [
+        ("parent", 1, "string", False, None),
+        ("structured_aggregation_query", 2, f"{_V1}.StructuredAggregationQuery", False, "query_type"),
+        ("read_time", 6, ".google.protobuf.Timestamp", False, "consistency_selector"),
+    ],
+    "RunAggregationQueryResponse": [("result", 1, f"{_V1}.AggregationResult", False, None)],
+    "AggregationResult": [("aggregate_fields", 2, f"map<{_V1}.Value>", True, None)],
+}
+
+# name -> [(value, number)]; dotted names nest as in _MESSAGES.
+_ENUMS: dict[str, list[tuple[str, int]]] = {
+    "StructuredQuery.Direction": [("DIRECTION_UNSPECIFIED", 0), ("ASCENDING", 1), ("DESCENDING", 2)],
 }
 
 
-def _add_field(msg: descriptor_pb2.DescriptorProto, name: str, number: int, kind: str, repeated: bool,
-               oneof: str | None) -> None:
+def _add_field(msg: descriptor_pb2.DescriptorProto, msg_name: str, name: str, number: int, kind: str,
+               repeated: bool, oneof: str | None) -> None:
     f = msg.field.add(name=name, number=number, json_name=_json_name(name))
     f.label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
     if kind.startswith("map<"):
@@ -85,7 +162,7 @@ def _add_field(msg: descriptor_pb2.DescriptorProto, name: str, number: int, kind
         entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL, json_name="key")
         entry.field.add(name="value", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
                         type_name=kind[4:-1], json_name="value")
-        f.type, f.type_name = _F.TYPE_MESSAGE, f".{_PACKAGE}.{msg.name}.{entry_name}"
+        f.type, f.type_name = _F.TYPE_MESSAGE, f".{_PACKAGE}.{msg_name}.{entry_name}"
     elif kind.startswith("enum "):
         f.type, f.type_name = _F.TYPE_ENUM, kind[5:]
     elif kind.startswith("."):
@@ -105,22 +182,31 @@ def _json_name(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def _build() -> dict[str, type]:
+def _build() -> tuple[dict[str, type], type]:
     pool = descriptor_pool.DescriptorPool()
-    for dep in (timestamp_pb2, struct_pb2, latlng_pb2, status_pb2):
+    deps = (timestamp_pb2, struct_pb2, wrappers_pb2, latlng_pb2, status_pb2)
+    for dep in deps:
         _add_with_deps(pool, dep.DESCRIPTOR)
     fdp = descriptor_pb2.FileDescriptorProto(
         name="firebackup/firestore_v1_subset.proto", package=_PACKAGE, syntax="proto3",
-        dependency=["google/protobuf/timestamp.proto", "google/protobuf/struct.proto",
-                    "google/type/latlng.proto", "google/rpc/status.proto"],
+        dependency=[dep.DESCRIPTOR.name for dep in deps],
     )
+    declared: dict[str, descriptor_pb2.DescriptorProto] = {}
     for name, fields in _MESSAGES.items():
-        msg = fdp.message_type.add(name=name)
+        parent, _, short = name.rpartition(".")
+        msg = (declared[parent].nested_type if parent else fdp.message_type).add(name=short)
+        declared[name] = msg
         for field in fields:
-            _add_field(msg, *field)
+            _add_field(msg, name, *field)
+    for name, values in _ENUMS.items():
+        parent, _, short = name.rpartition(".")
+        enum = (declared[parent].enum_type if parent else fdp.enum_type).add(name=short)
+        for value, number in values:
+            enum.value.add(name=value, number=number)
     pool.Add(fdp)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-            for name in _MESSAGES}
+    classes = {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+               for name in _MESSAGES}
+    return classes, message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.Timestamp"))
 
 
 def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc) -> None:
@@ -132,7 +218,7 @@ def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc) -> None:
         pool.AddSerializedFile(file_desc.serialized_pb)
 
 
-_classes = _build()
+_classes, Timestamp = _build()
 Document = _classes["Document"]
 Value = _classes["Value"]
 ArrayValue = _classes["ArrayValue"]
@@ -141,3 +227,14 @@ DocumentMask = _classes["DocumentMask"]
 BatchWriteResponse = _classes["BatchWriteResponse"]
 BatchGetDocumentsRequest = _classes["BatchGetDocumentsRequest"]
 BatchGetDocumentsResponse = _classes["BatchGetDocumentsResponse"]
+Cursor = _classes["Cursor"]
+StructuredQuery = _classes["StructuredQuery"]  # .CollectionSelector, .FieldReference, .Order, .ASCENDING
+RunQueryRequest = _classes["RunQueryRequest"]
+PartitionQueryRequest = _classes["PartitionQueryRequest"]
+PartitionQueryResponse = _classes["PartitionQueryResponse"]
+ListCollectionIdsRequest = _classes["ListCollectionIdsRequest"]
+ListCollectionIdsResponse = _classes["ListCollectionIdsResponse"]
+StructuredAggregationQuery = _classes["StructuredAggregationQuery"]  # .Aggregation, .Aggregation.Count
+RunAggregationQueryRequest = _classes["RunAggregationQueryRequest"]
+RunAggregationQueryResponse = _classes["RunAggregationQueryResponse"]
+AggregationResult = _classes["AggregationResult"]

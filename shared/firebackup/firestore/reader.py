@@ -21,12 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from google.cloud.firestore_v1.types import document as document_pb
-from google.cloud.firestore_v1.types import firestore as firestore_pb
-from google.cloud.firestore_v1.types import query as query_pb
-from google.protobuf import timestamp_pb2
-
 from firebackup.errors import SourceError, UsageError
+from firebackup.firestore import protos
 from firebackup.firestore.documents import (
     datetime_to_timestamp,
     decode_timestamp,
@@ -41,12 +37,10 @@ MIN_ID = "__id-9223372036854775808__"
 _PROBE_COLLECTION = "firebackup-read-time-probe"
 _NUMERIC_ID = re.compile(r"^__id(-?\d+)__$")
 
-_SQ = query_pb.StructuredQuery._meta.pb
-_NAME_FIELD = query_pb.StructuredQuery.FieldReference._meta.pb(field_path="__name__")
-_SAQ = query_pb.StructuredAggregationQuery._meta.pb
-_COUNT = query_pb.StructuredAggregationQuery.Aggregation._meta.pb(
-    alias="n", count=query_pb.StructuredAggregationQuery.Aggregation.Count._meta.pb()
-)
+_SQ = protos.StructuredQuery
+_NAME_FIELD = _SQ.FieldReference(field_path="__name__")
+_SAQ = protos.StructuredAggregationQuery
+_COUNT = _SAQ.Aggregation(alias="n", count=_SAQ.Aggregation.Count())
 
 
 @dataclass(frozen=True)
@@ -88,9 +82,9 @@ def name_sort_key(name: str) -> tuple:
     return tuple(key)
 
 
-def _ts_pb(when: dt.datetime) -> timestamp_pb2.Timestamp:
+def _ts_pb(when: dt.datetime) -> protos.Timestamp:
     seconds, nanos = datetime_to_timestamp(when)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    return protos.Timestamp(seconds=seconds, nanos=nanos)
 
 
 class SnapshotReader:
@@ -115,7 +109,7 @@ class SnapshotReader:
         accepts any microsecond within its version retention (1 hour; whole minutes up to
         7 days with point-in-time recovery).
         """
-        req = firestore_pb.BatchGetDocumentsRequest._meta.pb(
+        req = protos.BatchGetDocumentsRequest(
             database=conn.database_path, documents=[f"{conn.documents_path}/{_PROBE_COLLECTION}/probe"]
         )
         raw = None
@@ -141,10 +135,10 @@ class SnapshotReader:
         ids: list[str] = []
         token = ""
         while True:
-            req = firestore_pb.ListCollectionIdsRequest._meta.pb(
+            req = protos.ListCollectionIdsRequest(
                 parent=self.conn.documents_path, page_size=1000, page_token=token, read_time=self._read_time_pb
             )
-            resp = firestore_pb.ListCollectionIdsResponse._meta.pb.FromString(self.conn.list_collection_ids(req))
+            resp = protos.ListCollectionIdsResponse.FromString(self.conn.list_collection_ids(req))
             ids.extend(resp.collection_ids)
             token = resp.next_page_token
             if not token:
@@ -236,13 +230,13 @@ class SnapshotReader:
         cursors within a page but not across pages; only if it still pages are the pages
         merged by name_sort_key."""
         sq = _SQ(
-            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(collection_id=collection_id, all_descendants=True)],
-            order_by=[query_pb.StructuredQuery.Order._meta.pb(field=_NAME_FIELD, direction=1)],
+            from_=[_SQ.CollectionSelector(collection_id=collection_id, all_descendants=True)],
+            order_by=[_SQ.Order(field=_NAME_FIELD, direction=_SQ.ASCENDING)],
         )
         pages: list[list[str]] = []
         token = ""
         while True:
-            req = firestore_pb.PartitionQueryRequest._meta.pb(
+            req = protos.PartitionQueryRequest(
                 parent=self.conn.documents_path,
                 structured_query=sq,
                 partition_count=count,
@@ -250,7 +244,7 @@ class SnapshotReader:
                 page_token=token,
                 read_time=self._read_time_pb,
             )
-            resp = firestore_pb.PartitionQueryResponse._meta.pb.FromString(self.conn.partition_query(req))
+            resp = protos.PartitionQueryResponse.FromString(self.conn.partition_query(req))
             pages.append([v.reference_value for cur in resp.partitions for v in cur.values if v.reference_value])
             token = resp.next_page_token
             if not token:
@@ -264,19 +258,19 @@ class SnapshotReader:
     def query(self, rng: DocRange, *, after: str | None = None, limit: int | None = None):
         """The RunQueryRequest protobuf for rng, resuming after the document named `after`."""
         sq = _SQ(
-            from_=[query_pb.StructuredQuery.CollectionSelector._meta.pb(all_descendants=True)],
-            order_by=[query_pb.StructuredQuery.Order._meta.pb(field=_NAME_FIELD, direction=1)],
+            from_=[_SQ.CollectionSelector(all_descendants=True)],
+            order_by=[_SQ.Order(field=_NAME_FIELD, direction=_SQ.ASCENDING)],
         )
-        ref = document_pb.Value._meta.pb
+        ref = protos.Value
         if after is not None:
-            sq.start_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=after)], before=False))
+            sq.start_at.CopyFrom(protos.Cursor(values=[ref(reference_value=after)], before=False))
         elif rng.lo is not None:
-            sq.start_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=rng.lo)], before=True))
+            sq.start_at.CopyFrom(protos.Cursor(values=[ref(reference_value=rng.lo)], before=True))
         if rng.hi is not None:
-            sq.end_at.CopyFrom(query_pb.Cursor._meta.pb(values=[ref(reference_value=rng.hi)], before=True))
+            sq.end_at.CopyFrom(protos.Cursor(values=[ref(reference_value=rng.hi)], before=True))
         if limit is not None:
             sq.limit.value = limit
-        return firestore_pb.RunQueryRequest._meta.pb(
+        return protos.RunQueryRequest(
             parent=self.conn.documents_path, structured_query=sq, read_time=self._read_time_pb
         )
 
@@ -319,7 +313,7 @@ class SnapshotReader:
         total = 0
         for rng in self.plan_ranges(collections):
             run = self.query(rng)
-            req = firestore_pb.RunAggregationQueryRequest._meta.pb(
+            req = protos.RunAggregationQueryRequest(
                 parent=run.parent,
                 structured_aggregation_query=_SAQ(structured_query=run.structured_query, aggregations=[_COUNT]),
                 read_time=run.read_time,
@@ -330,7 +324,7 @@ class SnapshotReader:
             count = None
             try:
                 for raw in stream:
-                    resp = firestore_pb.RunAggregationQueryResponse._meta.pb.FromString(raw)
+                    resp = protos.RunAggregationQueryResponse.FromString(raw)
                     if resp.HasField("result"):
                         count = resp.result.aggregate_fields[_COUNT.alias].integer_value
             finally:
