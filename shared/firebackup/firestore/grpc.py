@@ -1,7 +1,7 @@
 """A raw gRPC connection to Firestore (or its emulator) that keeps responses as wire bytes.
 
-Requests are few, so callers build them with google.cloud.firestore_v1.types (proto-plus
-messages, their ._pb, or already-serialized bytes). Responses are many, so they come back
+Requests are few, so callers build them as protobuf messages (firebackup.firestore.protos,
+which avoids importing the client library; proto-plus messages work too) or pass bytes. Responses are many, so they come back
 as the exact bytes the server sent; firestore.documents extracts the few fields we need.
 No client is created at import time; every grpc.RpcError is translated here, at the edge,
 into a firebackup.errors type (SourceUnavailable, SnapshotTooOld, SourceError).
