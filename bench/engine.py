@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--references", action="store_true",
                     help="give every document a reference field (firestore-backfire then fails)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    ap.add_argument("--pin-emulator", action="store_true",
+                    help="run the emulator on the first CPU and every client on the others (Linux): "
+                         "shows the rates when the clients do not compete with the emulator for CPU")
     args = ap.parse_args(argv)
     n = args.docs
     global REFERENCES
@@ -572,8 +575,20 @@ def main(argv: list[str] | None = None) -> int:
     # The emulator keeps every version it has written; the default heap (1/4 of RAM) fills up
     # over a full run and garbage collection then dominates whatever is measured last.
     os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx12g")
+    client_cpus = None
+    if args.pin_emulator:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            say("bench: --pin-emulator needs at least 2 CPUs")
+            return 2
+        client_cpus = set(cpus[1:])
+        # Children inherit the affinity of the thread that starts them: the emulator gets
+        # the first CPU, then this thread (and every client it starts) the others.
+        os.sched_setaffinity(0, {cpus[0]})
     try:
         with stack.start_firestore_emulator() as fs:
+            if client_cpus is not None:
+                os.sched_setaffinity(0, client_cpus)
             host = fs.host
             env = {**os.environ, **fs.env, "GOOGLE_CLOUD_PROJECT": SOURCE}
             say("warming the emulator up ...")
@@ -625,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
         r.ceiling = None
     print(f"\nFirestore emulator, {n} documents in {len(COLLECTIONS)} root collections, "
           f"~{avg:.0f} bytes each as protobuf{', with a reference field' if REFERENCES else ''}; "
-          f"{os.cpu_count()} CPUs; median ceiling over {args.rounds} rounds: "
+          f"{os.cpu_count()} CPUs{' (emulator pinned to 1, clients on the rest)' if args.pin_emulator else ''}; "
+          f"median ceiling over {args.rounds} rounds: "
           f"read {read_ceiling or 0:,.0f} docs/s, write {write_ceiling or 0:,.0f} docs/s\n")
     print(table(info + rows + peers, read_ceiling, write_ceiling))
     print()
