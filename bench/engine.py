@@ -53,12 +53,19 @@ class Row:
     rss_mb: float | None = None
     note: str = ""
     ceiling: float | None = field(default=None, repr=False)
+    in_process_s: float | None = None  # the tool's own duration_s, start-up excluded
 
     @property
     def rate(self) -> float | None:
         if self.documents is None or not self.seconds:
             return None
         return self.documents / self.seconds
+
+    @property
+    def in_process_rate(self) -> float | None:
+        if not self.documents or not self.in_process_s:
+            return None
+        return self.documents / self.in_process_s
 
 
 def say(msg: str) -> None:
@@ -354,7 +361,8 @@ def our_backup(work: Path, env: dict[str, str], key: Path, loc: str, timeout: fl
     if rc != 0 or not res:
         return Row("firebackup", "backup", None, secs, rss, f"FAILED (exit {rc}): {err}"), None
     return Row("firebackup", "backup (zstd, AES-GCM, file://)", res.get("documents"), secs, rss,
-               f"in-process {res.get('duration_s')} s; {res.get('bytes_stored')} bytes stored"), res["backup_id"]
+               f"in-process {res.get('duration_s')} s; {res.get('bytes_stored')} bytes stored",
+               in_process_s=res.get("duration_s")), res["backup_id"]
 
 
 def our_restore(host: str, env: dict[str, str], key: Path, loc: str, backup_id: str, target: str, n: int,
@@ -369,7 +377,8 @@ def our_restore(host: str, env: dict[str, str], key: Path, loc: str, backup_id: 
         return Row("firebackup", "restore", None, secs, rss, f"FAILED (exit {rc}): {err}")
     landed = count_documents(host, target)
     return Row("firebackup", "restore", res.get("documents_written"), secs, rss,
-               f"in-process {res.get('duration_s')} s; {landed}/{n} documents in target")
+               f"in-process {res.get('duration_s')} s; {landed}/{n} documents in target",
+               in_process_s=res.get("duration_s"))
 
 
 def raw_create(host: str, docs: list[bytes], project: str, threads: int) -> Row:
@@ -440,23 +449,12 @@ def median(values: list[float]) -> float | None:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def in_process_rate(row: Row) -> float | None:
-    """Documents per second by the tool's own clock (the `in-process N s` of its note)."""
-    if not row.documents or "in-process " not in row.note:
-        return None
-    try:
-        secs = float(row.note.split("in-process ", 1)[1].split(" ", 1)[0])
-    except ValueError:
-        return None
-    return row.documents / secs if secs > 0 else None
-
-
 def pairing_report(kind: str, raw: list[Row], ours: list[Row]) -> list[str]:
     """Per round and median: our rate over the raw rate measured next to it."""
     lines = [f"{kind}: round  raw docs/s  ours docs/s (wall / in-process)  ratio (wall / in-process)"]
     ratios_wall, ratios_proc = [], []
     for i, (a, b) in enumerate(zip(raw, ours), 1):
-        wall, proc = b.rate, in_process_rate(b)
+        wall, proc = b.rate, b.in_process_rate
         rw = wall / a.rate if wall and a.rate else None
         rp = proc / a.rate if proc and a.rate else None
         ratios_wall.append(rw)

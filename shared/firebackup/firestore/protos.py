@@ -12,6 +12,7 @@ descriptor pool (so they never clash with the client library's, if both are load
                            ListCollectionIdsRequest/Response, StructuredAggregationQuery
                            (.Aggregation, .Aggregation.Count), RunAggregationQueryRequest/Response,
                            AggregationResult; Timestamp (this pool's, for read_time fields)
+    restore's hot path:    DocumentSkeleton (ours, not Firestore's: name and timestamps only)
 
 Only what the code sets or reads is declared. Value omits the query-only expression kinds (field and
 variable references, functions, pipelines), which Firestore never stores in a document; a
@@ -142,6 +143,14 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     ],
     "RunAggregationQueryResponse": [("result", 1, f"{_V1}.AggregationResult", False, None)],
     "AggregationResult": [("aggregate_fields", 2, f"map<{_V1}.Value>", True, None)],
+    # Not a Firestore message: a Document seen through its name and timestamps only (kept as
+    # opaque bytes). Its fields map stays unknown bytes, passed through untouched, which is
+    # what makes the restore's per-document rewrite cheap (firestore/writer.py).
+    "DocumentSkeleton": [
+        ("name", 1, "string", False, None),
+        ("create_time", 3, "bytes", False, None),
+        ("update_time", 4, "bytes", False, None),
+    ],
 }
 
 # name -> [(value, number)]; dotted names nest as in _MESSAGES.
@@ -238,3 +247,4 @@ StructuredAggregationQuery = _classes["StructuredAggregationQuery"]  # .Aggregat
 RunAggregationQueryRequest = _classes["RunAggregationQueryRequest"]
 RunAggregationQueryResponse = _classes["RunAggregationQueryResponse"]
 AggregationResult = _classes["AggregationResult"]
+DocumentSkeleton = _classes["DocumentSkeleton"]

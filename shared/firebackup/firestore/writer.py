@@ -31,8 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
 from firebackup.errors import CorruptData, FireBackupError, SourceError, SourceUnavailable, UsageError
 from firebackup.firestore import protos
 
@@ -71,29 +69,8 @@ _PRECONDITION_MISSING = b"\x22\x02\x08\x00"  # Write.current_document = Precondi
 # -- protobuf plumbing ---------------------------------------------------------------------
 
 
-def _skeleton_class():
-    """A message with Document's name and timestamps only: the fields map stays unknown bytes."""
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="firebackup/document_skeleton.proto", package="firebackup.skeleton", syntax="proto3"
-    )
-    m = fdp.message_type.add(name="DocumentSkeleton")
-    str_t, bytes_t, opt = (
-        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
-        descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    m.field.add(name="name", number=1, type=str_t, label=opt)
-    m.field.add(name="create_time", number=3, type=bytes_t, label=opt)
-    m.field.add(name="update_time", number=4, type=bytes_t, label=opt)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("firebackup.skeleton.DocumentSkeleton"))
-
-
-_Skeleton = _skeleton_class()
-
-
 # Our own subset of the Firestore messages: the client library's types cost ~0.35 s to import.
+_Skeleton = protos.DocumentSkeleton  # name and timestamps only: the fields map stays unknown bytes
 _DocumentPb = protos.Document
 _BatchWriteResponsePb = protos.BatchWriteResponse
 _BatchGetRequestPb = protos.BatchGetDocumentsRequest
