@@ -12,7 +12,8 @@ descriptor pool (so they never clash with the client library's, if both are load
                            ListCollectionIdsRequest/Response, StructuredAggregationQuery
                            (.Aggregation, .Aggregation.Count), RunAggregationQueryRequest/Response,
                            AggregationResult; Timestamp (this pool's, for read_time fields)
-    restore's hot path:    DocumentSkeleton (ours, not Firestore's: name and timestamps only)
+    restore's hot path:    DocumentSkeleton (ours, not Firestore's: name and timestamps only),
+                           WritesSkeleton (ours: a batch of writes down to each name)
 
 Only what the code sets or reads is declared. Value omits the query-only expression kinds (field and
 variable references, functions, pipelines), which Firestore never stores in a document; a
@@ -62,10 +63,12 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     "ArrayValue": [("values", 1, ".google.firestore.v1.Value", True, None)],
     "MapValue": [("fields", 1, "map<.google.firestore.v1.Value>", True, None)],
     "DocumentMask": [("field_paths", 1, "string", True, None)],
-    # write_results stays opaque: the writer reads only the per-write statuses.
+    # Both stay opaque bytes: the writer needs only the statuses, and an OK one (code 0, no
+    # message) is empty, so a whole batch is checked at C speed (any()) and only the rare
+    # other statuses are parsed (Status, below).
     "BatchWriteResponse": [
         ("write_results", 1, "bytes", True, None),
-        ("status", 2, ".google.rpc.Status", True, None),
+        ("status", 2, "bytes", True, None),
     ],
     "BatchGetDocumentsRequest": [
         ("database", 1, "string", False, None),
@@ -151,6 +154,11 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
         ("create_time", 3, "bytes", False, None),
         ("update_time", 4, "bytes", False, None),
     ],
+    # Not Firestore's either: BatchWriteRequest.writes (field 2) seen down to each Write's
+    # update (field 1) name. One parse of a whole batch of writes checks, in C, that every
+    # Document built by the restore's byte-level path is well formed (writer.py).
+    "WriteSkeleton": [("update", 1, f"{_V1}.DocumentSkeleton", False, None)],
+    "WritesSkeleton": [("writes", 2, f"{_V1}.WriteSkeleton", True, None)],
 }
 
 # name -> [(value, number)]; dotted names nest as in _MESSAGES.
@@ -248,3 +256,5 @@ RunAggregationQueryRequest = _classes["RunAggregationQueryRequest"]
 RunAggregationQueryResponse = _classes["RunAggregationQueryResponse"]
 AggregationResult = _classes["AggregationResult"]
 DocumentSkeleton = _classes["DocumentSkeleton"]
+Status = status_pb2.Status
+WritesSkeleton = _classes["WritesSkeleton"]

@@ -1,24 +1,28 @@
 """Bulk writes into Firestore from stored Document wire bytes (BatchWrite, requests built by hand).
 
 A backup stores each document as the exact google.firestore.v1.Document bytes the server
-sent. Restoring one costs, per document: one C-level parse of a skeleton message (name and
-the two output-only timestamps; the fields map stays opaque bytes), a new name, and a
-C-level serialize. The Write and BatchWriteRequest around it are concatenated bytes:
+sent: the name first, the fields map, then the two output-only timestamps. Restoring one
+is, per document, a few slices: the name is replaced by the target's and the timestamps
+cut off, with no protobuf parse in Python (DocumentRewriter.frame_many); one C-level parse
+per batch then checks that every Document built that way is well formed. The Write and
+BatchWriteRequest around it are concatenated bytes:
 
     Write             = 0x0a len Document  [0x1a len DocumentMask]  [0x22 len Precondition]
     BatchWriteRequest = 0x0a len database  (0x12 len Write)*
 
-A document is parsed fully only when it must be: in merge mode (its top-level field names
-make the update mask) or when its bytes contain the source database's document prefix
-beyond the name (a reference_value that may need remapping to the target).
+A document goes through protobuf (DocumentRewriter.rewrite) only when it must: in merge mode
+(its top-level field names make the update mask), when its bytes contain the source
+database's document prefix beyond the name (a reference_value that may need remapping to
+the target), or when its bytes are not shaped as Firestore serves documents.
 
 BatchWrite applies each write independently and answers one google.rpc.Status per write;
 the writer counts them itself (written / skipped / failed), retries retryable per-write
 codes and whole-request failures with backoff, and isolates a write that makes the whole
 request invalid by splitting the batch. A dry run decodes and rewrites everything and sends
 no write; in skip mode it asks BatchGetDocuments (names only) which documents exist, so its
-written / skipped figures are what a real run would report at that moment. Several batches are in flight at once (threads
-blocking in gRPC, which releases the GIL); the number is bounded, so memory stays flat.
+written / skipped figures are what a real run would report at that moment. Several batches
+are in flight at once (threads blocking in gRPC, which releases the GIL); the number is
+bounded, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 from firebackup.errors import CorruptData, FireBackupError, SourceError, SourceUnavailable, UsageError
 from firebackup.firestore import protos
+from firebackup.firestore.documents import read_varint
 
 MODES = ("overwrite", "skip", "merge")
 
@@ -66,6 +71,34 @@ _CODE_NAMES = {
 _PRECONDITION_MISSING = b"\x22\x02\x08\x00"  # Write.current_document = Precondition{exists: false}
 
 
+def _timestamp_field_pattern() -> bytes:
+    """Regex for a Timestamp field's length byte and contents, the length checked against them.
+
+    Timestamp = [0x08 varint seconds] [0x10 varint nanos], zero values omitted; seconds take
+    1-10 bytes, nanos (0..999,999,999) 1-5. One alternative per (seconds, nanos) width, so
+    the length byte must equal the bytes that follow it (at most 17).
+    """
+    def varint(width: int) -> bytes:
+        return (rb"[\x80-\xff]{%d}" % (width - 1) if width > 1 else b"") + rb"[\x00-\x7f]"
+
+    by_length: dict[int, list[bytes]] = {}
+    for sw in range(11):
+        for nw in range(6):
+            body = (rb"\x08" + varint(sw) if sw else b"") + (rb"\x10" + varint(nw) if nw else b"")
+            by_length.setdefault((sw and sw + 1) + (nw and nw + 1), []).append(body)
+    return b"(?:" + b"|".join(
+        re.escape(bytes([n])) + b"(?:" + b"|".join(alts) + b")" for n, alts in sorted(by_length.items())
+    ) + b")"
+
+
+# The end of a Document as Firestore serializes it: create_time (field 3) then update_time
+# (field 4), the last two fields. Searched for in the last 38 bytes; the leftmost
+# match is the real one: the timestamps' own bytes cannot be read as a longer such tail
+# (tests/unit/firestore/test_writer_fast_path.py holds this path to the protobuf one).
+_TS = _timestamp_field_pattern()
+_TAIL = re.compile(rb"\x1a" + _TS + rb"\x22" + _TS + rb"\Z")
+
+
 # -- protobuf plumbing ---------------------------------------------------------------------
 
 
@@ -75,6 +108,8 @@ _DocumentPb = protos.Document
 _BatchWriteResponsePb = protos.BatchWriteResponse
 _BatchGetRequestPb = protos.BatchGetDocumentsRequest
 _BatchGetResponsePb = protos.BatchGetDocumentsResponse
+_WritesSkeletonPb = protos.WritesSkeleton
+_StatusPb = protos.Status
 
 def _encode_varint(n: int) -> bytes:
     out = bytearray()
@@ -143,10 +178,19 @@ class DocumentRewriter:
     source / target are database paths ("projects/P/databases/D"). Names are rewritten to
     the target; reference values into the source database are remapped to the target
     unless keep_references. mode: overwrite (plain update), skip (precondition
-    exists=false), merge (update mask = the document's top-level fields).
+    exists=false), merge (update mask = the document's top-level fields). collections, if
+    given, keeps only documents under those root collections (frame_many counts the rest).
     """
 
-    def __init__(self, source: str, target: str, *, mode: str = "overwrite", keep_references: bool = False):
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        *,
+        mode: str = "overwrite",
+        keep_references: bool = False,
+        collections: Iterable[str] | None = None,
+    ):
         if mode not in MODES:
             raise UsageError(f"unknown restore mode {mode!r}; use one of {', '.join(MODES)}")
         self.mode = mode
@@ -154,7 +198,11 @@ class DocumentRewriter:
         self.target_docs = target.rstrip("/") + "/documents/"
         self.remap = not keep_references and self.source_docs != self.target_docs
         self._src_bytes = self.source_docs.encode()
-        self._n_src = len(self.source_docs)
+        self._tgt_bytes = self.target_docs.encode()
+        # Project and database ids are ASCII, so string and byte offsets agree.
+        self._n_src = len(self._src_bytes)
+        self.collections = frozenset(collections) if collections else None
+        self._collection_bytes = frozenset(c.encode() for c in self.collections) if self.collections else None
         self._merge = mode == "merge"
         self._suffix = _PRECONDITION_MISSING if mode == "skip" else b""
 
@@ -185,53 +233,113 @@ class DocumentRewriter:
             write += b"\x1a" + varint(len(mask)) + mask
         return rel, write
 
-    def frame_many(self, raws: Iterable[bytes]) -> list[tuple[str | None, bytes | str, int]]:
+    def frame_many(self, raws: Iterable[bytes]) -> tuple[list[bytes], list[tuple[str, str]], int]:
         """rewrite() for many documents, each Write framed as a BatchWriteRequest.writes entry.
 
-        Returns (relative path, 0x12 len Write, stored size) per document, in order; a
-        document that cannot be rewritten gives (None, the reason, stored size) instead.
-        The common case (no merge mask, no reference to remap) is inlined here with its
-        names bound locally: it is most of a restore's client CPU.
+        Returns (framed writes, in order; (path, reason) per document that cannot be
+        rewritten; how many documents the collection filter left out).
+
+        Documents as Firestore serves them (name first, the two output-only timestamps last,
+        nothing to merge or remap) take a byte-level path with no protobuf parse: the name is
+        replaced and the timestamps cut off by slicing, which is byte-for-byte what rewrite()
+        makes of them. One C-level parse of the whole result (WritesSkeleton) then checks
+        that every Document built that way is well formed; if one is not (bytes Firestore
+        would not have served), the batch is redone one document at a time, and such a
+        document through rewrite(). Everything else goes through rewrite().
         """
-        out: list[tuple[str | None, bytes | str, int]] = []
+        raws = raws if isinstance(raws, list) else list(raws)
+        out, failures, filtered, fast = self._frame(raws, self._merge)
+        if fast and not _well_formed(out):
+            out, failures, filtered = [], [], 0
+            for raw in raws:
+                one = self._frame([raw], False)
+                if one[3] and not _well_formed(one[0]):
+                    one = self._frame([raw], True)
+                out += one[0]
+                failures += one[1]
+                filtered += one[2]
+        return out, failures, filtered
+
+    def _frame(self, raws: list[bytes], slow: bool) -> tuple[list[bytes], list[tuple[str, str]], int, int]:
+        """frame_many() without the final check; also returns how many writes took the byte-level path."""
+        out: list[bytes] = []
         append = out.append
-        skeleton = _Skeleton
-        src, n_src, tgt = self.source_docs, self._n_src, self.target_docs
-        src_bytes = self._src_bytes if self.remap else None
-        merge, suffix = self._merge, self._suffix
+        failures: list[tuple[str, str]] = []
+        filtered = fast = 0
+        colls = self._collection_bytes
+        src, n_src, tgt = self._src_bytes, self._n_src, self._tgt_bytes
+        delta = len(tgt) - n_src
+        remap, suffix = self.remap, self._suffix
         n_suffix = len(suffix)
+        search = _TAIL.search
         varints, n_varints = _VARINTS, _N_VARINTS
         for raw in raws:
-            if merge or (src_bytes is not None and raw.find(src_bytes, 4) >= 0):
+            q = -1  # where the timestamps start; >= 0 once the document fits the byte-level path
+            if not slow:
+                try:
+                    if raw[0] != 0x0A:
+                        nl = -1
+                    elif raw[1] < 0x80:
+                        s, nl = 2, raw[1]
+                    elif raw[2] < 0x80:  # names are at most 6 KiB: a 2-byte length at most
+                        s, nl = 3, (raw[1] & 0x7F) | (raw[2] << 7)
+                    else:
+                        nl = -1
+                except IndexError:
+                    nl = -1
+                if nl > n_src and raw.startswith(src, s):
+                    e = s + nl
+                    if not (remap and raw.find(src, e) >= 0):  # a reference to remap: rewrite() does it
+                        lo = len(raw) - 38  # the longest tail: two 17-byte Timestamps and their headers
+                        m = search(raw, lo if lo > e else e)
+                        if m is not None:
+                            q = m.start()
+            if q < 0:
                 try:
                     rel, write = self.rewrite(raw)
-                except CorruptData as e:
-                    append((None, str(e), len(raw)))
+                except CorruptData as exc:
+                    failures.append(("(unreadable document)", str(exc)))
+                    continue
+                if colls is not None and rel.split("/", 1)[0].encode() not in colls:
+                    filtered += 1
                     continue
                 n = len(write)
-                append((rel, b"\x12" + (varints[n] if n < n_varints else _encode_varint(n)) + write, len(raw)))
+                append(b"\x12" + (varints[n] if n < n_varints else _encode_varint(n)) + write)
                 continue
-            doc = skeleton()
-            try:
-                doc.ParseFromString(raw)
-                name = doc.name
-                rel = name[n_src:] if name.startswith(src) else relative_name(name)
-            except CorruptData as e:
-                append((None, str(e), len(raw)))
-                continue
-            except Exception as e:  # protobuf's DecodeError; keep vendor types inside
-                append((None, f"a stored document does not parse as google.firestore.v1.Document ({e})", len(raw)))
-                continue
-            doc.name = tgt + rel
-            doc.ClearField("create_time")  # output-only
-            doc.ClearField("update_time")
-            body = doc.SerializeToString()
-            n = len(body)
-            head = varints[n] if n < n_varints else _encode_varint(n)
-            w = 1 + len(head) + n + n_suffix
-            append((rel, b"".join((b"\x12", varints[w] if w < n_varints else _encode_varint(w), b"\x0a", head,
-                                   body, suffix)), len(raw)))
-        return out
+            a = s + n_src
+            if colls is not None:
+                j = raw.find(b"/", a, e)
+                if raw[a : j if j >= 0 else e] not in colls:
+                    filtered += 1
+                    continue
+            nn = nl + delta
+            vn = varints[nn] if nn < n_varints else _encode_varint(nn)
+            bl = 1 + len(vn) + nn + q - e  # Document = 0x0a len name, then the fields exactly as stored
+            vb = varints[bl] if bl < n_varints else _encode_varint(bl)
+            wl = 1 + len(vb) + bl + n_suffix
+            append(b"".join((b"\x12", varints[wl] if wl < n_varints else _encode_varint(wl), b"\x0a", vb,
+                             b"\x0a", vn, tgt, raw[a:q], suffix)))
+            fast += 1
+        return out, failures, filtered, fast
+
+
+def _well_formed(framed: list[bytes]) -> bool:
+    """True if every framed write parses down to its Document's name (UTF-8) and fields (C-level, one call)."""
+    try:
+        _WritesSkeletonPb.FromString(b"".join(framed))
+    except Exception:  # protobuf's DecodeError
+        return False
+    return True
+
+
+def framed_write_name(framed: bytes) -> str:
+    """The document name in a framed write (0x12 len Write{update: 0x0a len Document{0x0a len name}})."""
+    pos = 0
+    for tag in (0x12, 0x0A, 0x0A):  # writes entry, Write.update, Document.name: each first in what we build
+        if framed[pos : pos + 1] != bytes((tag,)):
+            raise CorruptData(f"not a framed Firestore write: {framed[:40]!r}")
+        n, pos = read_varint(framed, pos + 1)
+    return framed[pos : pos + n].decode("utf-8", "replace")
 
 
 def batch_write_request(database: str, writes: Iterable[bytes]) -> bytes:
@@ -323,9 +431,11 @@ class BatchWriter:
             raise UsageError(f"max_writes must be 1..{MAX_WRITES_PER_BATCH}, not {max_writes}")
         self.conn = conn
         self.database = conn.database_path
-        self.rewriter = DocumentRewriter(source_database, self.database, mode=mode, keep_references=keep_references)
+        self.rewriter = DocumentRewriter(
+            source_database, self.database, mode=mode, keep_references=keep_references, collections=collections
+        )
         self.mode = mode
-        self.collections = frozenset(collections) if collections else None
+        self.collections = self.rewriter.collections
         self.dry_run = dry_run
         self.max_in_flight = max(1, max_in_flight)
         self.max_writes = max_writes
@@ -344,10 +454,8 @@ class BatchWriter:
         )
         db = self.database.encode()
         self._header = b"\x0a" + varint(len(db)) + db
-        self._rels: list[str] = []
         self._writes: list[bytes] = []
         self._size = len(self._header)
-        self._raw_bytes = 0
         self._inflight: deque[Future] = deque()
         self._stats = WriteStats()
         self._closed = False
@@ -363,23 +471,34 @@ class BatchWriter:
 
     def add_many(self, raws: Iterable[bytes]) -> None:
         """add() for each document, with the per-document work done in one pass (frame_many)."""
-        collections = self.collections
+        writes, failures, filtered = self.rewriter.frame_many(raws)
+        stats = self._stats
+        stats.filtered += filtered
+        if failures:
+            for rel, why in failures:
+                stats.fail(rel, why)
+            self._report(WriteStats(failed=len(failures)))
         max_writes, max_bytes = self.max_writes, self.max_bytes
-        for rel, framed, n_raw in self.rewriter.frame_many(raws):
-            if rel is None:
-                self._stats.fail("(unreadable document)", framed)
-                self._report(WriteStats(failed=1))
-                continue
-            if collections is not None and rel.split("/", 1)[0] not in collections:
-                self._stats.filtered += 1
-                continue
-            writes = self._writes
-            if writes and (len(writes) >= max_writes or self._size + len(framed) > max_bytes):
+        i, n = 0, len(writes)
+        while i < n:
+            pending = self._writes
+            take = writes[i : i + max_writes - len(pending)]
+            size = sum(map(len, take))
+            if self._size + size <= max_bytes:
+                pending.extend(take)
+                self._size += size
+                i += len(take)
+            else:  # the request fills up by bytes first: take what fits (always at least one write)
+                for w in take:
+                    if pending and self._size + len(w) > max_bytes:
+                        break
+                    pending.append(w)
+                    self._size += len(w)
+                    i += 1
                 self._dispatch()
-            self._rels.append(rel)
-            self._writes.append(framed)
-            self._size += len(framed)
-            self._raw_bytes += n_raw
+                continue
+            if len(pending) >= max_writes:
+                self._dispatch()
 
     def close(self) -> WriteStats:
         """Send what is left, wait for every batch, and return the totals."""
@@ -411,8 +530,8 @@ class BatchWriter:
     # -- sending -------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        rels, writes, nbytes = self._rels, self._writes, self._raw_bytes
-        self._rels, self._writes, self._size, self._raw_bytes = [], [], len(self._header), 0
+        writes, nbytes = self._writes, self._size - len(self._header)
+        self._writes, self._size = [], len(self._header)
         while len(self._inflight) >= self.max_in_flight:
             self._collect(self._inflight.popleft())
         if self.dry_run and self.mode != "skip":
@@ -422,7 +541,7 @@ class BatchWriter:
             self._report(done)
             return
         send = self._probe if self.dry_run else self._send
-        self._inflight.append(self._executor.submit(send, rels, writes, nbytes))
+        self._inflight.append(self._executor.submit(send, writes, nbytes))
 
     def _collect(self, fut: Future) -> None:
         self._stats.add(fut.result())
@@ -435,9 +554,9 @@ class BatchWriter:
         delay = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
         self._sleep(delay * (0.5 + random.random() / 2))
 
-    def _probe(self, rels: list[str], writes: list[bytes], nbytes: int) -> WriteStats:
+    def _probe(self, writes: list[bytes], nbytes: int) -> WriteStats:
         """Dry run in skip mode: ask which documents exist (names only, read-only) to count skips."""
-        names = [self.rewriter.target_docs + rel for rel in rels]
+        names = [framed_write_name(w) for w in writes]
         request = _BatchGetRequestPb(database=self.database, documents=names)
         request.mask.SetInParent()  # an empty mask: names only, no field values
         existing = 0
@@ -452,21 +571,27 @@ class BatchWriter:
                 if not getattr(e, "retryable", False) or attempt == self.max_attempts:
                     raise
                 self._backoff(attempt)
-        out = WriteStats(written=len(rels) - existing, skipped=existing, bytes=nbytes)
+        out = WriteStats(written=len(writes) - existing, skipped=existing, bytes=nbytes)
         self._report(out)
         return out
 
-    def _send(self, rels: list[str], writes: list[bytes], nbytes: int) -> WriteStats:
-        out = self._send_batch(rels, writes)
+    def _send(self, writes: list[bytes], nbytes: int) -> WriteStats:
+        out = self._send_batch(writes)
         out.bytes = nbytes
         self._report(out)
         return out
 
-    def _send_batch(self, rels: list[str], writes: list[bytes]) -> WriteStats:
+    def _rel(self, framed: bytes) -> str:
+        """The document path (after documents/) a framed write is for: named only in failures."""
+        name = framed_write_name(framed)
+        prefix = self.rewriter.target_docs
+        return name[len(prefix) :] if name.startswith(prefix) else name
+
+    def _send_batch(self, writes: list[bytes]) -> WriteStats:
         out = WriteStats()
         attempt = 0
         skip = self.mode == "skip"
-        while rels:
+        while writes:
             attempt += 1
             request = self._header + b"".join(writes)
             try:
@@ -476,12 +601,12 @@ class BatchWriter:
                 text = str(e)
                 too_big = code == RESOURCE_EXHAUSTED and "exceeds maximum size" in text
                 if code == 3 or too_big:  # INVALID_ARGUMENT: one bad write spoils the request
-                    if len(rels) == 1:
-                        out.fail(rels[0], f"{_code_name(code)} {_detail(text)}")
+                    if len(writes) == 1:
+                        out.fail(self._rel(writes[0]), f"{_code_name(code)} {_detail(text)}")
                         return out
-                    half = len(rels) // 2
-                    out.add(self._send_batch(rels[:half], writes[:half]))
-                    out.add(self._send_batch(rels[half:], writes[half:]))
+                    half = len(writes) // 2
+                    out.add(self._send_batch(writes[:half]))
+                    out.add(self._send_batch(writes[half:]))
                     return out
                 # A lost answer may hide applied writes; resending is harmless (overwrite and merge
                 # are idempotent) but in skip mode such a document then reads as skipped.
@@ -490,35 +615,34 @@ class BatchWriter:
                     continue
                 if isinstance(e, SourceUnavailable) or not getattr(e, "retryable", False):
                     raise  # the target refuses or is gone: every other batch would fail the same way
-                for rel in rels:
-                    out.fail(rel, f"{_code_name(code)} after {attempt} attempts: {_detail(text)}")
+                for w in writes:
+                    out.fail(self._rel(w), f"{_code_name(code)} after {attempt} attempts: {_detail(text)}")
                 return out
             resp = _BatchWriteResponsePb.FromString(raw)
             statuses = resp.status
-            if len(statuses) != len(rels):
+            if len(statuses) != len(writes):
                 raise SourceError(
-                    f"BatchWrite on {self.database} answered {len(statuses)} statuses for {len(rels)} writes; "
+                    f"BatchWrite on {self.database} answered {len(statuses)} statuses for {len(writes)} writes; "
                     "the server does not follow the API, nothing can be counted"
                 )
-            codes = [s.code for s in statuses]
-            if not any(codes):
-                out.written += len(rels)
+            if not any(statuses):  # every status empty: code OK, no message
+                out.written += len(writes)
                 return out
-            retry_rels: list[str] = []
-            retry_writes: list[bytes] = []
+            parsed = [_StatusPb.FromString(s) for s in statuses]
+            codes = [p.code for p in parsed]
+            retry: list[bytes] = []
             for i, c in enumerate(codes):
                 if c == OK:
                     out.written += 1
                 elif skip and c in SKIPPED_CODES:
                     out.skipped += 1
                 elif c in RETRYABLE_WRITE_CODES and attempt < self.max_attempts:
-                    retry_rels.append(rels[i])
-                    retry_writes.append(writes[i])
+                    retry.append(writes[i])
                 else:
                     suffix = f" after {attempt} attempts" if c in RETRYABLE_WRITE_CODES else ""
-                    out.fail(rels[i], f"{_code_name(c)}{suffix} {_detail(statuses[i].message)}")
-            rels, writes = retry_rels, retry_writes
-            if rels:
+                    out.fail(self._rel(writes[i]), f"{_code_name(c)}{suffix} {_detail(parsed[i].message)}")
+            writes = retry
+            if writes:
                 self._backoff(attempt)
         return out
 
