@@ -29,6 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+# gRPC's post-fork handler (grpcio >= 1.81, grpc/grpc#43055) restarts its epoll poller in a
+# child forked by subprocess.Popen; once Popen closes the inherited descriptors the poller hits
+# EBADF and aborts the child before it can exec (seen here: fake-gcs-server "exited with status
+# -6" late in a test run). Nothing here uses gRPC in a forked child, so its fork support is off.
+# gRPC reads this when it is first imported: importing this module first is enough.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
