@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--collections", type=_csv_list, metavar="a,b,...",
                     help="root collections to restore, each with all its subcollections (default: all)")
     sp.add_argument("--mode", choices=("overwrite", "skip", "merge"), default="overwrite",
-                    help="what to do with documents that exist (default: %(default)s)")
+                    help="what to do with documents and Auth users that exist: replace them, leave them, or "
+                         "(documents only) replace just the backed-up fields; an Auth user is one record, "
+                         "so merge replaces it (default: %(default)s)")
     sp.add_argument("--include-auth", action="store_true", help="also import the backed-up Auth users")
     sp.add_argument("--dry-run", action="store_true", help="report what would be written; write nothing")
     sp.add_argument("--keep-references", action="store_true",
@@ -408,7 +410,9 @@ def cmd_restore(args) -> int:
     verb = "would write" if ordered["dry_run"] else "wrote"
     say(f"restore {args.backup_id} -> {args.project}/{args.database}: {verb} "
         f"{ordered.get('documents_written')} documents, skipped {ordered.get('documents_skipped')}, "
-        f"failed {failed}, auth users {ordered.get('auth_users')}, {ordered['duration_s']} s")
+        f"failed {failed}, auth users {ordered.get('auth_users')}"
+        f"{' (skipped ' + str(ordered['auth_users_skipped']) + ')' if ordered.get('auth_users_skipped') else ''}"
+        f", {ordered['duration_s']} s")
     if args.json:
         emit_json(ordered)
     auth_failed = ordered.get("auth_users_failed") or 0

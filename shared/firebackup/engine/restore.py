@@ -79,6 +79,7 @@ class RestoreResult:
     dry_run: bool = False
     duration_s: float = 0.0
     auth_users_failed: int = 0
+    auth_users_skipped: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -89,6 +90,8 @@ class RestoreResult:
         d = {k: getattr(self, k) for k in RESULT_KEYS}
         if self.auth_users_failed:
             d["auth_users_failed"] = self.auth_users_failed
+        if self.auth_users_skipped:
+            d["auth_users_skipped"] = self.auth_users_skipped
         return d
 
 
@@ -291,10 +294,11 @@ def run_restore(
         records = _auth_records(repo, request.backup_id, auth_entries, data_key)
         outcome = import_user_records(
             request.project, records, getattr(manifest, "auth_hash_config", None),
-            app=auth_app, dry_run=request.dry_run,
+            app=auth_app, dry_run=request.dry_run, mode=request.mode,
         )
         result.auth_users = outcome.imported
         result.auth_users_failed = outcome.failed
+        result.auth_users_skipped = outcome.skipped
         result.errors.extend(outcome.errors[: max(0, ERROR_LIMIT - len(result.errors))])
     result.duration_s = round(time.monotonic() - started, 3)
     return result

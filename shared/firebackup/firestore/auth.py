@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from firebackup.errors import FireBackupError, SourceError, SourceUnavailable, UsageError
 
@@ -42,6 +43,7 @@ EMULATOR_HASH = "FIREBASE_AUTH_EMULATOR"
 IMPORT_BATCH = 1000  # accounts:batchCreate limit
 LIST_PAGE = 1000  # accounts:batchGet limit
 _MAX_ATTEMPTS = 5
+_log = logging.getLogger(__name__)
 
 _apps_lock = threading.Lock()
 
@@ -161,15 +163,8 @@ def iter_user_records(project_id: str, *, app: Any = None, page_size: int = LIST
     app = auth_app(project_id, app)
     token = None
     while True:
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                page = auth.list_users(page_token=token, max_results=page_size, app=app)
-                break
-            except Exception as e:  # firebase_admin / requests errors stay inside this module
-                if attempt < _MAX_ATTEMPTS and _transient(e):
-                    time.sleep(0.2 * 2 ** attempt)
-                    continue
-                raise _translate(e, "listing users", project_id) from None
+        page = _with_retries(lambda: auth.list_users(page_token=token, max_results=page_size, app=app),
+                             "listing users", project_id)
         for user in page.users:
             yield encode_record(user_to_record(user))
         token = page.next_page_token
@@ -225,6 +220,7 @@ class ImportOutcome:
 
     imported: int = 0
     failed: int = 0
+    skipped: int = 0  # already in the target, left as they are (mode "skip")
     errors: list[str] = field(default_factory=list)
 
     def fail(self, uid: str, why: str) -> None:
@@ -254,6 +250,39 @@ def _import_hash(hash_config: dict | None, emulator: bool):
         ), None
     data = {k: v for k, v in hash_config.items() if k != "algorithm"}
     return auth.UserImportHash(str(algo), data), None
+
+
+def _with_retries(call: Callable[[], Any], what: str, project_id: str) -> Any:
+    """call(), retried on transient errors; others become our errors (one line)."""
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            return call()
+        except Exception as e:  # firebase_admin / requests errors stay inside this module
+            if attempt < _MAX_ATTEMPTS and _transient(e):
+                time.sleep(0.2 * 2 ** attempt)
+                continue
+            raise _translate(e, what, project_id) from None
+
+
+def _existing_uids(uids: list[str], app: Any, project_id: str) -> set[str]:
+    """Which of uids are users in the target already (get_users: 100 identifiers a call)."""
+    from firebase_admin import auth
+
+    found: set[str] = set()
+    for i in range(0, len(uids), 100):
+        ids = [auth.UidIdentifier(u) for u in uids[i : i + 100]]
+        res = _with_retries(lambda: auth.get_users(ids, app=app), "looking users up", project_id)
+        found.update(u.uid for u in res.users)
+    return found
+
+
+def _delete_users(uids: list[str], app: Any, project_id: str) -> None:
+    """Delete users the Auth emulator would refuse to import over (Firebase replaces them in place)."""
+    from firebase_admin import auth
+
+    res = _with_retries(lambda: auth.delete_users(uids, app=app), "replacing existing users", project_id)
+    if res.failure_count:  # their import then fails and is reported per user
+        _log.warning("auth: %d existing users could not be replaced", res.failure_count)
 
 
 def _import_record_class():
@@ -304,26 +333,43 @@ def import_user_records(
     *,
     app: Any = None,
     dry_run: bool = False,
+    mode: str = "overwrite",
     batch_size: int = IMPORT_BATCH,
 ) -> ImportOutcome:
     """Import user records with auth.import_users in batches of 1,000; exact per-user outcome.
 
-    A password user whose hash cannot be imported (no or foreign hash parameters) is
-    counted failed with the reason; dry_run parses and checks every record, sends nothing.
+    mode: "overwrite" and "merge" replace a user whose uid is already in the target (a user
+    is one record: there is nothing to merge field by field), which is what Firebase's
+    import does; the Auth emulator refuses such a user instead, so there those users are
+    deleted just before their batch is imported. "skip" looks the batch's uids up first
+    and leaves the users already there as they are (counted skipped). A password user whose
+    hash cannot be imported (no or foreign hash parameters) is counted failed with the
+    reason; dry_run parses and checks every record and sends no write (in skip mode it
+    still looks up which users exist, so its figures are what a real run would report).
     """
     from firebase_admin import auth
 
+    if mode not in ("overwrite", "skip", "merge"):
+        raise UsageError(f"unknown restore mode {mode!r}; use one of overwrite, skip, merge")
     Record = _import_record_class()
     emulator = _emulator_host() is not None
     hash_alg, no_password_reason = _import_hash(hash_config, emulator)
     out = ImportOutcome()
-    app = None if dry_run else auth_app(project_id, app)
+    look_up = mode == "skip" or (emulator and not dry_run)
+    app = auth_app(project_id, app) if look_up or not dry_run else None
     batch: list[Any] = []
 
     def send() -> None:
         if not batch:
             return
-        if dry_run:
+        if look_up:
+            existing = _existing_uids([u.uid for u in batch], app, project_id)
+            if existing and mode == "skip":
+                out.skipped += len(existing)
+                batch[:] = [u for u in batch if u.uid not in existing]
+            elif existing:
+                _delete_users(sorted(existing), app, project_id)
+        if dry_run or not batch:
             out.imported += len(batch)
             batch.clear()
             return

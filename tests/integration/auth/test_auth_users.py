@@ -94,20 +94,64 @@ def test_export_pages_through_every_user(emulator, project_id):
 
 def test_import_reports_per_user_errors_exactly(emulator, project_id):
     target = project_id + "-dst"
-    auth.import_users([auth.ImportUserRecord(uid="taken")], app=fa.auth_app(target))
     records = [json.dumps({"localId": f"ok{i}", "email": f"ok{i}@example.com"}).encode() for i in range(5)]
     records += [
-        json.dumps({"localId": "taken", "email": "taken@example.com"}).encode(),  # the emulator refuses to overwrite
         json.dumps({"localId": "bad-email", "email": "not an email"}).encode(),
         b"{not json",
         json.dumps({"localId": "pw", "passwordHash": "aGFzaA==", "salt": "c2FsdA=="}).encode(),  # no hash parameters
     ]
     outcome = fa.import_user_records(target, records, None)
-    assert (outcome.imported, outcome.failed) == (5, 4)
-    assert sorted(e.split(":")[0] for e in outcome.errors) == [
-        "auth user ?", "auth user bad-email", "auth user pw", "auth user taken"]
+    assert (outcome.imported, outcome.failed, outcome.skipped) == (5, 3, 0)
+    assert sorted(e.split(":")[0] for e in outcome.errors) == ["auth user ?", "auth user bad-email", "auth user pw"]
     listed = sorted(u.uid for u in auth.list_users(app=fa.auth_app(target)).iterate_all())
-    assert listed == sorted(["taken"] + [f"ok{i}" for i in range(5)])
+    assert listed == sorted(f"ok{i}" for i in range(5))
+
+
+def _target_with_existing_users(project_id: str) -> tuple[str, list[bytes]]:
+    """A target holding users `keep-0` and `keep-1` (old emails) and records for them (new emails) and two new users."""
+    target = project_id + "-modes"
+    app = fa.auth_app(target)
+    res = auth.import_users([auth.ImportUserRecord(uid=f"keep-{i}", email=f"old{i}@example.com", disabled=True)
+                             for i in range(2)], app=app)
+    assert res.success_count == 2
+    records = [json.dumps({"localId": f"keep-{i}", "email": f"new{i}@example.com"}).encode() for i in range(2)]
+    records += [json.dumps({"localId": f"fresh-{i}", "email": f"fresh{i}@example.com"}).encode() for i in range(2)]
+    return target, records
+
+
+def _emails(target: str) -> dict[str, tuple[str, bool]]:
+    return {u.uid: (u.email, u.disabled) for u in auth.list_users(app=fa.auth_app(target)).iterate_all()}
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "merge"])
+def test_overwrite_and_merge_replace_a_user_whose_uid_is_already_there(emulator, project_id, mode):
+    target, records = _target_with_existing_users(project_id)
+    outcome = fa.import_user_records(target, records, None, mode=mode)
+    assert (outcome.imported, outcome.failed, outcome.skipped, outcome.errors) == (4, 0, 0, [])
+    assert _emails(target) == {"keep-0": ("new0@example.com", False), "keep-1": ("new1@example.com", False),
+                               "fresh-0": ("fresh0@example.com", False), "fresh-1": ("fresh1@example.com", False)}
+
+
+def test_skip_leaves_users_already_there_as_they_are_and_counts_them(emulator, project_id):
+    target, records = _target_with_existing_users(project_id)
+    outcome = fa.import_user_records(target, records, None, mode="skip")
+    assert (outcome.imported, outcome.failed, outcome.skipped) == (2, 0, 2)
+    assert _emails(target) == {"keep-0": ("old0@example.com", True), "keep-1": ("old1@example.com", True),
+                               "fresh-0": ("fresh0@example.com", False), "fresh-1": ("fresh1@example.com", False)}
+
+
+def test_a_skip_dry_run_counts_what_a_real_run_would_and_writes_nothing(emulator, project_id):
+    target, records = _target_with_existing_users(project_id)
+    outcome = fa.import_user_records(target, records, None, mode="skip", dry_run=True)
+    assert (outcome.imported, outcome.failed, outcome.skipped) == (2, 0, 2)
+    assert set(_emails(target)) == {"keep-0", "keep-1"}
+
+
+def test_an_unknown_mode_is_a_usage_error(project_id):
+    from firebackup.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown restore mode"):
+        fa.import_user_records(project_id, [], None, mode="upsert")
 
 
 def test_import_sends_batches_of_a_thousand_users(emulator, project_id):
@@ -136,6 +180,13 @@ def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkey
     assert result.auth_users == len(users) and result.auth_users_failed == 0
     ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
     assert ok.status_code == 200
+    again = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True,
+                        mode="skip")
+    assert (again.auth_users, again.auth_users_skipped, again.auth_users_failed) == (0, len(users), 0)
+    assert again.to_dict()["auth_users_skipped"] == len(users)
+    replaced = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True)
+    assert (replaced.auth_users, replaced.auth_users_failed) == (len(users), 0)
+    assert "auth_users_skipped" not in replaced.to_dict()
 
 
 def test_an_unreachable_auth_endpoint_is_reported_in_one_line(monkeypatch, project_id):

@@ -162,7 +162,9 @@ def test_restore_exits_1_and_says_so_when_auth_users_could_not_be_imported(
         url = f"file://{tmp_path / 'loc'}"
         out = fb_json(env, "backup", "--project", project_id, "--to", url, "--include-auth")
         assert out["auth_users"] == 1
-        # The uid still exists in the project, and the Auth emulator refuses to import over it.
+        # Another user now has that email, and the Auth emulator refuses to import a duplicate email.
+        auth.delete_user("taken", app=app)
+        auth.create_user(uid="squatter", email="taken@example.com", app=app)
         proc = fb(env, "restore", out["backup_id"], "--from", url, "--project", project_id,
                   "--include-auth", "--json", expect=1)
     finally:
