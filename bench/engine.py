@@ -391,7 +391,7 @@ def raw_create(host: str, docs: list[bytes], project: str, threads: int) -> Row:
 
 
 def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: int, threads: int,
-                  timeout: float) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
+                  timeout: float, warm_bursts: int) -> tuple[list[Row], list[Row], list[Row], list[Row]]:
     """Our backup and restore, each right next to the emulator's raw rate, `rounds` times.
 
     The emulator's own speed drifts by up to 2x within a run (JIT, garbage collection as its
@@ -399,7 +399,10 @@ def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: in
     measures the raw rate and ours back to back under the same conditions: reads of the same
     source, and writes of the same documents into an empty database (a restore creates
     documents), cleared afterwards. The order alternates between rounds so drift cannot
-    favour one side. Returns (raw reads, our backups, raw writes, our restores), one per round.
+    favour one side. Before each half, unmeasured raw bursts warm the emulator's read and
+    write paths up: its JIT takes a few hundred thousand writes to settle (measured: 6-9k
+    docs/s for the first 100k, 20-30k from ~400k on). Returns (raw reads, our backups, raw
+    writes, our restores), one per round.
     """
     py = sys.executable
     key = work / "bench.key"
@@ -409,6 +412,9 @@ def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: in
     raw_reads: list[Row] = []
     backups: list[Row] = []
     backup_id = None
+    say(f"warming the emulator's read path up ({warm_bursts} unmeasured reads of the source) ...")
+    for _ in range(warm_bursts):
+        raw_read(host, SOURCE, threads, n)
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}: raw RunQuery and firebackup backup ...")
         for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
@@ -424,11 +430,10 @@ def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: in
     if backup_id is None:
         return raw_reads, backups, raw_writes, restores
     raw_docs = generate_documents(n, "bench-raw")
-    # The first large write burst after seeding is slow for whoever comes first (the emulator
-    # grows its heap); one unmeasured raw burst keeps that out of round 1.
-    say("warming the emulator's write path up (not measured) ...")
-    raw_create(host, raw_docs, "bench-raw", threads)
-    clear_database(host, "bench-raw")
+    say(f"warming the emulator's write path up ({warm_bursts} unmeasured bursts of {n} writes) ...")
+    for _ in range(warm_bursts):
+        raw_create(host, raw_docs, "bench-raw", threads)
+        clear_database(host, "bench-raw")
     for r in range(rounds):
         say(f"round {r + 1}/{rounds}: raw BatchWrite and firebackup restore ...")
         for side in (("raw", "ours") if r % 2 == 0 else ("ours", "raw")):
@@ -439,6 +444,40 @@ def paired_rounds(host: str, work: Path, env: dict[str, str], n: int, rounds: in
                 restores.append(our_restore(host, env, key, loc, backup_id, "bench-ours", n, timeout))
                 clear_database(host, "bench-ours")
     return raw_reads, backups, raw_writes, restores
+
+
+def emulator_jvm_options(n: int, rounds: int, warm: int, peers: bool) -> str:
+    """JVM options for the emulator: a fixed heap with room for the whole run, throughput GC.
+
+    The emulator keeps every version of every document it has written, deletes included
+    (~5 KB per write, measured with jcmd GC.heap_info after a full GC), so its heap only
+    grows. With the default G1 collector its concurrent marking over that heap cost 105-150 us
+    of CPU per written document, swinging 1.5-2x between bursts; the parallel collector with a
+    large young generation cost 64-86 us, steadier. When the old generation fills up, every
+    collection is a full one and the rate collapses (to ~2k docs/s), so the heap is sized for
+    the run's writes. Both the raw ceiling and the tools run on this same JVM.
+    """
+    writes = n * (1 + warm + 2 * rounds + (2 if peers else 0))
+    old_gb = -(-writes * 5_500 // 2**30) + 2
+    young_gb = 4
+    total_kb = _mem_total_kb()
+    heap_gb = old_gb + young_gb
+    if total_kb and heap_gb * 2**20 > total_kb * 0.7:
+        say(f"bench: the emulator would need a ~{heap_gb} GB heap for {writes:,} writes; this machine has "
+            f"{total_kb // 2**20} GB: expect the last rounds to slow down (use fewer --rounds or --docs)")
+        heap_gb = max(young_gb + 2, int(total_kb * 0.7) // 2**20)
+    return f"-XX:+UseParallelGC -Xms{heap_gb}g -Xmx{heap_gb}g -Xmn{young_gb}g"
+
+
+def _mem_total_kb() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def median(values: list[float]) -> float | None:
@@ -552,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=8, help="threads for the raw gRPC ceiling (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="paired rounds of raw rate + ours, for backup and for restore (default: %(default)s)")
+    ap.add_argument("--warm", type=int, default=4,
+                    help="unmeasured raw bursts of --docs reads, then writes, before the rounds (default: %(default)s)")
     ap.add_argument("--no-peers", action="store_true", help="skip the npm peer tools")
     ap.add_argument("--timeout", type=float, default=3600, help="per tool run, seconds (default: %(default)s)")
     ap.add_argument("--references", action="store_true",
@@ -570,9 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS, check=True)
     work = Path(tempfile.mkdtemp(prefix="firebackup-bench-"))
     say(f"bench: {n} documents, {args.rounds} paired rounds; work folder {work}")
-    # The emulator keeps every version it has written; the default heap (1/4 of RAM) fills up
-    # over a full run and garbage collection then dominates whatever is measured last.
-    os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx12g")
+    os.environ.setdefault("JAVA_TOOL_OPTIONS", emulator_jvm_options(n, args.rounds, args.warm, not args.no_peers))
     client_cpus = None
     if args.pin_emulator:
         cpus = sorted(os.sched_getaffinity(0))
@@ -610,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
             say("client library read ...")
             info.append(client_library_read(host, SOURCE, min(n // len(COLLECTIONS), 20_000)))
             raw_reads, backups, raw_writes, restores = paired_rounds(
-                host, work, env, n, max(1, args.rounds), args.threads, args.timeout)
+                host, work, env, n, max(1, args.rounds), args.threads, args.timeout, max(0, args.warm))
             read_ceiling = median([r.rate for r in raw_reads])
             write_ceiling = median([r.rate for r in raw_writes])
             peers: list[Row] = []
