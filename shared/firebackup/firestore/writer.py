@@ -68,6 +68,10 @@ _CODE_NAMES = {
     15: "DATA_LOSS", 16: "UNAUTHENTICATED",
 }
 
+# Backoff jitter from a private generator: retries on background threads must not move the
+# global random state that callers (and hypothesis, in the tests) own.
+_JITTER = random.Random()
+
 _PRECONDITION_MISSING = b"\x22\x02\x08\x00"  # Write.current_document = Precondition{exists: false}
 
 
@@ -552,7 +556,7 @@ class BatchWriter:
 
     def _backoff(self, attempt: int) -> None:
         delay = min(self.backoff_max, self.backoff_initial * (2 ** (attempt - 1)))
-        self._sleep(delay * (0.5 + random.random() / 2))
+        self._sleep(delay * (0.5 + _JITTER.random() / 2))
 
     def _probe(self, writes: list[bytes], nbytes: int) -> WriteStats:
         """Dry run in skip mode: ask which documents exist (names only, read-only) to count skips."""

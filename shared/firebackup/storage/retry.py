@@ -37,7 +37,7 @@ class RetryingStorage:
         max_delay: float = 10.0,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
     ):
         if attempts < 1:
             raise UsageError(f"attempts must be >= 1, got {attempts}")
@@ -47,7 +47,8 @@ class RetryingStorage:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._sleep = sleep
-        self._rng = rng
+        # A private generator by default: retries must not move the global random state.
+        self._rng = rng or random.Random().random
 
     # --- the retry loop ------------------------------------------------------------------
     def delay(self, retry: int) -> float:
