@@ -115,6 +115,11 @@ def s3_backend(request, tmp_path, monkeypatch) -> Backend:
 
 
 @pytest.fixture
+def gcs_backend(request, tmp_path, monkeypatch) -> Backend:
+    return make_backend("gcs", request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
 def store(backend):
     s = backend.open()
     yield s

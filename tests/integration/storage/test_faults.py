@@ -183,3 +183,23 @@ def test_an_unreachable_endpoint_is_transient_and_gives_up_without_vendor_errors
         with pytest.raises(TransientStorageError, match="gave up after 3 attempts"):
             call()
     assert len(sleeps) == 6
+
+
+
+def test_gcs_operations_start_no_background_bucket_lookups(gcs_backend, monkeypatch):
+    # google-cloud-storage would start a thread per bucket that GETs the bucket (needs
+    # storage.buckets.get) and retries for minutes; our connector switches that off.
+    import threading
+
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        started.append(getattr(getattr(self, "_target", None), "__name__", "?"))
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    store = gcs_backend.open()
+    store.put("k", b"x")
+    assert store.get("k") == b"x"
+    assert list(store.list("")) and "_fetch_background" not in started
