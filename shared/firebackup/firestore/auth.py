@@ -374,21 +374,16 @@ def import_user_records(
             batch.clear()
             return
         uses_hash = any(u._with_password and u._rec.get("passwordHash") for u in batch)
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
-            try:
-                res = auth.import_users(batch, hash_alg=hash_alg if uses_hash else None, app=app)
-                break
-            except Exception as e:
-                if attempt < _MAX_ATTEMPTS and _transient(e):
-                    time.sleep(0.2 * 2 ** attempt)
-                    continue
-                err = _translate(e, "importing users", project_id)
-                if isinstance(err, SourceUnavailable):
-                    raise err from None
-                for u in batch:
-                    out.fail(u.uid, str(err))
-                batch.clear()
-                return
+        try:
+            res = _with_retries(lambda: auth.import_users(batch, hash_alg=hash_alg if uses_hash else None, app=app),
+                                "importing users", project_id)
+        except SourceUnavailable:
+            raise
+        except FireBackupError as err:  # refused: every user of the batch, with the reason
+            for u in batch:
+                out.fail(u.uid, str(err))
+            batch.clear()
+            return
         bad = {}
         for info in res.errors:
             bad[info.index] = info.reason

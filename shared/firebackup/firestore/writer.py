@@ -205,8 +205,7 @@ class DocumentRewriter:
         self._tgt_bytes = self.target_docs.encode()
         # Project and database ids are ASCII, so string and byte offsets agree.
         self._n_src = len(self._src_bytes)
-        self.collections = frozenset(collections) if collections else None
-        self._collection_bytes = frozenset(c.encode() for c in self.collections) if self.collections else None
+        self._collection_bytes = frozenset(c.encode() for c in collections) if collections else None
         self._merge = mode == "merge"
         self._suffix = _PRECONDITION_MISSING if mode == "skip" else b""
 
@@ -439,7 +438,6 @@ class BatchWriter:
             source_database, self.database, mode=mode, keep_references=keep_references, collections=collections
         )
         self.mode = mode
-        self.collections = self.rewriter.collections
         self.dry_run = dry_run
         self.max_in_flight = max(1, max_in_flight)
         self.max_writes = max_writes
