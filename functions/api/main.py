@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import functions_framework
 
-from firebackup.api.wiring import build_app
+from firebackup import bootstrap
 from firebackup.settings import Settings
 
-_app = None
+_app: Any = None
 _lock = threading.Lock()
 
 
-def _get_app():
+def _get_app() -> Any:
     global _app
     with _lock:
         if _app is None:
-            _app = build_app(Settings.from_env())
+            _app = bootstrap.api_app(Settings.from_env())
         return _app
 
 
 @functions_framework.http
-def api(request):
+def api(request: Any) -> Any:
     """Hand the request to the Flask app (routing, auth, errors all live there)."""
     app = _get_app()
     with app.request_context(request.environ):

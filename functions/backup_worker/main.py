@@ -1,59 +1,64 @@
-"""Cloud Function `backup_worker`: runs one control-plane task, the same handlers the embedded LocalQueue runs.
+"""Cloud Function `backup_worker`: runs one control-plane task with the same handlers the embedded queue runs.
 
-Request body: {"task": "<plan|restore|verify|delete_backup|webhook_deliver>", "payload": {...}} (what
-Cloud Tasks delivers). Follow-up tasks the handler enqueues (webhook deliveries) run in the same
-invocation. 204 when done; 400 for a task it does not know; 500 lets the queue retry.
+Request body: {"task": "<name>", "payload": {...}} (what Cloud Tasks delivers), name one of
+Workers.handlers() (backup.plan, backup.chunk, ..., restore.plan, ..., verify, delete_backup,
+webhook_deliver). Follow-up tasks the handler enqueues run in the same invocation.
+204 when done, and also when the task failed for good (its job row records why: retrying
+cannot help); 503 for a transient failure, so the queue delivers the task again; 400 for a
+task it does not know.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from typing import Any
 
 import functions_framework
 
-from firebackup.services.workers import TASKS
+from firebackup import bootstrap
+from firebackup.errors import is_transient
+from firebackup.services.ports import RecordingQueue
+from firebackup.services.workers import Workers
+from firebackup.settings import Settings
 
 log = logging.getLogger("firebackup.backup_worker")
-_state: dict = {}
+_plane: Any = None
 _lock = threading.Lock()
 
 
-def _setup():
+def _control_plane() -> bootstrap.ControlPlane:
+    global _plane
     with _lock:
-        if not _state:
-            from firebackup.api.wiring import build_ports
-            from firebackup.db.session import make_engine, make_session_factory
-            from firebackup.services.ports import RecordingQueue
-            from firebackup.settings import Settings
-
-            settings = Settings.from_env()
-            _state["factory"] = make_session_factory(make_engine(settings))
-            _state["settings"] = settings
-            _state["build_ports"] = build_ports
-            _state["queue_type"] = RecordingQueue
-        return _state
+        if _plane is None:
+            _plane = bootstrap.control_plane(Settings.from_env(), queue=RecordingQueue())
+        return _plane
 
 
 @functions_framework.http
-def backup_worker(request):
-    from firebackup.services.workers import run_task
-
+def backup_worker(request: Any) -> Any:
     body = request.get_json(silent=True) or {}
     name, payload = body.get("task"), body.get("payload")
-    if name not in TASKS or not isinstance(payload, dict):
+    plane = _control_plane()
+    # Each request gets its own queue, so the follow-ups it drains are its own.
+    queue = RecordingQueue()
+    workers = Workers(plane.factory, dataclasses.replace(plane.ports, queue=queue),
+                      threads=plane.settings.worker_threads)
+    handlers = workers.handlers()
+    if name not in handlers or not isinstance(payload, dict):
         return {"error": {"code": "invalid", "message": f"unknown task {name!r}; send task and payload"}}, 400
-    st = _setup()
-    queue = st["queue_type"]()
-    ports = st["build_ports"](st["settings"], queue=queue)
     pending = [(name, payload)]
     try:
         while pending:
             task, data = pending.pop(0)
-            run_task(task, data, st["factory"], ports)
+            handlers[task](data)
             pending.extend(queue.tasks)
             queue.tasks.clear()
-    except Exception:  # noqa: BLE001 - a 500 makes Cloud Tasks retry; handlers are idempotent
-        log.exception("task %s failed", name)
-        return {"error": {"code": "internal", "message": f"task {name} failed; it will be retried"}}, 500
+    except Exception as e:  # noqa: BLE001 - the status decides whether Cloud Tasks delivers it again
+        if is_transient(e):
+            log.warning("task %s failed transiently; it will be retried: %s", name, e)
+            return {"error": {"code": "unavailable", "message": f"task {name} will be retried"}}, 503
+        log.exception("task %s failed for good", name)
+        return {"error": {"code": "failed", "message": f"task {name} failed; see the worker log"}}, 200
     return "", 204

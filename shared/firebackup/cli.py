@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 from firebackup import __version__
 from firebackup.errors import BadKey, FireBackupError, UsageError
-from firebackup.progress import NoProgress
 
 PROG = "firebackup"
 
@@ -64,13 +63,6 @@ def _human_bytes(n: int | None) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"  # pragma: no cover
-
-
-# The --json keys cli.md promises, in its order; engines may add more after them.
-BACKUP_JSON_KEYS = ("backup_id", "read_time", "documents", "collections", "auth_users", "chunks",
-                    "bytes_raw", "bytes_stored", "compression", "encrypted", "duration_s")
-RESTORE_JSON_KEYS = ("backup_id", "documents_written", "documents_skipped", "documents_failed",
-                     "auth_users", "dry_run", "duration_s")
 
 
 def _contract_order(out: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -134,7 +126,9 @@ def _positive_int(value: str) -> int:
     return n
 
 
-COMPRESSIONS = ("brotli", "zstd", "gzip", "none")
+from firebackup.compression import CODECS  # noqa: E402 - after the helpers it needs none of
+
+COMPRESSIONS = tuple(CODECS)
 PUBLIC_COMMANDS = "{keygen,backup,restore,verify,list,show}"
 
 
@@ -249,10 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_repository(url: str):
-    from firebackup.engine.repository import Repository
-    from firebackup.storage import open_storage
+    return _adapters().repository(url)
 
-    return Repository(open_storage(url))
+
+_CLI: list[Any] = []
+
+
+def _adapters():
+    """The composition root's CLI adapters, built once from the settings main() read."""
+    if not _CLI:
+        from firebackup import bootstrap
+        from firebackup.settings import Settings
+
+        _CLI.append(bootstrap.cli(Settings.from_env()))
+    return _CLI[0]
 
 
 def load_key(path: str | None):
@@ -325,32 +329,29 @@ def _unencrypted_note(encrypted: bool, *, made_now: bool = True) -> None:
 
 
 def cmd_backup(args) -> int:
-    kek = load_key(args.key_file)
-    repo = open_repository(args.to)
-    from firebackup.engine.backup import run_backup  # lazily: the CLI works without the engine
+    # lazily: the CLI's other commands start without the engine's imports
+    from firebackup.engine.backup import BackupRequest, run_backup
 
+    request = BackupRequest(project=args.project, database=args.database, collections=args.collections,
+                            include_auth=args.include_auth, compression=args.compression, level=args.level)
+    kek = load_key(args.key_file)
+    cli = _adapters()
+    repo = cli.repository(args.to)
     progress = _progress("backup")
     started = time.monotonic()
     try:
-        result = run_backup(
-            project=args.project,
-            database=args.database,
-            repo=repo,
-            collections=args.collections,
-            include_auth=args.include_auth,
-            compression=args.compression,
-            level=args.level,
-            kek=kek,
-            progress=progress,
-        )
+        source = cli.source(args.project, args.database)
+        try:
+            result = run_backup(request, source=source, repo=repo, kek=kek,
+                                auth=cli.auth() if args.include_auth else None, progress=progress)
+        finally:
+            source.close()
     finally:
         progress.close()
         _close_repo(repo)
-    out = _as_dict(result)
-    out.setdefault("duration_s", round(time.monotonic() - started, 3))
-    out.setdefault("encrypted", kek is not None)
-    ordered = _contract_order(out, BACKUP_JSON_KEYS)
-    _report_backup(ordered, args)
+    out = result.to_dict()
+    out["duration_s"] = round(time.monotonic() - started, 3)
+    _report_backup(out, args)
     return 0
 
 
@@ -373,39 +374,30 @@ def cmd_restore(args) -> int:
     from firebackup.engine.repository import check_backup_id
 
     check_backup_id(args.backup_id)
-    kek = load_key(args.key_file)
-    repo = open_repository(args.location)
-    from firebackup.engine.restore import run_restore  # lazily: the CLI works without the engine
+    # lazily: the CLI's other commands start without the engine's imports
+    from firebackup.engine.restore import RESULT_KEYS, RestoreRequest, run_restore
 
+    request = RestoreRequest(backup_id=args.backup_id, project=args.project, database=args.database,
+                             collections=args.collections, mode=args.mode, include_auth=args.include_auth,
+                             dry_run=args.dry_run, keep_references=args.keep_references)
+    kek = load_key(args.key_file)
+    cli = _adapters()
+    repo = cli.repository(args.location)
     progress = _progress("restore")
-    if args.collections is None and not isinstance(progress, NoProgress):
-        try:
-            progress.set_total(documents=repo.read_summary(args.backup_id).get("documents"))
-        except FireBackupError:
-            pass  # the restore itself will report the problem properly
     started = time.monotonic()
     try:
-        result = run_restore(
-            backup_id=args.backup_id,
-            repo=repo,
-            project=args.project,
-            database=args.database,
-            collections=args.collections,
-            mode=args.mode,
-            include_auth=args.include_auth,
-            dry_run=args.dry_run,
-            keep_references=args.keep_references,
-            kek=kek,
-            progress=progress,
-        )
+        target = cli.firestore(args.project, args.database)
+        try:
+            result = run_restore(request, target=target, repo=repo, kek=kek,
+                                 auth=cli.auth() if args.include_auth else None, progress=progress)
+        finally:
+            target.close()
     finally:
         progress.close()
         _close_repo(repo)
-    out = _as_dict(result)
-    out.setdefault("backup_id", args.backup_id)
-    out.setdefault("dry_run", args.dry_run)
-    out.setdefault("duration_s", round(time.monotonic() - started, 3))
-    ordered = _contract_order(out, RESTORE_JSON_KEYS)
+    out = result.to_dict()
+    out["duration_s"] = round(time.monotonic() - started, 3)
+    ordered = _contract_order(out, RESULT_KEYS)
     failed = ordered.get("documents_failed") or 0
     verb = "would write" if ordered["dry_run"] else "wrote"
     say(f"restore {args.backup_id} -> {args.project}/{args.database}: {verb} "
@@ -416,7 +408,7 @@ def cmd_restore(args) -> int:
     if args.json:
         emit_json(ordered)
     auth_failed = ordered.get("auth_users_failed") or 0
-    for line in getattr(result, "errors", None) or []:
+    for line in result.errors:
         say(f"  {line}")
     if failed or auth_failed:
         what = [f"{failed} documents were not written"] if failed else []
@@ -584,7 +576,7 @@ def cmd_demo_storage(args) -> int:
     progress.set_total(documents=args.docs)
     started = time.monotonic()
     try:
-        out = demo.backup_generated(
+        result = demo.backup_generated(
             repo, documents=args.docs, chunk_docs=args.chunk_docs, collections=args.collections,
             project=args.project, database=args.database, compression=args.compression,
             level=args.level, kek=kek, seed=args.seed, progress=progress,
@@ -592,6 +584,7 @@ def cmd_demo_storage(args) -> int:
     finally:
         progress.close()
         _close_repo(repo)
+    out = result.to_dict()
     out["duration_s"] = round(time.monotonic() - started, 3)
     _report_backup(out, args)
     return 0
@@ -604,8 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status (0 ok, 1 failed, 2 bad usage or input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in argv
-    debug = os.environ.get("FIREBACKUP_DEBUG") == "1"
+    debug = False
+    _CLI.clear()  # settings are read anew for every invocation
     try:
+        debug = _adapters().settings.debug
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except FireBackupError as e:

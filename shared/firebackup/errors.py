@@ -128,3 +128,11 @@ class SourceAccessDenied(SourceError):
 
 class OperationFailed(FireBackupError):
     exit_code = 1
+
+
+class TransientError(FireBackupError):
+    """Retrying later may succeed (a task queue redelivers the task)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, (TransientError, TransientStorageError))

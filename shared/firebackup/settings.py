@@ -30,10 +30,20 @@ class Settings:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
-    # Task queue when build_app is not given one: "local" runs tasks in-process (the embedded
-    # default), "recording" only keeps them (for a separate worker, or tests).
+    # Task queue: "local" runs tasks in-process (the embedded default), "recording" only keeps
+    # them (for a separate worker, or tests). Anything else is refused at start-up.
     queue: str = "local"
     worker_threads: int = 2
+    # Emulators (development and tests); None: the real services with their credentials.
+    firestore_emulator_host: str | None = None
+    auth_emulator_host: str | None = None
+    # Where a control-plane backup cuts its chunks and hands on (one chunk per task keeps each
+    # task well inside a function's timeout); None: the engine's defaults.
+    chunk_docs: int | None = None
+    chunks_per_task: int = 1
+    # A task's lease: another delivery of the task waits this long before it may take over.
+    lease_seconds: float = 600.0
+    debug: bool = False  # tracebacks on stderr for unexpected errors (the CLI)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -62,9 +72,33 @@ class Settings:
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
-            queue=env.get("FIREBACKUP_QUEUE", cls.queue).strip().lower() or cls.queue,
+            queue=_choice(env, "FIREBACKUP_QUEUE", QUEUES, cls.queue),
             worker_threads=_int(env, "FIREBACKUP_WORKER_THREADS", cls.worker_threads),
+            firestore_emulator_host=_host(env.get("FIRESTORE_EMULATOR_HOST")),
+            auth_emulator_host=_host(env.get("FIREBASE_AUTH_EMULATOR_HOST")),
+            chunk_docs=_int(env, "FIREBACKUP_CHUNK_DOCS", 0) or None,
+            chunks_per_task=_int(env, "FIREBACKUP_CHUNKS_PER_TASK", cls.chunks_per_task),
+            lease_seconds=float(_int(env, "FIREBACKUP_LEASE_SECONDS", int(cls.lease_seconds))),
+            debug=env.get("FIREBACKUP_DEBUG", "") == "1",
         )
+
+
+QUEUES = ("local", "recording")
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, default).strip().lower() or default
+    if value not in allowed:
+        raise UsageError(f"{name}={value!r} is not one of {', '.join(allowed)}; set one of them or unset it")
+    return value
+
+
+def _host(raw: str | None) -> str | None:
+    """An emulator's host:port as the Google tools write it (a scheme is tolerated and dropped)."""
+    host = (raw or "").strip()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    return host.rstrip("/") or None
 
 
 def _b64key(text: str, name: str) -> bytes:

@@ -142,6 +142,11 @@ class Backup(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # At-least-once: the plan the tasks share, and the lease of the task that last ran.
+    plan: Mapped[dict | None] = mapped_column(sa.JSON)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class BackupChunk(Base):
@@ -156,7 +161,25 @@ class BackupChunk(Base):
     bytes_raw: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     bytes_stored: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     sha256: Mapped[str] = mapped_column(sa.String(64))
+    extra: Mapped[dict | None] = mapped_column(sa.JSON)  # the manifest entry's extra (partition, seq, counts)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobTask(Base):
+    """One task of a backup or restore job: its lease, where a redelivery resumes, its result."""
+
+    __tablename__ = "job_tasks"
+    __table_args__ = (sa.UniqueConstraint("job_id", "task_key"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ID)  # a Backup or Restore id (their prefixes differ)
+    task_key: Mapped[str] = mapped_column(sa.String(64))
+    done: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resume_seq: Mapped[int | None] = mapped_column(sa.Integer)
+    resume_after: Mapped[str | None] = mapped_column(sa.Text)
+    result: Mapped[dict | None] = mapped_column(sa.JSON)
 
 
 class Restore(Base):
@@ -174,11 +197,19 @@ class Restore(Base):
     chunks_total: Mapped[int] = mapped_column(sa.Integer, default=0)
     chunks_done: Mapped[int] = mapped_column(sa.Integer, default=0)
     documents_written: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    documents_skipped: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    documents_failed: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    auth_users: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(sa.Text)
     requested_by: Mapped[str | None] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # At-least-once: the plan the tasks share, and the lease of the task that last ran.
+    plan: Mapped[dict | None] = mapped_column(sa.JSON)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Schedule(Base):

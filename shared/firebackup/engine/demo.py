@@ -1,20 +1,25 @@
 """Back up generated Firestore documents without Firestore (`firebackup demo-storage`).
 
 Shows the storage layer end to end before, or without, an emulator: the records are real
-google.firestore.v1.Document protobuf bytes, so verify, show and restore treat them exactly
-like a backup of a live database.
+google.firestore.v1.Document protobuf bytes, served by GeneratedSource (a DocumentSource) to
+the same backup handlers a real backup runs, so the chunks, their ids and the manifest are
+laid out exactly as for a live database, and verify, show and restore treat them alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from firebackup.progress import NoProgress
+from firebackup.crypto.keys import KeyEncryptionKey
+from firebackup.engine.backup import BackupRequest, BackupResult, run_backup
+from firebackup.engine.ports import BackupRepository
+from firebackup.firestore.reader import DocRange, name_sort_key
+from firebackup.firestore.writer import varint
 
 
-def _document_classes():
+def _document_classes() -> tuple[Any, Any]:
     from google.cloud.firestore_v1.types import document
 
     return document.Document.pb(), document.Value.pb()
@@ -66,72 +71,76 @@ def generate_documents(count: int, *, collections: list[str], project: str = "de
         yield collection, doc.SerializeToString()
 
 
-def backup_generated(repo, *, documents: int, chunk_docs: int = 5_000, collections: list[str],
+class _Responses:
+    """The generated documents of one range as RunQuery responses (field 1: the Document)."""
+
+    def __init__(self, docs: list[tuple[str, bytes]], rng: DocRange, after: str | None, limit: int | None):
+        self._docs, self._rng, self._after, self._limit = docs, rng, after, limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        lo, hi, after, n = self._rng.lo, self._rng.hi, self._after, 0
+        lo_key = name_sort_key(lo) if lo else None
+        hi_key = name_sort_key(hi) if hi else None
+        after_key = name_sort_key(after) if after else None
+        for key, (name, doc) in ((name_sort_key(name), (name, doc)) for name, doc in self._docs):
+            if (lo_key and key < lo_key) or (after_key and key <= after_key):
+                continue
+            if hi_key and key >= hi_key:
+                return
+            if self._limit is not None and n >= self._limit:
+                return
+            n += 1
+            yield b"\x0a" + varint(len(doc)) + doc
+
+    def cancel(self) -> None:
+        pass  # nothing runs in the background
+
+
+class _GeneratedSnapshot:
+    def __init__(self, docs: list[tuple[str, bytes]]):
+        self._docs = docs
+
+    def plan_ranges(self, collections: list[str] | None = None, *, partitions: int = 1) -> list[DocRange]:
+        return [DocRange()]
+
+    def responses(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> _Responses:
+        return _Responses(self._docs, rng, after, limit)
+
+    def count_documents(self, collections: list[str] | None = None, *,
+                        on_stream: Callable[[Any], None] | None = None) -> int:
+        return len(self._docs)
+
+
+class GeneratedSource:
+    """A DocumentSource of `count` generated documents (generate_documents), in name order."""
+
+    def __init__(self, count: int, *, collections: list[str], project: str = "demo-firebackup",
+                 database: str = "(default)", seed: int = 0):
+        self.project, self.database = project, database
+        self.documents_path = f"projects/{project}/databases/{database}/documents"
+        Document, _ = _document_classes()
+        docs = [(Document.FromString(d).name, d) for _, d in generate_documents(
+            count, collections=collections, project=project, database=database, seed=seed)]
+        docs.sort(key=lambda item: name_sort_key(item[0]))
+        self._docs = docs
+
+    def server_time(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+
+    def snapshot(self, read_time: dt.datetime) -> _GeneratedSnapshot:
+        return _GeneratedSnapshot(self._docs)
+
+    def close(self) -> None:
+        pass
+
+
+def backup_generated(repo: BackupRepository, *, documents: int, chunk_docs: int = 5_000, collections: list[str],
                      project: str = "demo-firebackup", database: str = "(default)",
-                     compression: str | None = None, level: int | None = None, kek=None,
-                     seed: int = 0, progress=None) -> dict[str, Any]:
-    """Write a complete backup of generated documents into repo; return the CLI's backup keys."""
-    from firebackup.compression import DEFAULT_CODEC, get_codec
-    from firebackup.crypto.keys import DataKey
-    from firebackup.format.manifest import Manifest
-
-    progress = progress or NoProgress()
-    codec = compression or DEFAULT_CODEC
-    if level is None:
-        level = get_codec(codec).default_level  # UsageError for an unknown codec, before any write
-    backup_id = repo.new_backup_id()
-    created_at = dt.datetime.now(dt.timezone.utc)
-    data_key = DataKey.generate() if kek is not None else None
-    entries = []
-    counts: dict[str, int] = {}
-    batch: list[bytes] = []
-    seq = 0
-
-    def flush() -> None:
-        nonlocal seq
-        upload = repo.open_chunk_writer(backup_id, f"d{0:05d}-{seq:05d}", kind="docs",
-                                        codec=codec, level=level, data_key=data_key)
-        with upload as writer:
-            writer.add_many(batch)
-        entries.append(upload.entry)
-        progress(documents=len(batch), bytes=upload.entry.bytes_stored)
-        seq += 1
-        batch.clear()
-
-    for collection, record in generate_documents(documents, collections=collections, project=project,
-                                                 database=database, seed=seed):
-        counts[collection] = counts.get(collection, 0) + 1
-        batch.append(record)
-        if len(batch) >= chunk_docs:
-            flush()
-    if batch:
-        flush()
-
-    read_time = created_at.isoformat().replace("+00:00", "Z")
-    manifest = Manifest(
-        backup_id=backup_id,
-        created_at=read_time,
-        read_time=read_time,
-        source={"project": project, "database": database},
-        collections=sorted(counts),
-        documents=sum(counts.values()),
-        auth_users=0,
-        compression=codec,
-        level=level,
-        encrypted=data_key is not None,
-        chunks=entries,
-        extra={"generated": True, "collection_documents": counts},
-    )
-    repo.write_manifest(manifest, data_key, kek)
-    return {
-        "backup_id": backup_id,
-        "read_time": read_time,
-        "documents": manifest.documents,
-        "collections": sorted(counts),
-        "auth_users": 0,
-        "chunks": len(entries),
-        "bytes_raw": sum(e.bytes_raw for e in entries),
-        "bytes_stored": sum(e.bytes_stored for e in entries),
-        "compression": codec,
-        "encrypted": data_key is not None,
-    }
+                     compression: str | None = None, level: int | None = None,
+                     kek: KeyEncryptionKey | None = None, seed: int = 0,
+                     progress: Callable[..., None] | None = None) -> BackupResult:
+    """Write a complete backup of generated documents into repo, through the backup handlers."""
+    source = GeneratedSource(documents, collections=collections, project=project, database=database, seed=seed)
+    request = BackupRequest(project=project, database=database, compression=compression, level=level,
+                            chunk_docs=chunk_docs, partitions=1)
+    return run_backup(request, source=source, repo=repo, kek=kek, progress=progress)

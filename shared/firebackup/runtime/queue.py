@@ -9,15 +9,27 @@ idempotent because a queue may deliver a task more than once.
     queue.register("chunk", lambda payload: run_chunk(...))
     queue.enqueue("chunk", {"partition": 0, "seq": 0})
     queue.join()          # waits for every task, follow-ups included; raises the first failure
+
+Like Cloud Tasks, LocalQueue delivers again a task whose handler raised a transient error
+(firebackup.errors.is_transient), after an exponential backoff with full jitter, up to
+max_attempts deliveries; a task that fails for good goes to on_give_up (the dead letter), or
+without one to join().
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from firebackup.errors import is_transient
+
 Handler = Callable[[dict], Any]
+GiveUp = Callable[[str, dict, BaseException], None]
+
+DEFAULT_MAX_ATTEMPTS = 5
+_BASE_DELAY, _MAX_DELAY = 0.2, 10.0
 
 
 @runtime_checkable
@@ -33,10 +45,17 @@ class LocalQueue:
     are dropped, running ones finish, and join() re-raises the first exception.
     """
 
-    def __init__(self, threads: int = 4, handlers: dict[str, Handler] | None = None):
+    def __init__(self, threads: int = 4, handlers: dict[str, Handler] | None = None, *,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_give_up: GiveUp | None = None,
+                 delay: Callable[[int], float] | None = None):
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.threads = threads
+        self.max_attempts = max(1, max_attempts)
+        self.on_give_up = on_give_up
+        self._random = random.Random()
+        self._delay = delay or self._full_jitter
+        self._timers: set[threading.Timer] = set()
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -49,31 +68,55 @@ class LocalQueue:
         self._handlers[name] = handler
 
     def enqueue(self, name: str, payload: dict) -> None:
-        handler = self._handlers.get(name)
-        if handler is None:
+        if name not in self._handlers:
             raise KeyError(f"no handler registered for task {name!r}")
         with self._lock:
             if self._error is not None:
                 return  # the run already failed; don't start more work
+            self._outstanding += 1
+        self._submit(name, payload, 1)
+
+    def _submit(self, name: str, payload: dict, attempt: int) -> None:
+        with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="firebackup-task")
-            self._outstanding += 1
+            pool = self._pool
         try:
-            self._pool.submit(self._run, handler, payload)
+            pool.submit(self._run, name, payload, attempt)
         except BaseException:
             self._done()
             raise
 
-    def _run(self, handler: Handler, payload: dict) -> None:
+    def _full_jitter(self, attempt: int) -> float:
+        return self._random.uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2 ** (attempt - 1)))
+
+    def _run(self, name: str, payload: dict, attempt: int) -> None:
         try:
             if self._error is None:
-                handler(payload)
-        except BaseException as e:  # noqa: BLE001 - handed to join()
+                self._handlers[name](payload)
+        except BaseException as e:  # noqa: BLE001 - retried, given up, or handed to join()
+            if is_transient(e) and attempt < self.max_attempts and self._error is None:
+                self._retry_later(name, payload, attempt + 1)
+                return  # still outstanding: _done() runs when the last attempt ends
+            if self.on_give_up is not None and isinstance(e, Exception):
+                self.on_give_up(name, payload, e)
+            else:
+                with self._lock:
+                    if self._error is None:
+                        self._error = e
+        self._done()
+
+    def _retry_later(self, name: str, payload: dict, attempt: int) -> None:
+        def fire() -> None:
             with self._lock:
-                if self._error is None:
-                    self._error = e
-        finally:
-            self._done()
+                self._timers.discard(timer)
+            self._submit(name, payload, attempt)
+
+        timer = threading.Timer(self._delay(attempt), fire)
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
 
     def _done(self) -> None:
         with self._lock:
@@ -92,6 +135,10 @@ class LocalQueue:
             raise error
 
     def close(self) -> None:
+        with self._lock:
+            timers, self._timers = list(self._timers), set()
+        for timer in timers:
+            timer.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -14,6 +14,9 @@ from firebackup.db.models import AuditLog
 from firebackup.services.errors import Invalid
 from firebackup.services.ports import IdTokenVerifier, OAuthClient, ProjectProber, TaskQueue
 from firebackup.settings import Settings
+
+if TYPE_CHECKING:
+    from firebackup.services.source_opener import ProjectSources
 
 
 class Role(enum.IntEnum):
@@ -56,6 +59,7 @@ class Ports:
     oauth: OAuthClient
     prober: ProjectProber
     open_storage: Callable[..., Any]
+    sources: ProjectSources  # connected projects' Firestore and Auth, with their own credentials
 
 
 @dataclass

@@ -56,7 +56,7 @@ def start_backup(ctx: Ctx, org_id: str, body: s.BackupIn) -> dict:
     ctx.session.flush()
     ctx.audit("backup.start", "backup", row.id, {"project_id": body.project_id})
     # Enqueued inside the transaction: if the commit fails the worker finds no row and drops the task.
-    ctx.ports.queue.enqueue("plan", {"backup_id": row.id})
+    ctx.ports.queue.enqueue("backup.plan", {"job": row.id})
     return backup_out(row)
 
 
@@ -149,7 +149,7 @@ def start_restore(ctx: Ctx, org_id: str, body: s.RestoreIn) -> dict:
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("restore.start", "restore", row.id, {"backup_id": backup.id, "mode": body.mode, "dry_run": body.dry_run})
-    ctx.ports.queue.enqueue("restore", {"restore_id": row.id})
+    ctx.ports.queue.enqueue("restore.plan", {"job": row.id})
     return restore_out(row)
 
 

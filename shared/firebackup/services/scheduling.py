@@ -28,7 +28,7 @@ def run_due(ctx: Ctx, now: datetime) -> list[str]:
         sch.last_run_at = now
         ctx.session.flush()
         ctx.audit("backup.start", "backup", b.id, {"schedule_id": sch.id, "due": due.isoformat()}, org_id=sch.org_id)
-        ctx.ports.queue.enqueue("plan", {"backup_id": b.id})
+        ctx.ports.queue.enqueue("backup.plan", {"job": b.id})
         started.append(b.id)
     return started
 

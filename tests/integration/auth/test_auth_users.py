@@ -9,9 +9,11 @@ import pytest
 import requests
 from firebase_admin import auth
 
-from firebackup.engine.backup import run_backup
+from firebackup.engine.backup import BackupRequest, run_backup
+from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
+from firebackup.firestore.grpc import open_firestore
 from firebackup.engine.repository import Repository
-from firebackup.engine.restore import run_restore
+from firebackup.engine.restore import RestoreRequest, run_restore
 from firebackup.firestore import auth as fa
 from firebackup.storage import MemoryStorage
 from infra.local.stack import DEFAULT_AUTH_PROJECT
@@ -174,17 +176,24 @@ def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkey
     tag = f"br{secrets.token_hex(3)}"
     users = make_users(project_id, tag)
     repo = Repository(MemoryStorage())
-    backup = run_backup(project=project_id, repo=repo, include_auth=True)
+    host = firestore_emulator.env["FIRESTORE_EMULATOR_HOST"]
+    source = FirestoreSource(open_firestore(project_id, emulator_host=host))
+    target = open_firestore(DEFAULT_AUTH_PROJECT, emulator_host=host)
+    backup = run_backup(BackupRequest(project=project_id, include_auth=True), source=source, repo=repo,
+                        auth=FirebaseAuthUsers())
+    source.close()
     assert backup.auth_users == len(users)
-    result = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True)
+    result = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True), repo=repo, target=target,
+                         auth=FirebaseAuthUsers())
     assert result.auth_users == len(users) and result.auth_users_failed == 0
     ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
     assert ok.status_code == 200
-    again = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True,
-                        mode="skip")
+    again = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True, mode="skip"), repo=repo,
+                        target=target, auth=FirebaseAuthUsers())
     assert (again.auth_users, again.auth_users_skipped, again.auth_users_failed) == (0, len(users), 0)
     assert again.to_dict()["auth_users_skipped"] == len(users)
-    replaced = run_restore(backup_id=backup.backup_id, repo=repo, project=DEFAULT_AUTH_PROJECT, include_auth=True)
+    replaced = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True), repo=repo, target=target,
+                         auth=FirebaseAuthUsers())
     assert (replaced.auth_users, replaced.auth_users_failed) == (len(users), 0)
     assert "auth_users_skipped" not in replaced.to_dict()
 

@@ -8,6 +8,7 @@ import pytest
 from firebase_admin import auth
 
 from firebackup.crypto.keys import LocalKey
+from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
 from firebackup.engine.backup import BackupRequest, run_backup
 from firebackup.firestore import auth as fa
 
@@ -26,7 +27,8 @@ def test_auth_users_are_backed_up_encrypted_in_auth_chunks_beside_the_documents(
     commit(conn, put=[doc(conn, "things/t1")])
     kek = LocalKey.from_text(LocalKey.generate_text())
 
-    result = run_backup(BackupRequest(project=conn.project, include_auth=True), repo=repo, kek=kek, source=conn)
+    result = run_backup(BackupRequest(project=conn.project, include_auth=True), repo=repo, kek=kek, source=FirestoreSource(conn),
+                        auth=FirebaseAuthUsers())
 
     assert (result.auth_users, result.documents, result.chunks) == (3, 1, 2)
     manifest, _ = repo.read_manifest(result.backup_id, kek)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from firebackup.crypto.keys import LocalKey
+from firebackup.engine.sources import FirestoreSource
 from firebackup.engine.backup import BackupPlan, BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
 from firebackup.errors import SourceUnavailable
 from firebackup.firestore.grpc import open_firestore
@@ -31,13 +32,13 @@ def _seed(conn, n: int) -> list[str]:
 
 def test_continuation_splits_a_collection_into_ordered_chunks_each_task_handing_on_its_cursor(conn, repo):
     paths = _seed(conn, 20)  # 25 documents
-    p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=conn, repo=repo)
+    p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     assert len(p.tasks) == 1
 
     entries, task, seqs = [], p.tasks[0], []
     while task is not None:
         handed_on = []
-        result = run_chunk(p, task, source=conn, repo=repo, on_follow_up=handed_on.append)
+        result = run_chunk(p, task, source=FirestoreSource(conn), repo=repo, on_follow_up=handed_on.append)
         assert handed_on == ([result.follow_up] if result.follow_up else [])
         entries.extend(result.entries)
         seqs.append(task.seq)
@@ -54,15 +55,15 @@ def test_continuation_splits_a_collection_into_ordered_chunks_each_task_handing_
 
 def test_one_task_without_a_budget_cuts_the_same_chunks_as_one_task_per_chunk(conn, repo):
     _seed(conn, 20)
-    per_chunk = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=conn, repo=repo)
-    whole = plan(BackupRequest(project=conn.project, chunk_docs=4), source=conn, repo=repo)
+    per_chunk = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
+    whole = plan(BackupRequest(project=conn.project, chunk_docs=4), source=FirestoreSource(conn), repo=repo)
     whole.read_time = per_chunk.read_time
 
-    one = run_chunk(whole, whole.tasks[0], source=conn, repo=repo)
+    one = run_chunk(whole, whole.tasks[0], source=FirestoreSource(conn), repo=repo)
     assert one.follow_up is None
     task, split_entries = per_chunk.tasks[0], []
     while task is not None:
-        r = run_chunk(per_chunk, task, source=conn, repo=repo)
+        r = run_chunk(per_chunk, task, source=FirestoreSource(conn), repo=repo)
         split_entries.extend(r.entries)
         task = r.follow_up
 
@@ -72,13 +73,13 @@ def test_one_task_without_a_budget_cuts_the_same_chunks_as_one_task_per_chunk(co
 
 def test_running_one_chunk_task_twice_writes_the_same_object_with_the_same_counts(conn, repo):
     _seed(conn, 12)
-    p = plan(BackupRequest(project=conn.project, chunk_docs=5, chunks_per_task=1), source=conn, repo=repo)
-    second = run_chunk(p, p.tasks[0], source=conn, repo=repo).follow_up
+    p = plan(BackupRequest(project=conn.project, chunk_docs=5, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
+    second = run_chunk(p, p.tasks[0], source=FirestoreSource(conn), repo=repo).follow_up
     assert second is not None
 
-    first_run = run_chunk(p, second, source=conn, repo=repo)
+    first_run = run_chunk(p, second, source=FirestoreSource(conn), repo=repo)
     stored_once = repo.storage.get(first_run.entries[0].key)
-    again = run_chunk(p, ChunkTask.from_dict(second.to_dict()), source=conn, repo=repo)  # redelivered
+    again = run_chunk(p, ChunkTask.from_dict(second.to_dict()), source=FirestoreSource(conn), repo=repo)  # redelivered
     stored_twice = repo.storage.get(again.entries[0].key)
 
     a, b = first_run.entries[0], again.entries[0]
@@ -93,11 +94,11 @@ def test_running_one_chunk_task_twice_writes_the_same_object_with_the_same_count
 def test_an_encrypted_chunk_task_run_twice_yields_the_same_records_and_counts(conn, repo):
     _seed(conn, 6)
     kek = LocalKey.from_text(LocalKey.generate_text())
-    p = plan(BackupRequest(project=conn.project, chunk_docs=3), source=conn, repo=repo, kek=kek)
+    p = plan(BackupRequest(project=conn.project, chunk_docs=3), source=FirestoreSource(conn), repo=repo, kek=kek)
 
-    once = run_chunk(p, p.tasks[0], source=conn, repo=repo)
+    once = run_chunk(p, p.tasks[0], source=FirestoreSource(conn), repo=repo)
     records_once = [list(repo.iter_records(p.backup_id, e, p.data_key)) for e in once.entries]
-    twice = run_chunk(p, p.tasks[0], source=conn, repo=repo)
+    twice = run_chunk(p, p.tasks[0], source=FirestoreSource(conn), repo=repo)
     records_twice = [list(repo.iter_records(p.backup_id, e, p.data_key)) for e in twice.entries]
 
     assert [(e.chunk_id, e.records, e.bytes_raw) for e in once.entries] == \
@@ -114,8 +115,8 @@ def test_run_backup_returns_exactly_the_cli_keys_and_reports_progress(conn, repo
         seen["documents"] += documents
         seen["bytes"] += bytes
 
-    result = run_backup(project=conn.project, collections="col", compression="gzip", chunk_docs=5,
-                        repo=repo, source=conn, threads=2, progress=progress)
+    result = run_backup(BackupRequest(project=conn.project, collections=["col"], compression="gzip", chunk_docs=5),
+                        repo=repo, source=FirestoreSource(conn), threads=2, progress=progress)
 
     out = result.to_dict()
     assert list(out) == CLI_KEYS
@@ -130,7 +131,7 @@ def test_an_unreachable_emulator_is_source_unavailable_in_one_line_naming_the_ho
     conn = open_firestore(project_id, emulator_host="127.0.0.1:9")  # discard port: nothing listens
     try:
         with pytest.raises(SourceUnavailable) as info:
-            run_backup(BackupRequest(project=project_id), repo=repo, source=conn)
+            run_backup(BackupRequest(project=project_id), repo=repo, source=FirestoreSource(conn))
     finally:
         conn.close()
     message = str(info.value)
@@ -141,12 +142,12 @@ def test_an_unreachable_emulator_is_source_unavailable_in_one_line_naming_the_ho
 def test_a_plan_survives_serialization_so_another_process_can_run_its_tasks(conn, repo):
     _seed(conn, 8)
     kek = LocalKey.from_text(LocalKey.generate_text())
-    p = plan(BackupRequest(project=conn.project, chunk_docs=4), source=conn, repo=repo, kek=kek)
+    p = plan(BackupRequest(project=conn.project, chunk_docs=4), source=FirestoreSource(conn), repo=repo, kek=kek)
 
     text = json.dumps(p.to_dict(kek))
     assert p.data_key.key.hex() not in text  # the data key only travels wrapped
     elsewhere = BackupPlan.from_dict(json.loads(text), kek)
-    entries = run_chunk(elsewhere, elsewhere.tasks[0], source=conn, repo=repo).entries
+    entries = run_chunk(elsewhere, elsewhere.tasks[0], source=FirestoreSource(conn), repo=repo).entries
     finalize(elsewhere, entries, repo=repo, kek=kek)
 
     assert elsewhere.read_time == p.read_time and elsewhere.data_key == p.data_key

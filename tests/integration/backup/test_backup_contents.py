@@ -7,6 +7,7 @@ import math
 import pytest
 
 from firebackup.crypto.keys import LocalKey
+from firebackup.engine.sources import FirestoreSource
 from firebackup.engine.backup import BackupRequest, run_backup
 from firebackup.firestore.grpc import open_firestore
 from firebackup.firestore.documents import parse_rfc3339
@@ -85,7 +86,7 @@ def test_every_value_type_round_trips_byte_exact_into_chunks(conn, repo):
         commit(conn, put=[d])
     kek = LocalKey.from_text(LocalKey.generate_text())
 
-    result = run_backup(BackupRequest(project=conn.project, chunk_docs=2), repo=repo, kek=kek, source=conn)
+    result = run_backup(BackupRequest(project=conn.project, chunk_docs=2), repo=repo, kek=kek, source=FirestoreSource(conn))
 
     stored = backup_records(repo, result.backup_id, kek)
     direct = direct_documents(conn, parse_rfc3339(result.read_time))
@@ -109,7 +110,7 @@ def test_subcollections_five_deep_and_under_missing_parents_are_included(conn, r
     ]
     put_many(conn, [doc(conn, p, n=i) for i, p in enumerate(paths)])
 
-    result = run_backup(BackupRequest(project=conn.project), repo=repo, source=conn)
+    result = run_backup(BackupRequest(project=conn.project), repo=repo, source=FirestoreSource(conn))
 
     names = rel_names(conn, backup_records(repo, result.backup_id))
     assert sorted(names) == sorted(paths)
@@ -127,8 +128,8 @@ def test_collections_option_restricts_to_those_roots_with_all_their_descendants(
     ]
     put_many(conn, [doc(conn, p) for p in paths])
 
-    result = run_backup(BackupRequest(project=conn.project, collections="users,orders", chunk_docs=2),
-                        repo=repo, source=conn)
+    result = run_backup(BackupRequest(project=conn.project, collections=["users", "orders"], chunk_docs=2),
+                        repo=repo, source=FirestoreSource(conn))
 
     names = rel_names(conn, backup_records(repo, result.backup_id))
     assert sorted(names) == sorted(["users/u1", "users/u1/orders/o1", "users/missing/x/y",
@@ -145,7 +146,7 @@ def test_a_named_database_is_backed_up_apart_from_the_default_one(emulator_host,
         commit(default, put=[doc(default, "only/default")])
         commit(named, put=[doc(named, "only/named"), doc(named, "only/named/sub/child")])
 
-        result = run_backup(BackupRequest(project=project_id, database="second-db"), repo=repo, source=named)
+        result = run_backup(BackupRequest(project=project_id, database="second-db"), repo=repo, source=FirestoreSource(named))
 
         records = backup_records(repo, result.backup_id)
         assert rel_names(named, records) == ["only/named", "only/named/sub/child"]
@@ -157,7 +158,7 @@ def test_a_named_database_is_backed_up_apart_from_the_default_one(emulator_host,
 
 
 def test_an_empty_database_gives_a_complete_backup_with_no_chunks(conn, repo):
-    result = run_backup(BackupRequest(project=conn.project), repo=repo, source=conn)
+    result = run_backup(BackupRequest(project=conn.project), repo=repo, source=FirestoreSource(conn))
 
     assert (result.documents, result.chunks, result.collections) == (0, 0, [])
     manifest, _ = repo.read_manifest(result.backup_id, None)

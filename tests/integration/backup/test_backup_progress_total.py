@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from firebackup.engine.backup import run_backup
+from firebackup.engine.sources import FirestoreSource
+from firebackup.engine.backup import BackupRequest, run_backup
 from firebackup.firestore.reader import SnapshotReader
 from firebackup.progress import NoProgress
 
@@ -102,7 +103,8 @@ def test_a_watching_progress_bar_gets_the_exact_document_count_at_read_time_as_i
     _write_after_read_time(conn)
     bar = _Recording()
 
-    result = run_backup(project=conn.project, source=conn, repo=repo, progress=bar, read_time=read_time)
+    result = run_backup(BackupRequest(project=conn.project), source=FirestoreSource(conn), repo=repo, progress=bar,
+                        read_time=read_time)
 
     assert bar.totals == [{"documents": 17, "bytes": None}]
     assert result.documents == bar.documents == 17
@@ -114,7 +116,7 @@ def test_a_watching_progress_bar_of_a_collections_backup_gets_the_count_of_those
     _write_after_read_time(conn)
     bar = _Recording()
 
-    result = run_backup(project=conn.project, collections=["users", "ghosts"], source=conn, repo=repo,
+    result = run_backup(BackupRequest(project=conn.project, collections=["users", "ghosts"]), source=FirestoreSource(conn), repo=repo,
                         progress=bar, read_time=read_time)
 
     assert bar.totals == [{"documents": 12, "bytes": None}]
@@ -125,10 +127,10 @@ def test_a_backup_nobody_watches_makes_no_count_query(conn, repo):
     _seed(conn)
     counting = _CountingConnection(conn)
 
-    silent = run_backup(project=conn.project, source=counting, repo=repo, progress=NoProgress())
-    without = run_backup(project=conn.project, source=counting, repo=repo, progress=None)
+    silent = run_backup(BackupRequest(project=conn.project), source=FirestoreSource(counting), repo=repo, progress=NoProgress())
+    without = run_backup(BackupRequest(project=conn.project), source=FirestoreSource(counting), repo=repo, progress=None)
     assert counting.aggregation_queries == 0
     assert silent.documents == without.documents == 17
 
-    run_backup(project=conn.project, source=counting, repo=repo, progress=_Recording())
+    run_backup(BackupRequest(project=conn.project), source=FirestoreSource(counting), repo=repo, progress=_Recording())
     assert counting.aggregation_queries == 1  # the proxy does see a count when someone watches

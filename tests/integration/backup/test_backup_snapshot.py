@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from firebackup.engine.sources import FirestoreSource
 from firebackup.engine.backup import BackupRequest, ChunkTask, finalize, plan, run_backup, run_chunk
 from firebackup.errors import SnapshotTooOld
 from firebackup.firestore.documents import parse_rfc3339
@@ -21,7 +22,7 @@ def _run_all(p, conn, repo, between_chunks) -> list:
     entries, pending = [], list(p.tasks)
     while pending:
         task = pending.pop(0)
-        result = run_chunk(p, task, source=conn, repo=repo)
+        result = run_chunk(p, task, source=FirestoreSource(conn), repo=repo)
         entries.extend(result.entries)
         if result.follow_up is not None:
             between_chunks()
@@ -32,7 +33,7 @@ def _run_all(p, conn, repo, between_chunks) -> list:
 def test_writes_made_while_a_backup_runs_are_absent_and_it_equals_the_state_at_read_time(conn, repo):
     put_many(conn, [doc(conn, f"items/i{i:03d}", v=i) for i in range(30)]
              + [doc(conn, f"items/i{i:03d}/notes/n", v=i) for i in range(0, 30, 5)])
-    p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=conn, repo=repo)
+    p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     at_read_time = direct_documents(conn, p.read_time)
 
     rounds = iter(range(1000))
@@ -58,11 +59,11 @@ def test_writes_made_while_a_backup_runs_are_absent_and_it_equals_the_state_at_r
 
 def test_a_read_time_beyond_version_retention_fails_with_snapshot_too_old_in_one_line(conn, repo):
     commit(conn, put=[doc(conn, "c/d")])
-    p = plan(BackupRequest(project=conn.project), source=conn, repo=repo)
+    p = plan(BackupRequest(project=conn.project), source=FirestoreSource(conn), repo=repo)
     p.read_time = p.read_time - dt.timedelta(days=8)  # past even point-in-time recovery's 7 days
 
     with pytest.raises(SnapshotTooOld) as info:
-        run_chunk(p, ChunkTask(p.backup_id, 0, 0, DocRange()), source=conn, repo=repo)
+        run_chunk(p, ChunkTask(p.backup_id, 0, 0, DocRange()), source=FirestoreSource(conn), repo=repo)
 
     message = str(info.value)
     assert "\n" not in message
@@ -73,7 +74,7 @@ def test_a_read_time_beyond_version_retention_fails_with_snapshot_too_old_in_one
 def test_the_planned_read_time_is_the_servers_and_every_chunk_reads_at_it(conn, repo):
     put_many(conn, [doc(conn, f"k/{i:02d}", v=i) for i in range(10)])
     before = commit(conn, put=[doc(conn, "k/00", v=100)])
-    p = plan(BackupRequest(project=conn.project, chunk_docs=3, chunks_per_task=1), source=conn, repo=repo)
+    p = plan(BackupRequest(project=conn.project, chunk_docs=3, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     after = commit(conn, put=[doc(conn, "k/00", v=200)])
     assert before <= p.read_time < after
 
@@ -90,7 +91,7 @@ def test_a_backup_that_fails_leaves_no_manifest_and_no_chunks(conn, repo):
     stale = SnapshotReader.server_time(conn) - dt.timedelta(days=8)
 
     with pytest.raises(SnapshotTooOld):
-        run_backup(BackupRequest(project=conn.project), repo=repo, source=conn, read_time=stale)
+        run_backup(BackupRequest(project=conn.project), repo=repo, source=FirestoreSource(conn), read_time=stale)
 
     assert list(repo.storage.list("backups/")) == []
 
@@ -110,7 +111,7 @@ def test_writes_committed_mid_stream_through_run_backup_do_not_appear(conn, repo
                               doc(conn, f"big/d{k:05d}", v=-k)],
                    delete=[f"big/d{15000 + k:05d}", f"big/d{10 + k:05d}"])
 
-    result = run_backup(BackupRequest(project=conn.project, chunk_docs=5000), repo=repo, source=conn,
+    result = run_backup(BackupRequest(project=conn.project, chunk_docs=5000), repo=repo, source=FirestoreSource(conn),
                         progress=progress)
 
     assert calls["n"] > 3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import firebackup.engine.backup as backup_mod
+import firebackup.engine.backup.chunk as backup_mod
+from firebackup.engine.sources import FirestoreSource
 from firebackup.engine.backup import BackupRequest, finalize, plan, run_chunk
 
 from backup_helpers import backup_records, direct_documents, doc, put_many
@@ -28,13 +29,13 @@ def test_a_task_out_of_time_hands_on_at_a_chunk_boundary_and_the_tasks_together_
 ):
     put_many(conn, [doc(conn, f"col/d{i:03d}", v=i) for i in range(30)])
     clock = _Clock()
-    monkeypatch.setattr(backup_mod, "time", clock)  # only backup.py's clock: it reads time.monotonic alone
+    monkeypatch.setattr(backup_mod, "time", clock)  # only chunk.py's clock: it reads time.monotonic alone
     # No chunk-count budget: only the (fake) time can make a task hand on.
     p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=None, task_seconds=2.5),
-             source=conn, repo=repo)
+             source=FirestoreSource(conn), repo=repo)
     entries, task, chunks_per_run = [], p.tasks[0], []
     while task is not None:
-        result = run_chunk(p, task, source=conn, repo=repo)
+        result = run_chunk(p, task, source=FirestoreSource(conn), repo=repo)
         chunks_per_run.append(len(result.entries))
         entries.extend(result.entries)
         task = result.follow_up

@@ -57,7 +57,7 @@ from typing import Any
 
 import requests
 
-from firebackup.api.wiring import build_app
+from firebackup.bootstrap import api_app as build_app
 from firebackup.crypto.secrets import LocalMasterKey, Sealer
 from firebackup.db.session import make_session_factory
 from firebackup.services.ports import RecordingQueue

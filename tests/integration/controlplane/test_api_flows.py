@@ -111,7 +111,7 @@ def test_starting_a_backup_creates_a_pending_row_and_enqueues_the_plan_task(api,
     assert r.status_code == 202
     b = r.get_json()
     assert b["state"] == "pending" and b["progress"] == 0 and b["collections"] == ["users", "orders"]
-    assert api.queue.tasks[-1] == ("plan", {"backup_id": b["id"]})
+    assert api.queue.tasks[-1] == ("backup.plan", {"job": b["id"]})
     with api.session() as s:
         assert s.get(Backup, b["id"]).state == "pending"
     # Live progress: the engine updates the row, the API shows it.
@@ -139,7 +139,7 @@ def test_restore_verify_delete_and_manifest_summary_follow_the_backup_state(api,
     r = api.call("POST", base + "/restores", tok, json={"backup_id": world.backup_done, "target_project_id": world.project,
                                                          "mode": "merge", "collections": ["users"], "dry_run": True})
     assert r.status_code == 202 and r.get_json()["mode"] == "merge" and r.get_json()["dry_run"] is True
-    assert api.queue.tasks[-1] == ("restore", {"restore_id": r.get_json()["id"]})
+    assert api.queue.tasks[-1] == ("restore.plan", {"job": r.get_json()["id"]})
     assert api.call("POST", base + "/restores", tok, json={"backup_id": world.backup_pending,
                                                            "target_project_id": world.project}).status_code == 409
     m = api.call("GET", f"{base}/backups/{world.backup_done}/manifest", tok).get_json()
@@ -286,8 +286,8 @@ def test_the_manifest_summary_reads_the_manifest_header_from_the_destination(api
     assert missing["stored"] is None and "20260101T000000Z-0123abcd" in missing["stored_error"]
     out = backup_generated(Repository(open_storage(f"file://{world.folder}")), documents=25, collections=["users"])
     with api.session() as s, s.begin():
-        s.get(Backup, world.backup_done).repo_backup_id = out["backup_id"]
+        s.get(Backup, world.backup_done).repo_backup_id = out.backup_id
     got = api.call("GET", url, tok).get_json()
     assert got["stored_error"] is None
-    assert got["stored"]["backup_id"] == out["backup_id"] and got["stored"]["documents"] == 25
+    assert got["stored"]["backup_id"] == out.backup_id and got["stored"]["documents"] == 25
     assert got["stored"]["encrypted"] is False and got["stored"]["format_version"] == 1

@@ -39,7 +39,7 @@ def test_a_rolled_back_outcome_leaves_no_audit_row(api) -> None:
 
 
 def _harness_ports(api):
-    from firebackup.api.wiring import build_ports
+    from firebackup.bootstrap import ports as build_ports
     from firebackup.settings import Settings
 
     return build_ports(Settings(master_key=api.master_key), sealer=api.sealer, queue=api.queue, oauth=api.oauth,

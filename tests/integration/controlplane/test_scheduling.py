@@ -32,7 +32,7 @@ def test_due_schedules_start_one_backup_each_in_their_time_zone_and_not_twice(ap
         assert run_due(Ctx(s, ports), T0 + timedelta(minutes=59)) == []
     with api.session() as s, s.begin():
         started = run_due(Ctx(s, ports), T0 + timedelta(hours=1))
-    assert len(started) == 1 and api.queue.tasks[-1] == ("plan", {"backup_id": started[0]})
+    assert len(started) == 1 and api.queue.tasks[-1] == ("backup.plan", {"job": started[0]})
     with api.session() as s, s.begin():
         assert run_due(Ctx(s, ports), T0 + timedelta(hours=2)) == []
         b = s.get(Backup, started[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from firebackup.api.wiring import build_app
+from firebackup.bootstrap import api_app as build_app
 from firebackup.crypto.secrets import LocalMasterKey, Sealer
 from firebackup.db.models import ApiToken, AuditLog, Backup, BackupChunk, BackupKey, Organization, new_id
 from firebackup.db.session import make_session_factory
@@ -78,7 +78,19 @@ def _org(app, factory, tmp: Path) -> Org:
 
 
 def _settings(engine: sa.Engine, key: bytes, **kw) -> Settings:
+    """The test's settings; the Firestore emulator is the one the fixture started (None: real Firestore)."""
+    kw.setdefault("firestore_emulator_host", os.environ.get("FIRESTORE_EMULATOR_HOST"))
     return Settings(database_url=str(engine.url), master_key=key, allow_local_storage=True, **kw)
+
+
+def drain(queue: RecordingQueue, workers: Workers) -> list[str]:
+    """Run every recorded task and its follow-ups, as a worker fed by the queue would; return their names."""
+    handlers, ran = workers.handlers(), []
+    while queue.tasks:
+        name, payload = queue.tasks.pop(0)
+        handlers[name](payload)
+        ran.append(name)
+    return ran
 
 
 @pytest.fixture
@@ -217,10 +229,11 @@ def test_a_backup_cancelled_before_its_task_runs_stays_cancelled_and_writes_noth
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     assert org.ok("POST", f"/backups/{started['id']}/cancel")["state"] == "cancelled"
-    assert queue.tasks == [("plan", {"backup_id": started["id"]})]
-    from firebackup.api.wiring import build_ports
+    assert queue.tasks == [("backup.plan", {"job": started["id"]})]
+    from firebackup.bootstrap import ports as build_ports
 
-    Workers(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue)).plan(queue.tasks[0][1])
+    assert drain(queue, Workers(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue))) == [
+        "backup.plan"]
     got = org.ok("GET", f"/backups/{started['id']}")
     assert got["state"] == "cancelled" and _repo_id(org, started["id"]) is None
     assert not (tmp_path / "loc" / "backups").exists() or not any((tmp_path / "loc" / "backups").iterdir())
@@ -233,7 +246,9 @@ def test_the_default_app_runs_tasks_in_process_and_recording_keeps_them(engine) 
     key = os.urandom(32)
     kw = dict(engine=engine, sealer=Sealer(LocalMasterKey(key)), oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
     local = build_app(_settings(engine, key), **kw).extensions["firebackup_queue"]
-    assert set(local.inner._handlers) == {"plan", "restore", "verify", "delete_backup", "webhook_deliver"}
+    assert set(local.inner._handlers) == {
+        "backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "restore.plan", "restore.chunk",
+        "restore.auth", "restore.finalize", "verify", "delete_backup", "webhook_deliver"}
     local.close()
     assert isinstance(build_app(_settings(engine, key, queue="recording"), **kw).extensions["firebackup_queue"],
                       RecordingQueue)
@@ -251,22 +266,24 @@ def test_a_backup_cancelled_between_chunks_is_not_completed_and_leaves_no_object
     org = _org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
-    from firebackup.api.wiring import build_ports
+    from firebackup.bootstrap import ports as build_ports
 
-    class CancelAfterFirstChunk(Workers):
-        """The user presses cancel through the API while the first chunk is being recorded."""
+    workers = Workers(org.factory, build_ports(_settings(engine, key, chunk_docs=10), sealer=sealer, queue=queue))
+    store, cancelled = workers.backups.store, []
+    record = store.record_chunk
 
-        def _record_chunks(self, backup_id, entries):
-            super()._record_chunks(backup_id, entries)
-            if entries and not getattr(self, "cancelled", False):
-                self.cancelled = True
-                assert org.ok("POST", f"/backups/{backup_id}/cancel")["state"] == "cancelled"
+    def record_then_cancel(job_id, *args):
+        """The user presses cancel through the API right after the first chunk is recorded."""
+        record(job_id, *args)
+        if not cancelled:
+            cancelled.append(job_id)
+            assert org.ok("POST", f"/backups/{job_id}/cancel")["state"] == "cancelled"
 
-    workers = CancelAfterFirstChunk(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue),
-                                    chunk_docs=10)
-    workers.plan({"backup_id": started["id"]})
+    store.record_chunk = record_then_cancel
+    ran = drain(queue, workers)
     got = org.ok("GET", f"/backups/{started['id']}")
-    assert workers.cancelled and got["state"] == "cancelled"
+    assert cancelled and got["state"] == "cancelled"
+    assert "backup.finalize" not in ran
     assert got["manifest_key"] is None
     repo_id = _repo_id(org, started["id"])
     assert repo_id is not None and _objects(tmp_path / "loc", repo_id) == {}
@@ -305,10 +322,13 @@ def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engi
     assert got["state"] == "completed" and got["documents"] == count
 
 
-def test_a_real_project_whose_service_account_key_is_rejected_fails_with_a_one_line_error(org, monkeypatch,
+def test_a_real_project_whose_service_account_key_is_rejected_fails_with_a_one_line_error(engine, tmp_path,
                                                                                          project_id):
     # Not the emulator: the worker unseals the project's key and builds credentials from it.
-    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST")
+    key = os.urandom(32)
+    app = build_app(_settings(engine, key, firestore_emulator_host=None), engine=engine,
+                    sealer=Sealer(LocalMasterKey(key)), oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
+    org = _org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(org.tmp / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     org.run()

@@ -8,9 +8,10 @@ import pytest
 from google.cloud.firestore_v1.types import CommitRequest, Document, RunQueryRequest, RunQueryResponse, StructuredQuery, Write
 
 from firebackup.crypto.keys import LocalKey
-from firebackup.engine.backup import run_backup
+from firebackup.engine.backup import BackupRequest, run_backup
 from firebackup.engine.repository import Repository
-from firebackup.engine.restore import RestoreTask, run_restore, run_restore_task
+from firebackup.engine.restore import RestoreRequest, RestoreTask, restore_chunk, run_restore, source_database
+from firebackup.engine.sources import FirestoreSource
 from firebackup.errors import SourceUnavailable
 from firebackup.firestore.grpc import open_firestore
 from firebackup.firestore.writer import BatchWriter
@@ -166,8 +167,8 @@ def edge_corpus(conn) -> list:
 
 def backup(src, *, kek=None, collections=None):
     repo = Repository(MemoryStorage())
-    result = run_backup(project=src.project, database=src.database, repo=repo, source=src, kek=kek,
-                        collections=collections)
+    result = run_backup(BackupRequest(project=src.project, database=src.database, collections=collections),
+                        repo=repo, source=FirestoreSource(src), kek=kek)
     return repo, result.backup_id
 
 
@@ -187,7 +188,7 @@ def test_restore_copies_every_value_type_exactly_into_another_project(conns, pro
     src, dst = conns(project_id), conns(project_id + "-to")
     commit(src, edge_corpus(src))
     repo, backup_id = backup(src)
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project), repo=repo, target=dst)
     assert (result.documents_written, result.documents_skipped, result.documents_failed) == (7, 0, 0)
     assert_restored(src, dst)
     got = read_all(dst)["types/all"].fields
@@ -205,7 +206,7 @@ def test_restore_keeps_references_pointing_at_the_source_when_asked(conns, proje
     src, dst = conns(project_id), conns(project_id + "-keep")
     commit(src, edge_corpus(src))
     repo, backup_id = backup(src)
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, keep_references=True)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, keep_references=True), repo=repo, target=dst)
     assert result.documents_written == 7 and result.documents_failed == 0
     assert_restored(src, dst, remap=False)
     assert read_all(dst)["types/all"].fields["ref"].reference_value == f"{src.documents_path}/types/other"
@@ -218,8 +219,7 @@ def test_restore_of_an_encrypted_backup_into_a_named_database(conns, project_id,
     key_file.write_text(LocalKey.generate_text())
     kek = LocalKey.from_file(key_file)
     repo, backup_id = backup(src, kek=kek)
-    result = run_restore(backup_id=backup_id, repo=repo, kek=kek, project=dst.project, database="restored-db",
-                         connection=dst)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, database="restored-db"), repo=repo, kek=kek, target=dst)
     assert result.documents_written == 7 and result.documents_failed == 0
     assert_restored(src, dst)
     assert read_all(dst)["types/all"].fields["ref"].reference_value.startswith(
@@ -233,7 +233,7 @@ def test_restore_into_the_same_database_rewrites_it_unchanged(conns, project_id)
     before = {k: fields_bytes(v) for k, v in read_all(src).items()}
     repo, backup_id = backup(src)
     commit(src, [doc(src, "types/other", x=999)])
-    result = run_restore(backup_id=backup_id, repo=repo, project=project_id, connection=src)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=project_id), repo=repo, target=src)
     assert result.documents_written == 7
     assert {k: fields_bytes(v) for k, v in read_all(src).items()} == before
 
@@ -252,7 +252,7 @@ def seeded(conns, project_id, n: int = 30):
 def test_overwrite_mode_replaces_documents_entirely(conns, project_id):
     src, dst, repo, backup_id = seeded(conns, project_id)
     commit(dst, [doc(dst, "items/i001", n=-1, extra="only in target"), doc(dst, "items/zzz", x=1)])
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, mode="overwrite")
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, mode="overwrite"), repo=repo, target=dst)
     assert (result.documents_written, result.documents_skipped, result.documents_failed) == (31, 0, 0)
     got = read_all(dst)
     assert dict(got["items/i001"].fields) == dict(read_all(src)["items/i001"].fields)  # "extra" is gone
@@ -262,7 +262,7 @@ def test_overwrite_mode_replaces_documents_entirely(conns, project_id):
 def test_skip_mode_leaves_existing_documents_untouched_and_counts_them(conns, project_id):
     src, dst, repo, backup_id = seeded(conns, project_id)
     commit(dst, [doc(dst, f"items/i{i:03d}", n=-i, mine=True) for i in (1, 5, 7)])
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, mode="skip")
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, mode="skip"), repo=repo, target=dst)
     assert (result.documents_written, result.documents_skipped, result.documents_failed) == (28, 3, 0)
     got = read_all(dst)
     assert len(got) == 31
@@ -286,7 +286,7 @@ def test_merge_mode_keeps_fields_that_are_not_in_the_backup(conns, project_id):
     existing.fields["map"].map_value.fields["y"].integer_value = 2
     existing.fields["a"].map_value.fields["b"].string_value = "nested a.b, not the field named a.b"
     commit(dst, [existing])
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, mode="merge")
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, mode="merge"), repo=repo, target=dst)
     assert (result.documents_written, result.documents_failed) == (2, 0)
     got = read_all(dst)["m/doc"].fields
     for name in ("a.b", "with space", "back`tick", "ünïcødé", "plain"):
@@ -299,7 +299,7 @@ def test_merge_mode_keeps_fields_that_are_not_in_the_backup(conns, project_id):
 
 def test_dry_run_reads_everything_and_writes_nothing(conns, project_id):
     src, dst, repo, backup_id = seeded(conns, project_id)
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, dry_run=True)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, dry_run=True), repo=repo, target=dst)
     assert result.dry_run is True
     assert (result.documents_written, result.documents_failed) == (31, 0)
     assert read_all(dst) == {}
@@ -308,8 +308,7 @@ def test_dry_run_reads_everything_and_writes_nothing(conns, project_id):
 def test_dry_run_in_skip_mode_counts_the_documents_that_would_be_skipped(conns, project_id):
     src, dst, repo, backup_id = seeded(conns, project_id)
     commit(dst, [doc(dst, f"items/i{i:03d}", mine=True) for i in (2, 4)])
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, mode="skip",
-                         dry_run=True)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, mode="skip", dry_run=True), repo=repo, target=dst)
     assert (result.documents_written, result.documents_skipped, result.documents_failed) == (29, 2, 0)
     assert sorted(read_all(dst)) == ["items/i002", "items/i004"]
     assert all(d.fields["mine"].boolean_value for d in read_all(dst).values())
@@ -320,7 +319,7 @@ def test_collection_filter_restores_only_the_named_root_collections(conns, proje
     commit(src, [doc(src, "keep/1", x=1), doc(src, "keep/1/sub/2", x=2), doc(src, "drop/1", x=3),
                  doc(src, "drop/1/keep/3", x=4)])
     repo, backup_id = backup(src)
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst, collections=["keep"])
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project, collections=["keep"]), repo=repo, target=dst)
     assert (result.documents_written, result.documents_failed) == (2, 0)
     assert sorted(read_all(dst)) == ["keep/1", "keep/1/sub/2"]
 
@@ -345,7 +344,7 @@ def test_failed_writes_are_counted_exactly_and_the_rest_is_written(conns, projec
     bad = [doc(src, f"c/__reserved{i}__", n=i).SerializeToString() for i in range(3)]  # ids Firestore refuses
     records = good[:10] + bad[:1] + good[10:30] + bad[1:] + good[30:]
     repo, backup_id = handmade_backup(project_id, records)
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project), repo=repo, target=dst)
     assert (result.documents_written, result.documents_skipped, result.documents_failed) == (40, 0, 3)
     assert sorted(e.split(":")[0] for e in result.errors) == [f"c/__reserved{i}__" for i in range(3)]
     assert len(read_all(dst)) == 40
@@ -359,7 +358,7 @@ def test_a_damaged_chunk_counts_its_unread_documents_as_failed(conns, project_id
     data = bytearray(repo.storage.get(key))
     data[-100] ^= 0xFF  # flip a byte near the end: the last frame fails its check
     repo.storage.put(key, bytes(data))
-    result = run_restore(backup_id=backup_id, repo=repo, project=dst.project, connection=dst)
+    result = run_restore(RestoreRequest(backup_id=backup_id, project=dst.project), repo=repo, target=dst)
     assert result.documents_written + result.documents_failed == 2000
     assert result.documents_failed > 0 and len(read_all(dst)) == result.documents_written
     assert any("d00000-00000" in e for e in result.errors)
@@ -380,13 +379,15 @@ def test_many_one_mib_documents_are_split_into_requests_the_server_accepts(conns
     assert [got[f"big/b{i}"].fields["blob"].bytes_value[:1] for i in range(9)] == [bytes([i]) for i in range(9)]
 
 
-def test_one_restore_task_is_idempotent(conns, project_id):
+def test_one_restore_chunk_written_twice_leaves_the_same_documents_and_counts(conns, project_id):
     src, dst, repo, backup_id = seeded(conns, project_id)
-    manifest, _ = repo.read_manifest(backup_id, None)
-    task = RestoreTask(backup_id=backup_id, chunk_id=manifest.chunks[0].chunk_id, project=dst.project)
-    first = run_restore_task(task.to_dict(), repo=repo, conn=dst)
+    manifest, data_key = repo.read_manifest(backup_id, None)
+    entry = manifest.chunks[0]
+    task = RestoreTask(backup_id=backup_id, chunk_id=entry.chunk_id, project=dst.project,
+                       source_database=source_database(manifest))
+    first = restore_chunk(task, entry, repo=repo, data_key=data_key, conn=dst)
     snapshot = {k: fields_bytes(v) for k, v in read_all(dst).items()}
-    second = run_restore_task(task.to_dict(), repo=repo, conn=dst)
+    second = restore_chunk(task, entry, repo=repo, data_key=data_key, conn=dst)
     assert first.written == second.written == manifest.chunks[0].records
     assert {k: fields_bytes(v) for k, v in read_all(dst).items()} == snapshot
 
@@ -396,7 +397,7 @@ def test_an_unreachable_target_is_reported_in_one_line(emulator, project_id):
     dead = open_firestore("dead", emulator_host="127.0.0.1:9")
     try:
         with pytest.raises(SourceUnavailable) as e:
-            run_restore(backup_id=backup_id, repo=repo, project="dead", connection=dead)
+            run_restore(RestoreRequest(backup_id=backup_id, project="dead"), repo=repo, target=dead)
     finally:
         dead.close()
     assert "\n" not in str(e.value) and "127.0.0.1:9" in str(e.value)
@@ -440,11 +441,11 @@ def test_every_value_type_round_trips_exactly_through_each_backend_into_another_
     storage = open_storage(location)
     try:
         repo = Repository(storage)
-        result = run_backup(project=src.project, database=src.database, repo=repo, source=src, kek=kek)
+        result = run_backup(BackupRequest(project=src.project, database=src.database), repo=repo,
+                            source=FirestoreSource(src), kek=kek)
         assert result.documents == 7
         # A second Repository over a new connection: nothing is carried over in memory.
-        restored = run_restore(backup_id=result.backup_id, repo=Repository(open_storage(location)),
-                               project=dst.project, database=dst.database, connection=dst, kek=kek)
+        restored = run_restore(RestoreRequest(backup_id=result.backup_id, project=dst.project, database=dst.database), repo=Repository(open_storage(location)), target=dst, kek=kek)
     finally:
         storage.close()
     assert (restored.documents_written, restored.documents_skipped, restored.documents_failed) == (7, 0, 0)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from firebackup.engine.backup import _DocumentTotal, _someone_watches
+from firebackup.engine.backup.run import _DocumentTotal, _someone_watches
 from firebackup.errors import SourceError
 from firebackup.progress import NoProgress, TerminalProgress
 

@@ -1,0 +1,164 @@
+"""The composition root: every adapter is built here, from Settings, for every entry point.
+
+    settings = Settings.from_env()               # the edge reads the environment, once
+    cli = bootstrap.cli(settings)                # firebackup ...: sources, repositories, Auth
+    plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers
+    app = bootstrap.api_app(settings)            # functions/api: the Flask app over the control plane
+
+Below this module nothing reads the environment or picks an adapter; everything is passed down.
+An unknown setting is an error at start-up (Settings.from_env), never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from firebackup.settings import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from firebackup.engine.repository import Repository
+    from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
+    from firebackup.services.context import Ports
+    from firebackup.services.workers import Workers
+
+# Read by google-cloud-storage itself: its background bucket-metadata lookup (for telemetry)
+# races process exit and adds a request per client; we never want it.
+_LIBRARY_ENVIRONMENT = {"DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA": "true"}
+
+
+def prepare_process(settings: Settings) -> None:
+    """Set what the client libraries read from the environment themselves, before they are imported."""
+    for name, value in _LIBRARY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    if settings.auth_emulator_host:
+        # firebase_admin routes to the Auth emulator only through this variable.
+        os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = settings.auth_emulator_host
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cli:
+    """What `firebackup` commands are built from."""
+
+    settings: Settings
+
+    def repository(self, url: str) -> Repository:
+        from firebackup.engine.repository import Repository
+        from firebackup.storage import open_storage
+
+        return Repository(open_storage(url))
+
+    def source(self, project: str, database: str) -> FirestoreSource:
+        from firebackup.engine.sources import FirestoreSource
+
+        return FirestoreSource(self.firestore(project, database))
+
+    def firestore(self, project: str, database: str) -> Any:
+        """A Firestore connection: the emulator when set, else Application Default Credentials."""
+        from firebackup.firestore.grpc import open_firestore
+
+        return open_firestore(project, database, emulator_host=self.settings.firestore_emulator_host)
+
+    def auth(self) -> FirebaseAuthUsers:
+        from firebackup.engine.sources import FirebaseAuthUsers
+
+        return FirebaseAuthUsers()
+
+
+def cli(settings: Settings) -> Cli:
+    prepare_process(settings)
+    return Cli(settings)
+
+
+# --- the control plane ------------------------------------------------------------------------------
+
+
+@dataclass
+class ControlPlane:
+    """The API's and the workers' world: the database, the ports, the queue and its handlers."""
+
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    ports: Ports
+    workers: Workers
+
+
+def ports(settings: Settings, **overrides: Any) -> Ports:
+    """The control plane's ports; tests replace any of them by name (a fake that subclasses the port)."""
+    from firebackup.crypto.secrets import Sealer
+    from firebackup.services.context import Ports
+    from firebackup.services.ports import FirebaseIdTokenVerifier, FirestoreProber, GoogleOAuthClient, RecordingQueue
+    from firebackup.services.source_opener import ProjectSources
+    from firebackup.services.storage_opener import open_destination_storage
+
+    def pick(name: str, build: Any) -> Any:
+        given = overrides.pop(name, None)
+        return given if given is not None else build()
+
+    parts = {
+        "settings": settings,
+        "sealer": pick("sealer", lambda: Sealer.from_settings(settings)),
+        "queue": pick("queue", RecordingQueue),
+        "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(settings.firebase_project_id)),
+        "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
+                                                         settings.oauth_redirect_uri)),
+        "prober": pick("prober", FirestoreProber),
+        "open_storage": pick("open_storage", lambda: open_destination_storage),
+        "sources": pick("sources", lambda: ProjectSources(
+            firestore_emulator_host=settings.firestore_emulator_host,
+            auth_emulator_host=settings.auth_emulator_host,
+            oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret)),
+    }
+    if overrides:
+        raise TypeError(f"unknown ports: {sorted(overrides)}")
+    return Ports(**parts)
+
+
+def control_plane(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> ControlPlane:
+    """The database (SQLite migrates itself), the ports and the task handlers.
+
+    With settings.queue "local" (and no queue given) tasks run in this process on a thread pool,
+    after the transaction that enqueued them commits; with "recording" they are only kept, for a
+    separate worker (or a test) to take.
+    """
+    from firebackup.db.session import make_engine, make_session_factory
+    from firebackup.services.workers import Workers, attach, local_queue
+
+    prepare_process(settings)
+    engine = engine if engine is not None else make_engine(settings)
+    if engine.dialect.name == "sqlite":
+        # The embedded default migrates itself; PostgreSQL is migrated as a deploy step
+        # (`python -m firebackup.db.migrate`), never by many function instances at once.
+        from firebackup.db.migrate import upgrade
+
+        upgrade(engine)
+    factory = make_session_factory(engine)
+    in_process = overrides.get("queue") is None and settings.queue == "local"
+    if in_process:
+        overrides["queue"] = local_queue(settings.worker_threads)
+    built = ports(settings, **overrides)
+    if in_process:
+        workers = attach(built.queue, factory, built, threads=settings.worker_threads)
+    else:
+        workers = Workers(factory, built, threads=settings.worker_threads)
+    return ControlPlane(settings, engine, factory, built, workers)
+
+
+def api_app(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> Flask:
+    """The HTTP API (functions/api) over a control plane built from the same settings."""
+    from firebackup.api.app import create_app
+
+    plane = control_plane(settings, engine=engine, **overrides)
+    app = create_app(plane.ports, plane.factory)
+    app.extensions["firebackup_queue"] = plane.ports.queue
+    app.extensions["firebackup_control_plane"] = plane
+    return app

@@ -1,0 +1,167 @@
+"""The restore task handlers: the only code that runs a restore, for the CLI, the API and every worker.
+
+    restore.plan      {"job"}            read and authenticate the manifest, one task per chunk
+    restore.chunk     {"job", "chunk"}   one document chunk into the target with BatchWrite
+    restore.auth      {"job"}            the backed-up Auth users into the target project
+    restore.finalize  {"job"}            enqueued by the last task: the counts, the outcome
+
+Delivery is at least once (engine/jobs.py TaskRunner): a chunk task run twice writes the same
+documents again, and its counts replace the first attempt's, so the totals stay exact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from firebackup.crypto.keys import DataKey, KeyEncryptionKey
+from firebackup.engine.jobs import Clock, Handler, Jobs, JobStore, TaskRunner, utcnow
+from firebackup.engine.ports import BackupRepository
+from firebackup.engine.restore.chunk import (
+    DEFAULT_BATCH_WRITES,
+    DEFAULT_IN_FLIGHT,
+    entry_by_id,
+    restore_chunk,
+    source_database,
+)
+from firebackup.engine.restore.model import ERROR_LIMIT, RestoreRequest, RestoreResult, RestoreTask
+from firebackup.firestore.grpc import FirestoreConnection
+from firebackup.format.manifest import Manifest
+from firebackup.runtime.queue import TaskQueue
+
+PLAN, CHUNK, AUTH, FINALIZE = "restore.plan", "restore.chunk", "restore.auth", "restore.finalize"
+_PLAN_KEY, _AUTH_KEY, _FINALIZE_KEY = "plan", "auth", "finalize"
+
+Progress = Callable[..., None]
+
+
+class AuthImport(Protocol):
+    """Firebase Auth of the target project, as a restore writes it."""
+
+    def import_users(self, project: str, records: Iterable[bytes], hash_config: dict[str, Any] | None, *,
+                     dry_run: bool, mode: str) -> Any:
+        """Import the records; the outcome has imported, failed, skipped and errors (firestore.auth.ImportOutcome)."""
+
+
+@dataclass
+class RestoreJob:
+    """What one restore's tasks work with: its request and the adapters opened for it."""
+
+    request: RestoreRequest
+    target: FirestoreConnection
+    repo: BackupRepository
+    kek: KeyEncryptionKey | None = None
+    auth: AuthImport | None = None
+    in_flight: int = DEFAULT_IN_FLIGHT  # BatchWrite requests in flight per chunk task
+    batch_writes: int = DEFAULT_BATCH_WRITES
+    _manifest: tuple[Manifest, DataKey | None] | None = field(default=None, repr=False)
+
+    def manifest(self) -> tuple[Manifest, DataKey | None]:
+        """The authenticated manifest and data key, read once per opened job."""
+        if self._manifest is None:
+            self._manifest = self.repo.read_manifest(self.request.backup_id, self.kek)
+        return self._manifest
+
+
+class RestoreHandlers(TaskRunner[RestoreJob]):
+    """plan, chunk, auth and finalize over a JobStore and a TaskQueue; register handlers() on the queue."""
+
+    kind, finalize_task = "restore", FINALIZE
+
+    def __init__(self, *, store: JobStore, queue: TaskQueue, jobs: Jobs[RestoreJob],
+                 progress: Progress | None = None,
+                 on_plan: Callable[[str, Manifest, RestoreJob], None] | None = None, clock: Clock = utcnow):
+        super().__init__(store=store, queue=queue, jobs=jobs, clock=clock)
+        self.progress, self.on_plan = progress, on_plan
+        self._started: dict[str, float] = {}
+
+    def handlers(self) -> dict[str, Handler]:
+        return {PLAN: self.plan, CHUNK: self.chunk, AUTH: self.auth, FINALIZE: self.finalize}
+
+    def plan(self, payload: dict[str, Any]) -> None:
+        job_id = payload["job"]
+
+        def work(job: RestoreJob, resume: tuple[int, str | None] | None) -> None:
+            manifest, _ = job.manifest()  # authenticates it: a wrong key or a tampered backup stops here
+            chunks = [e.chunk_id for e in manifest.chunks if e.kind == "docs"]
+            auth = job.request.include_auth and any(e.kind == "auth" for e in manifest.chunks)
+            stored = self.store.save_plan(job_id, {"backup_id": job.request.backup_id, "chunks": chunks,
+                                                   "auth": auth, "started": time.time()},
+                                          chunks + ([_AUTH_KEY] if auth else []))
+            if self.on_plan is not None:
+                self.on_plan(job_id, manifest, job)
+            for chunk_id in stored["chunks"]:
+                self.queue.enqueue(CHUNK, {"job": job_id, "chunk": chunk_id})
+            if stored["auth"]:
+                self.queue.enqueue(AUTH, {"job": job_id})
+            self.finish(job_id, _PLAN_KEY)
+
+        self.run(job_id, _PLAN_KEY, work)
+
+    def chunk(self, payload: dict[str, Any]) -> None:
+        job_id, chunk_id = payload["job"], payload["chunk"]
+
+        def work(job: RestoreJob, resume: tuple[int, str | None] | None) -> None:
+            manifest, data_key = job.manifest()
+            r = job.request
+            task = RestoreTask(backup_id=r.backup_id, chunk_id=chunk_id, project=r.project, database=r.database,
+                               source_database=source_database(manifest), mode=r.mode, collections=r.collections,
+                               dry_run=r.dry_run, keep_references=r.keep_references)
+            stats = restore_chunk(task, entry_by_id(manifest, chunk_id), repo=job.repo, data_key=data_key,
+                                  conn=job.target, in_flight=job.in_flight, batch_writes=job.batch_writes,
+                                  progress=self.progress)
+            self.finish(job_id, chunk_id, {"written": stats.written, "skipped": stats.skipped,
+                                           "failed": stats.failed, "errors": stats.errors[:ERROR_LIMIT]})
+
+        self.run(job_id, chunk_id, work)
+
+    def auth(self, payload: dict[str, Any]) -> None:
+        job_id = payload["job"]
+
+        def work(job: RestoreJob, resume: tuple[int, str | None] | None) -> None:
+            from firebackup.errors import FireBackupError
+
+            if job.auth is None:
+                raise FireBackupError("this restore includes Auth users but no Auth target was configured")
+            manifest, data_key = job.manifest()
+            records = (rec for e in manifest.chunks if e.kind == "auth"
+                       for rec in job.repo.iter_records(job.request.backup_id, e, data_key))
+            out = job.auth.import_users(job.request.project, records, manifest.auth_hash_config,
+                                        dry_run=job.request.dry_run, mode=job.request.mode)
+            self.finish(job_id, _AUTH_KEY, {"auth_users": out.imported, "auth_users_failed": out.failed,
+                                            "auth_users_skipped": out.skipped, "errors": out.errors[:ERROR_LIMIT]})
+
+        self.run(job_id, _AUTH_KEY, work)
+
+    def finalize(self, payload: dict[str, Any]) -> None:
+        job_id = payload["job"]
+
+        def work(job: RestoreJob, resume: tuple[int, str | None] | None) -> None:
+            stored = self.store.load_plan(job_id) or {}
+            results = self.store.results(job_id)
+            result = RestoreResult(backup_id=job.request.backup_id, dry_run=job.request.dry_run)
+            for chunk_id in stored.get("chunks", []):
+                got = results.get(chunk_id, {})
+                result.documents_written += got.get("written", 0)
+                result.documents_skipped += got.get("skipped", 0)
+                result.documents_failed += got.get("failed", 0)
+                result.errors.extend(got.get("errors", [])[: max(0, ERROR_LIMIT - len(result.errors))])
+            auth = results.get(_AUTH_KEY, {})
+            result.auth_users = auth.get("auth_users", 0)
+            result.auth_users_failed = auth.get("auth_users_failed", 0)
+            result.auth_users_skipped = auth.get("auth_users_skipped", 0)
+            result.errors.extend(auth.get("errors", [])[: max(0, ERROR_LIMIT - len(result.errors))])
+            result.duration_s = round(time.time() - stored.get("started", time.time()), 3)
+            summary = {**result.to_dict(), "auth_users_failed": result.auth_users_failed,
+                       "auth_users_skipped": result.auth_users_skipped, "errors": result.errors,
+                       "error": None if result.ok else _failure_line(result)}
+            self.store.complete(job_id, summary)
+
+        self.run(job_id, _FINALIZE_KEY, work)
+
+
+def _failure_line(result: RestoreResult) -> str:
+    first = (result.errors or ["see the restore log"])[0]
+    return (f"{result.documents_failed} documents and {result.auth_users_failed} Auth users failed to restore; "
+            f"first: {first}")[:500]
