@@ -9,8 +9,10 @@ bootstrap:
 run: bootstrap
 	$(PY) -m infra.local.demo
 
+# mypy first (its config is in pyproject.toml): a type error fails the run before any test.
 # pytest exits 5 when it collects no tests; that is a failure here like any other non-zero.
 test: bootstrap
+	$(PY) -m mypy
 	$(PY) -m pytest tests --durations=15
 
 # Not part of the two commands: engine throughput vs the emulator's ceiling and two npm peers.

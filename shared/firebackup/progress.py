@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Protocol, TextIO
+from typing import Callable, Protocol, TextIO
 
 
 class ProgressCallback(Protocol):
@@ -50,7 +50,7 @@ class TerminalProgress:
     """A one-line bar on a terminal: label, documents, bytes, rate and ETA when the total is known."""
 
     def __init__(self, label: str, stream: TextIO | None = None, *, interval: float = 0.2,
-                 clock=time.monotonic):
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.documents = 0
@@ -123,7 +123,9 @@ class TerminalProgress:
             self.stream.flush()
 
 
-def progress_for(label: str, stream: TextIO | None = None, *, enabled: bool | None = None):
+def progress_for(
+    label: str, stream: TextIO | None = None, *, enabled: bool | None = None
+) -> TerminalProgress | NoProgress:
     """A terminal bar when `stream` (stderr by default) is a terminal, else a silent callback."""
     stream = stream if stream is not None else sys.stderr
     if enabled is None:

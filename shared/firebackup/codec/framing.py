@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from array import array
 from itertools import accumulate
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 from firebackup.errors import CorruptData, UsageError
 
@@ -17,7 +17,7 @@ MAX_BATCH_RECORDS = 1 << 20
 MAX_BATCH_BYTES = 256 << 20
 MAX_RECORD_BYTES = (1 << 32) - 1
 
-_U32 = "I" if array("I").itemsize == 4 else "L"
+_U32: Literal["I", "L"] = "I" if array("I").itemsize == 4 else "L"
 assert array(_U32).itemsize == 4, "no 4-byte unsigned array type on this platform"
 _SWAP = sys.byteorder != "little"
 
@@ -51,10 +51,10 @@ class BatchDecoder:
 
     __slots__ = ("_buf", "_n", "_lens", "_total")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf = bytearray()
         self._n = 0  # record count of the batch being read; 0 = reading a count
-        self._lens: array | None = None
+        self._lens: array[int] | None = None
         self._total = 0
 
     def feed(self, data: bytes) -> list[bytes]:

@@ -14,11 +14,12 @@ import base64
 import hashlib
 import os
 import struct
-from typing import Any, Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from firebackup.crypto.keys import KmsClient
 from firebackup.errors import BadKey, CorruptData, WrongKeyOrTampered
 
 PREFIX = "fbs1."
@@ -37,7 +38,7 @@ class MasterKey(Protocol):
 class LocalMasterKey:
     """A 32-byte master key held by the process (env or Secret Manager)."""
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise BadKey(f"master key is {len(key)} bytes, not 32; generate 32 random bytes, base64-encoded")
         self._aead = AESGCM(key)
@@ -60,7 +61,7 @@ class LocalMasterKey:
 class KmsMasterKey:
     """A Cloud KMS symmetric key (customer-managed); the client is passed in (a KeyManagementServiceClient)."""
 
-    def __init__(self, key_name: str, client: Any):
+    def __init__(self, key_name: str, client: KmsClient) -> None:
         self.key_name = key_name
         self.key_id = "kms:" + key_name
         self._client = client
@@ -87,16 +88,29 @@ def fingerprint(secret: bytes | str) -> str:
     return "sha256:" + hashlib.sha256(b"firebackup fingerprint\0" + data).hexdigest()[:16]
 
 
+class SealingSettings(Protocol):
+    """The settings Sealer.from_settings reads (firebackup.settings.Settings has them)."""
+
+    @property
+    def master_key(self) -> bytes | None: ...
+
+    @property
+    def old_master_keys(self) -> Sequence[bytes]: ...
+
+    @property
+    def kms_key_name(self) -> str | None: ...
+
+
 class Sealer:
     """Seals with the current master key; opens with any key in the keyring."""
 
-    def __init__(self, current: MasterKey, others: Iterable[MasterKey] = ()):
+    def __init__(self, current: MasterKey, others: Iterable[MasterKey] = ()) -> None:
         self.current = current
         self._keys = {k.key_id: k for k in others}
         self._keys[current.key_id] = current
 
     @classmethod
-    def from_settings(cls, settings: Any, kms_client: Any = None) -> "Sealer":
+    def from_settings(cls, settings: SealingSettings, kms_client: KmsClient | None = None) -> "Sealer":
         """KMS key when configured (client built lazily unless given), else the local master key."""
         others = [LocalMasterKey(k) for k in settings.old_master_keys]
         if settings.kms_key_name:

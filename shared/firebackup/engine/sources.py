@@ -1,59 +1,20 @@
-"""The engine's document source: one database read at one instant, and its Firestore adapter.
+"""Adapters of the engine's source ports (engine/ports.py) over Firestore and Firebase Auth.
 
-    source.server_time()            the instant a new backup reads at (the server's clock)
-    snap = source.snapshot(t)       every read below is at t
-    snap.plan_ranges(collections, partitions=n)
-    snap.responses(rng, after=cursor, limit=n)   a RunQuery response stream (iterable of raw
-                                    response bytes, cancel() to stop it)
-    snap.count_documents(collections, on_stream=...)
-
-FirestoreSource serves them from a Firestore connection (firestore/reader.py does the work);
-demo.GeneratedSource from generated documents, so `demo-storage` runs the same handlers.
+FirestoreSource is a DocumentSource over a Firestore connection (firestore/reader.py does the
+work); FirebaseAuthUsers is the backup's AuthUsers and the restore's AuthImport over
+firestore/auth.py. (demo.GeneratedSource is the other DocumentSource: generated documents.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from firebackup.firestore.grpc import FirestoreConnection
-from firebackup.firestore.reader import DocRange, SnapshotReader
+from firebackup.firestore.reader import SnapshotReader
 
 if TYPE_CHECKING:
     from firebackup.firestore.auth import ImportOutcome
-
-
-class ResponseStream(Protocol):
-    def __iter__(self) -> Iterator[bytes]: ...
-
-    def cancel(self) -> None:
-        """Stop the stream from any thread; iteration then ends or raises."""
-
-
-class Snapshot(Protocol):
-    def plan_ranges(self, collections: list[str] | None = None, *, partitions: int = 1) -> list[DocRange]:
-        """Ranges of document names that together hold every document to back up, each once."""
-
-    def responses(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> ResponseStream:
-        """The documents of rng after `after` in name order, as RunQuery responses."""
-
-    def count_documents(self, collections: list[str] | None = None, *,
-                        on_stream: Callable[[ResponseStream], None] | None = None) -> int:
-        """How many documents plan_ranges(collections) covers."""
-
-
-class DocumentSource(Protocol):
-    project: str
-    database: str
-    documents_path: str
-
-    def server_time(self) -> dt.datetime:
-        """The source's current time; a snapshot at it sees every committed write."""
-
-    def snapshot(self, read_time: dt.datetime) -> Snapshot:
-        """A view of the source as it was at read_time."""
-
-    def close(self) -> None: ...
 
 
 class FirestoreSource:

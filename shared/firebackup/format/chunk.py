@@ -14,13 +14,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firebackup.codec.framing import MAX_BATCH_BYTES, BatchDecoder, encode_batch
-from firebackup.compression import DEFAULT_CODEC, Codec, codec_by_id, get_codec
+from firebackup.compression import DEFAULT_CODEC, Codec, Decompressor, codec_by_id, get_codec
 from firebackup.crypto.aead import SALT_BYTES, TAG_BYTES, chunk_key, frame_aad_suffix, frame_nonce
 from firebackup.crypto.keys import DataKey
 from firebackup.errors import (
@@ -59,7 +59,15 @@ _ZERO_SALT = bytes(SALT_BYTES)
 
 
 class Sink(Protocol):
+    """Where a ChunkWriter puts the chunk's bytes, in order; the return value is ignored."""
+
     def write(self, data: bytes) -> object: ...
+
+
+class Source(Protocol):
+    """What read_chunk reads a chunk from: read(n) returns at most n bytes, b"" (or None) at the end."""
+
+    def read(self, n: int = -1, /) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -277,7 +285,7 @@ class ChunkWriter:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def _read_exact(stream: Source, n: int) -> bytes:
     data = stream.read(n)
     if data is None:
         data = b""
@@ -310,7 +318,7 @@ class ChunkHeader:
     raw: bytes
 
 
-def read_header(stream: BinaryIO, *, name: str) -> ChunkHeader:
+def read_header(stream: Source, *, name: str) -> ChunkHeader:
     """Read and check a chunk header (magic, version, CRC, ids). Errors name `name`."""
     fixed = _read_exact(stream, _FIXED.size + 1)
     if len(fixed) < 5:
@@ -364,7 +372,7 @@ class ReadStats:
 
     __slots__ = ("records", "bytes_raw", "bytes_stored", "_sha")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.records = 0
         self.bytes_raw = 0
         self.bytes_stored = 0
@@ -380,10 +388,10 @@ class _Hashing:
 
     __slots__ = ("_s", "_st")
 
-    def __init__(self, stream: BinaryIO, stats: ReadStats):
+    def __init__(self, stream: Source, stats: ReadStats) -> None:
         self._s, self._st = stream, stats
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1, /) -> bytes | None:
         b = self._s.read(n)
         if b:
             self._st.bytes_stored += len(b)
@@ -392,7 +400,7 @@ class _Hashing:
 
 
 def read_chunk(
-    stream: BinaryIO | bytes | bytearray | memoryview,
+    stream: Source | bytes | bytearray | memoryview,
     *,
     backup_id: str,
     chunk_id: str,
@@ -414,7 +422,7 @@ def read_chunk(
 
 
 def read_chunk_batches(
-    stream: BinaryIO | bytes | bytearray | memoryview,
+    stream: Source | bytes | bytearray | memoryview,
     *,
     backup_id: str,
     chunk_id: str,
@@ -423,16 +431,15 @@ def read_chunk_batches(
     stats: ReadStats | None = None,
 ) -> Iterator[list[bytes]]:
     """read_chunk(), the records handed on in lists (as they complete): no Python step per record."""
-    if isinstance(stream, (bytes, bytearray, memoryview)):
-        stream = io.BytesIO(stream)
+    source: Source = io.BytesIO(stream) if isinstance(stream, (bytes, bytearray, memoryview)) else stream
     if stats is not None:
-        stream = _Hashing(stream, stats)  # type: ignore[assignment]
+        source = _Hashing(source, stats)
     name = f"chunk {chunk_id} ({where})" if where else f"chunk {chunk_id}"
-    return _read_chunk(stream, backup_id, chunk_id, data_key, name, stats)
+    return _read_chunk(source, backup_id, chunk_id, data_key, name, stats)
 
 
 def _read_chunk(
-    stream: BinaryIO, backup_id: str, chunk_id: str, data_key: DataKey | None, name: str, stats: ReadStats | None
+    stream: Source, backup_id: str, chunk_id: str, data_key: DataKey | None, name: str, stats: ReadStats | None
 ) -> Iterator[list[bytes]]:
     h = read_header(stream, name=name)
     if h.backup_id != backup_id or h.chunk_id != chunk_id:
@@ -516,7 +523,7 @@ def _read_chunk(
         i += 1
 
 
-def _frame_records(dec, records: BatchDecoder, piece: bytes, final: bool) -> Iterator[list[bytes]]:
+def _frame_records(dec: Decompressor, records: BatchDecoder, piece: bytes, final: bool) -> Iterator[list[bytes]]:
     for out in dec.decompress_iter(piece):
         recs = records.feed(out)
         if recs:

@@ -237,8 +237,10 @@ def decode_manifest(
         bid = header.get("backup_id")
         try:
             wrapped = base64.b64decode(header["wrapped_dek"], validate=True)
+            if not isinstance(bid, str):
+                raise TypeError("backup_id is not a string")
             bid_bytes = bid.encode("ascii")
-        except (KeyError, TypeError, AttributeError, ValueError, binascii.Error, UnicodeEncodeError):
+        except (KeyError, TypeError, ValueError, binascii.Error, UnicodeEncodeError):
             raise CorruptData("manifest header has no valid wrapped data key", where=where) from None
         if header.get("kek_id") and header["kek_id"] != kek.key_id:
             raise WrongKeyOrTampered(

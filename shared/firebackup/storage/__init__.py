@@ -11,8 +11,8 @@ credential chain (AWS_ENDPOINT_URL included), GCS uses Application Default Crede
 
 from __future__ import annotations
 
-from typing import Callable
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Callable
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from firebackup.errors import BadURL, UsageError
 from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, check_prefix
@@ -41,7 +41,7 @@ def register_scheme(scheme: str, factory: Factory) -> None:
     _REGISTRY[scheme] = factory
 
 
-def open_storage(url: str, *, retry: bool = True, **opts) -> Storage:
+def open_storage(url: str, *, retry: bool = True, **opts: Any) -> Storage:
     """Open the storage location named by url.
 
     Remote backends come wrapped in RetryingStorage unless retry=False (attempts, base_delay
@@ -84,14 +84,14 @@ def _safe(url: str) -> str:
     return f"{p.scheme}://{host}{p.path}" if p.scheme else "(a URL without scheme)"
 
 
-def _no_query(parts, query: dict, allowed: tuple[str, ...] = ()) -> None:
+def _no_query(parts: SplitResult, query: dict[str, str], allowed: tuple[str, ...] = ()) -> None:
     extra = sorted(set(query) - set(allowed))
     if extra:
         allowed_txt = ", ".join(allowed) if allowed else "none"
         raise BadURL(f"unknown option {extra[0]!r} in {parts.scheme}://{parts.netloc}{parts.path}; allowed: {allowed_txt}")
 
 
-def _bucket_and_prefix(parts) -> tuple[str, str]:
+def _bucket_and_prefix(parts: SplitResult) -> tuple[str, str]:
     bucket = parts.netloc
     if not bucket:
         raise BadURL(f"storage URL {parts.scheme}://{parts.path} has no bucket; use {parts.scheme}://bucket/prefix")
@@ -104,12 +104,12 @@ def _bucket_and_prefix(parts) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _open_memory(parts, query, **opts) -> Storage:
+def _open_memory(parts: SplitResult, query: dict[str, str], **opts: Any) -> Storage:
     _no_query(parts, query)
     return MemoryStorage(url=f"memory://{parts.netloc}{parts.path}", **opts)
 
 
-def _open_file(parts, query, **opts) -> Storage:
+def _open_file(parts: SplitResult, query: dict[str, str], **opts: Any) -> Storage:
     from firebackup.storage.file import FileStorage
 
     _no_query(parts, query)
@@ -122,7 +122,7 @@ def _open_file(parts, query, **opts) -> Storage:
     return FileStorage(parts.path, **opts)
 
 
-def _open_s3(parts, query, **opts) -> Storage:
+def _open_s3(parts: SplitResult, query: dict[str, str], **opts: Any) -> Storage:
     _no_query(parts, query, ("endpoint", "region", "addressing"))
     bucket, prefix = _bucket_and_prefix(parts)
     endpoint = query.get("endpoint") or None
@@ -138,7 +138,7 @@ def _open_s3(parts, query, **opts) -> Storage:
     return S3Storage(bucket, prefix, endpoint=endpoint, region=query.get("region") or None, addressing=addressing, **opts)
 
 
-def _open_spaces(parts, query, **opts) -> Storage:
+def _open_spaces(parts: SplitResult, query: dict[str, str], **opts: Any) -> Storage:
     _no_query(parts, query, ("region",))
     bucket, prefix = _bucket_and_prefix(parts)
     region = query.get("region", "")
@@ -156,7 +156,7 @@ def _open_spaces(parts, query, **opts) -> Storage:
     )
 
 
-def _open_gs(parts, query, **opts) -> Storage:
+def _open_gs(parts: SplitResult, query: dict[str, str], **opts: Any) -> Storage:
     _no_query(parts, query)
     bucket, prefix = _bucket_and_prefix(parts)
     from firebackup.storage.gcs import GCSStorage

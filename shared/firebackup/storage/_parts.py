@@ -9,23 +9,31 @@ part go up in one request (parts == 0).
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import Callable, Concatenate, ParamSpec, Self, TypeVar
+
 from firebackup.errors import UsageError
 from firebackup.storage.base import ObjectInfo
 
+_W = TypeVar("_W", bound="PartWriter")
+_P = ParamSpec("_P")
 
-def once(hook):
+
+def once(
+    hook: Callable[Concatenate[_W, _P], ObjectInfo],
+) -> Callable[Concatenate[_W, _P], ObjectInfo]:
     """Make a commit hook idempotent: after it succeeds once, repeat calls return its result.
 
     A commit whose response was lost is retried; the retry must not store the object again
     (an empty one, or one that now trips create-if-absent).
     """
-    name = "_once_" + hook.__name__
+    name = hook.__name__
 
-    def wrapper(self, *args):
-        done = getattr(self, name, None)
+    def wrapper(self: _W, /, *args: _P.args, **kwargs: _P.kwargs) -> ObjectInfo:
+        done = self._committed.get(name)
         if done is None:
-            done = hook(self, *args)
-            setattr(self, name, done)
+            done = hook(self, *args, **kwargs)
+            self._committed[name] = done
         return done
 
     wrapper.__name__ = hook.__name__
@@ -36,7 +44,7 @@ def once(hook):
 class PartWriter:
     """Base class for backend writers; subclasses implement the four _hooks."""
 
-    def __init__(self, key: str, *, part_size: int, if_absent: bool = False):
+    def __init__(self, key: str, *, part_size: int, if_absent: bool = False) -> None:
         if part_size <= 0:
             raise UsageError(f"part_size must be positive, got {part_size}")
         self.key = key
@@ -47,6 +55,7 @@ class PartWriter:
         self._last_sent = False
         self._info: ObjectInfo | None = None
         self._aborted = False
+        self._committed: dict[str, ObjectInfo] = {}  # results of the @once hooks, by hook name
 
     # --- backend hooks -------------------------------------------------------------------
     def _send_part(self, number: int, data: bytes, last: bool) -> None:
@@ -103,10 +112,12 @@ class PartWriter:
         except Exception:  # noqa: BLE001 - abort is best effort by contract
             pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:

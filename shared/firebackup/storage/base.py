@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from types import TracebackType
 from typing import BinaryIO, Iterable, Iterator, Protocol, runtime_checkable
 
 from firebackup.errors import UsageError
@@ -49,8 +50,14 @@ class ObjectWriter(Protocol):
     went up in one request), so callers and tests can tell which path was taken.
     """
 
-    key: str
-    parts: int
+    # Read-only for callers: a wrapper may forward them as properties.
+    @property
+    def key(self) -> str:
+        """The key the object appears at once close() returns."""
+
+    @property
+    def parts(self) -> int:
+        """Parts stored so far through the multipart/resumable path."""
 
     def write(self, data: bytes) -> None:
         """Append bytes; large uploads go out in parts (multipart / resumable)."""
@@ -67,7 +74,9 @@ class ObjectWriter(Protocol):
 
     def __enter__(self) -> "ObjectWriter": ...
 
-    def __exit__(self, exc_type, exc, tb) -> None: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 @runtime_checkable

@@ -18,11 +18,17 @@ import io
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, ParamSpec, TypeVar, cast
 
 from firebackup.errors import AccessDenied, BucketNotFound, TransientStorageError
 from firebackup.storage._parts import PartWriter
-from firebackup.storage.base import ObjectInfo, Storage
+from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 OPS = {
     "put", "get", "open_read", "get_range", "stat", "exists", "list", "delete", "open_write",
@@ -66,7 +72,7 @@ class Fault:
 class FaultyStorage:
     """Pass every call through to `inner`, except those a Fault names."""
 
-    def __init__(self, inner: Storage, faults: list[Fault] | None = None):
+    def __init__(self, inner: Storage, faults: list[Fault] | None = None) -> None:
         self.inner = inner
         self.url = inner.url
         self.faults = list(faults or [])
@@ -77,7 +83,7 @@ class FaultyStorage:
         self.faults.append(fault)
         return fault
 
-    def run(self, op: str, fn: Callable, *args, **kwargs):
+    def run(self, op: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Count one call of op and run fn, failing it if a Fault says so."""
         with self._lock:
             self.calls[op] += 1
@@ -95,7 +101,7 @@ class FaultyStorage:
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> ObjectInfo:
         return self.run("put", self.inner.put, key, data, if_absent=if_absent)
 
-    def open_write(self, key: str, *, if_absent: bool = False):
+    def open_write(self, key: str, *, if_absent: bool = False) -> ObjectWriter:
         w = self.run("open_write", self.inner.open_write, key, if_absent=if_absent)
         if isinstance(w, PartWriter):
             self._hook_writer(w)
@@ -106,7 +112,8 @@ class FaultyStorage:
 
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         s = self.run("open_read", self.inner.open_read, key, start, length)
-        return _FaultyStream(self, s)
+        # Unbuffered on purpose: each read() of the caller is one "read" a Fault can hit.
+        return cast(BinaryIO, _FaultyStream(self, s))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self.run("get_range", self.inner.get_range, key, start, length)
@@ -120,7 +127,7 @@ class FaultyStorage:
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         it = self.run("list", self.inner.list, prefix, start_after=start_after)
         for info in it:
-            yield self.run("list_item", lambda i=info: i)
+            yield self.run("list_item", _passed_on, info)
 
     def delete(self, key: str) -> None:
         self.run("delete", self.inner.delete, key)
@@ -137,16 +144,26 @@ class FaultyStorage:
         w._put_whole = lambda data: self.run("commit", whole, data)  # type: ignore[method-assign]
 
 
+def _passed_on(info: ObjectInfo) -> ObjectInfo:
+    return info
+
+
 class _FaultyStream(io.RawIOBase):
-    def __init__(self, storage: FaultyStorage, inner: BinaryIO):
+    def __init__(self, storage: FaultyStorage, inner: BinaryIO) -> None:
         self._storage = storage
         self._inner = inner
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
-        return self._storage.run("read", self._inner.readinto, b)
+    def readinto(self, b: WriteableBuffer) -> int:
+        return self._storage.run("read", self._read_into, b)
+
+    def _read_into(self, b: WriteableBuffer) -> int:
+        with memoryview(b) as view:
+            data = self._inner.read(len(view))
+            view[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         try:

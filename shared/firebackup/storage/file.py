@@ -14,10 +14,11 @@ import errno
 import io
 import os
 import secrets
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from firebackup.errors import (
     AccessDenied,
+    FireBackupError,
     ObjectExists,
     ObjectNotFound,
     StorageError,
@@ -27,13 +28,16 @@ from firebackup.errors import (
 from firebackup.storage._parts import PartWriter, once
 from firebackup.storage.base import ObjectInfo, check_key, check_prefix, check_range
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 TMP_MARK = ".~fbtmp-"  # temp files start with this; keys may not, listings skip them
 
 _TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def translate_oserror(e: OSError, key: str | None, where: str) -> Exception:
+def translate_oserror(e: OSError, key: str | None, where: str) -> FireBackupError:
     """Map an OSError to the firebackup.errors type a caller can act on."""
     what = f"{key} in {where}" if key else where
     if isinstance(e, FileNotFoundError) or e.errno in (errno.ENOENT, errno.ENOTDIR):
@@ -52,7 +56,9 @@ def translate_oserror(e: OSError, key: str | None, where: str) -> Exception:
 class FileStorage:
     """A local folder as a Storage; safe for several threads and processes at once."""
 
-    def __init__(self, root: str, *, part_size: int = 1 << 20, page_size: int = 1000, url: str | None = None):
+    def __init__(
+        self, root: str, *, part_size: int = 1 << 20, page_size: int = 1000, url: str | None = None
+    ) -> None:
         # page_size is accepted so every backend takes the same options; a folder walk
         # streams one directory at a time and has no pages.
         self.root = os.path.abspath(root)
@@ -160,25 +166,25 @@ class FileStorage:
         except OSError as e:
             raise translate_oserror(e, None, self.url) from e
         # Sorting folders as "name/" makes a depth-first walk yield keys in global key order.
-        items = []
-        for e in entries:
-            if e.name.startswith(TMP_MARK):
+        items: list[tuple[str, bool, os.DirEntry[str]]] = []
+        for entry in entries:
+            if entry.name.startswith(TMP_MARK):
                 continue
-            is_dir = e.is_dir(follow_symlinks=False)
-            items.append((rel + e.name + ("/" if is_dir else ""), is_dir, e))
+            is_dir = entry.is_dir(follow_symlinks=False)
+            items.append((rel + entry.name + ("/" if is_dir else ""), is_dir, entry))
         items.sort(key=lambda t: t[0])
-        for name, is_dir, e in items:
+        for name, is_dir, entry in items:
             if is_dir:
                 if not (name.startswith(prefix) or prefix.startswith(name)):
                     continue
                 if start_after is not None and start_after > name and not start_after.startswith(name):
                     continue
-                yield from self._walk(e.path, name, prefix, start_after)
+                yield from self._walk(entry.path, name, prefix, start_after)
             else:
                 if not name.startswith(prefix) or (start_after is not None and name <= start_after):
                     continue
                 try:
-                    st = e.stat(follow_symlinks=False)
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted while we listed
                 yield _info(name, st)
@@ -194,14 +200,14 @@ class FileStorage:
 
 
 class _FileWriter(PartWriter):
-    def __init__(self, storage: FileStorage, key: str, path: str, if_absent: bool):
+    def __init__(self, storage: FileStorage, key: str, path: str, if_absent: bool) -> None:
         super().__init__(key, part_size=storage.part_size, if_absent=if_absent)
         self._storage = storage
         self._path = path
         self._tmp: str | None = None
-        self._f = None
+        self._f: io.BufferedWriter | None = None
 
-    def _open_tmp(self):
+    def _open_tmp(self) -> io.BufferedWriter:
         if self._f is None:
             d = os.path.dirname(self._path)
             try:
@@ -261,7 +267,7 @@ class _FileWriter(PartWriter):
             except OSError as e:
                 if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                     raise
-                self._claim_then_replace()  # no hard links here (FAT, some FUSE and SMB mounts)
+                self._claim_then_replace(self._tmp)  # no hard links here (FAT, some FUSE and SMB mounts)
             else:
                 os.unlink(self._tmp)
         else:
@@ -271,7 +277,7 @@ class _FileWriter(PartWriter):
         self._tmp = None
         _fsync_dir(os.path.dirname(self._path))
 
-    def _claim_then_replace(self) -> None:
+    def _claim_then_replace(self, tmp: str) -> None:
         # O_EXCL claims the name atomically; an empty file is visible at the key until the
         # os.replace() below lands, which os.link() avoids where it is available.
         try:
@@ -280,7 +286,7 @@ class _FileWriter(PartWriter):
             self._discard()
             raise ObjectExists(self.key, f"object already exists: {self.key} in {self._storage.url}") from None
         os.close(fd)
-        os.replace(self._tmp, self._path)
+        os.replace(tmp, self._path)
 
     def _discard(self) -> None:
         if self._f is not None:
@@ -299,14 +305,14 @@ class _FileWriter(PartWriter):
     def _abort_upload(self) -> None:
         self._discard()
 
-    def _err(self, e: OSError) -> Exception:
+    def _err(self, e: OSError) -> FireBackupError:
         if e.errno == errno.ENOTDIR or e.errno == errno.EEXIST:
             return StorageError(
                 f"cannot write {self.key} in {self._storage.url}: a parent of the key is an object", key=self.key
             )
         return translate_oserror(e, self.key, self._storage.url)
 
-    def __del__(self):
+    def __del__(self) -> None:
         # A writer dropped without close() or abort() must not leave its temp file behind.
         if self._info is None:
             self._discard()
@@ -315,7 +321,7 @@ class _FileWriter(PartWriter):
 class _FileRange(io.RawIOBase):
     """Raw reader over an open file that stops after `length` bytes (None: at EOF)."""
 
-    def __init__(self, f, length: int | None, key: str, where: str):
+    def __init__(self, f: io.FileIO, length: int | None, key: str, where: str) -> None:
         self._f = f
         self._left = length
         self._key = key
@@ -324,7 +330,7 @@ class _FileRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         if self._left is not None:
             if self._left <= 0:
                 return 0

@@ -15,7 +15,7 @@ import datetime as dt
 import io
 import os
 import threading
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, ParamSpec, TypeVar
 
 from firebackup.errors import (
     AccessDenied,
@@ -30,6 +30,13 @@ from firebackup.errors import (
 from firebackup.storage._parts import PartWriter, once
 from firebackup.storage._remote import RemoteStorage
 from firebackup.storage.base import ObjectInfo, check_prefix, check_range
+
+if TYPE_CHECKING:
+    import requests
+    from _typeshed import WriteableBuffer
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # google-cloud-storage (3.17 here) starts a daemon thread per bucket that GETs the bucket's
 # metadata for its tracing spans, even with tracing off: a request that needs
@@ -52,11 +59,11 @@ class GCSStorage(RemoteStorage):
         part_size: int = 8 << 20,
         page_size: int = 1000,
         read_chunk: int = 8 << 20,
-        client=None,
+        client: Any = None,
         project: str | None = None,
-        session=None,
+        session: requests.Session | None = None,
         timeout: tuple[float, float] = (10, 120),
-    ):
+    ) -> None:
         if part_size <= 0 or part_size % CHUNK_QUANTUM:
             raise UsageError(f"part_size must be a positive multiple of {CHUNK_QUANTUM} for GCS, got {part_size}")
         if not 1 <= page_size <= 1000:
@@ -77,11 +84,11 @@ class GCSStorage(RemoteStorage):
         self._bucket_ok = False
 
     # --- clients -------------------------------------------------------------------------
-    def _make_client(self):
-        from google.cloud import storage
+    def _make_client(self) -> Any:
+        from google.cloud.storage import Client
 
         try:
-            return storage.Client(project=self._project)
+            return Client(project=self._project)
         except Exception as e:  # noqa: BLE001 - DefaultCredentialsError, EnvironmentError, ...
             raise AccessDenied(
                 f"no usable Google credentials for {self.url} ({type(e).__name__}); set "
@@ -89,7 +96,7 @@ class GCSStorage(RemoteStorage):
             ) from None
 
     @property
-    def session(self):
+    def session(self) -> requests.Session:
         """Plain HTTP session for resumable chunks: a session URL is its own credential."""
         if self._session is None:
             with self._lock:
@@ -100,10 +107,10 @@ class GCSStorage(RemoteStorage):
         return self._session
 
     @property
-    def _bucket(self):
+    def _bucket(self) -> Any:
         return self.client.bucket(self.bucket_name)
 
-    def _run(self, key: str | None, fn, *args, **kwargs):
+    def _run(self, key: str | None, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return fn(*args, **kwargs)
         except FireBackupError:
@@ -130,7 +137,8 @@ class GCSStorage(RemoteStorage):
 
     def get(self, key: str) -> bytes:
         blob = self._bucket.blob(self._full(key))
-        return self._run(key, blob.download_as_bytes, retry=None, timeout=self.timeout)
+        data: bytes = self._run(key, blob.download_as_bytes, retry=None, timeout=self.timeout)
+        return data
 
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         check_range(start, length)
@@ -145,9 +153,10 @@ class GCSStorage(RemoteStorage):
             return b""
         blob = self._bucket.blob(self._full(key))
         try:
-            return blob.download_as_bytes(
+            data: bytes = blob.download_as_bytes(
                 start=start, end=start + length - 1, retry=None, checksum=None, timeout=self.timeout
             )
+            return data
         except Exception as e:  # noqa: BLE001
             if type(e).__name__ == "RequestRangeNotSatisfiable":
                 return b""  # the object exists; the range starts past its end
@@ -158,7 +167,9 @@ class GCSStorage(RemoteStorage):
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         check_prefix(prefix)
-        kwargs = {"prefix": self._root + prefix, "page_size": self.page_size, "retry": None, "timeout": self.timeout}
+        kwargs: dict[str, Any] = {
+            "prefix": self._root + prefix, "page_size": self.page_size, "retry": None, "timeout": self.timeout
+        }
         if start_after is not None and start_after >= prefix:
             kwargs["start_offset"] = self._root + start_after  # inclusive: skipped below
         cut = len(self._root)
@@ -195,13 +206,13 @@ class GCSStorage(RemoteStorage):
         return f"GCSStorage({self.url!r})"
 
     # --- internals -----------------------------------------------------------------------
-    def _get_blob(self, key: str):
+    def _get_blob(self, key: str) -> Any:
         blob = self._run(key, self._bucket.get_blob, self._full(key), retry=None, timeout=self.timeout)
         if blob is None:
             raise self._not_found(key)  # get_blob answers None for a missing bucket too
         return blob
 
-    def _translate(self, e: Exception, key: str | None) -> Exception:
+    def _translate(self, e: Exception, key: str | None) -> FireBackupError:
         """Map a google.api_core / google.auth / requests exception to firebackup.errors."""
         from google.api_core import exceptions as gx
         from google.auth import exceptions as ax
@@ -237,7 +248,7 @@ class GCSStorage(RemoteStorage):
     def _no_bucket(self) -> BucketNotFound:
         return BucketNotFound(f"bucket {self.bucket_name!r} not found; create it or fix the storage URL {self.url}")
 
-    def _not_found(self, key: str | None) -> StorageError:
+    def _not_found(self, key: str | None) -> FireBackupError:
         # GCS answers a bare 404 whether the object or the whole bucket is missing: ask once.
         if not self._bucket_ok:
             bucket = self._bucket
@@ -253,14 +264,14 @@ class GCSStorage(RemoteStorage):
 class _GCSWriter(PartWriter):
     """A resumable upload: one session, one PUT per part, resumed at the server's offset."""
 
-    def __init__(self, storage: GCSStorage, key: str, full: str, if_absent: bool):
+    def __init__(self, storage: GCSStorage, key: str, full: str, if_absent: bool) -> None:
         super().__init__(key, part_size=storage.part_size, if_absent=if_absent)
         self._s = storage
         self._full = full
         self._session_url: str | None = None
         self._persisted = 0  # bytes the server confirmed
         self._resync = False  # a PUT failed: ask the server what it has before sending more
-        self._final: dict | None = None
+        self._final: dict[str, Any] | None = None  # the object resource the server sent at the end
         self._what = f"{key} in {storage.url}"
 
     @once
@@ -393,7 +404,7 @@ class _GCSWriter(PartWriter):
 class _GCSRange(io.RawIOBase):
     """Reads [pos, end) of one object generation as ranged downloads of read_chunk bytes."""
 
-    def __init__(self, storage: GCSStorage, key: str, blob, pos: int, end: int):
+    def __init__(self, storage: GCSStorage, key: str, blob: Any, pos: int, end: int) -> None:
         self._s = storage
         self._key = key
         self._blob = blob
@@ -404,12 +415,12 @@ class _GCSRange(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         if not self._buf:
             if self._pos >= self._end:
                 return 0
             stop = min(self._end, self._pos + self._s.read_chunk)
-            data = self._s._run(
+            data: bytes = self._s._run(
                 self._key,
                 self._blob.download_as_bytes,
                 start=self._pos,
@@ -422,17 +433,18 @@ class _GCSRange(io.RawIOBase):
                 raise TransientStorageError(f"empty read of {self._key} in {self._s.url}; retrying may help", key=self._key)
             self._pos += len(data)
             self._buf = memoryview(data)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
+        with memoryview(b) as view:
+            n = min(len(view), len(self._buf))
+            view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
 
-def _info(key: str, blob) -> ObjectInfo:
+def _info(key: str, blob: Any) -> ObjectInfo:
     return ObjectInfo(key, blob.size or 0, blob.updated, blob.etag)
 
 
-def _status_error(status: int, what: str, key: str | None, storage: GCSStorage) -> Exception:
+def _status_error(status: int, what: str, key: str | None, storage: GCSStorage) -> FireBackupError:
     if status in (401, 403):
         return AccessDenied(f"access denied ({status}) on {what}; check the credentials and IAM roles", key=key)
     if status == 404:

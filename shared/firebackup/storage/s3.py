@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping
 from urllib.parse import urlencode
 
 from firebackup.errors import (
@@ -30,6 +30,9 @@ from firebackup.errors import (
 from firebackup.storage._parts import PartWriter, once
 from firebackup.storage._remote import RemoteStorage
 from firebackup.storage.base import ObjectInfo, check_prefix, check_range
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MIN_PART_SIZE = 5 << 20  # S3's floor for every part but the last
 
@@ -59,13 +62,13 @@ class S3Storage(RemoteStorage):
         scheme: str = "s3",
         part_size: int = 8 << 20,
         page_size: int = 1000,
-        client=None,
+        client: Any = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_pool_connections: int = 16,
-    ):
+    ) -> None:
         if part_size < MIN_PART_SIZE:
             raise UsageError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
         if not 1 <= page_size <= 1000:
@@ -90,7 +93,7 @@ class S3Storage(RemoteStorage):
         self._bucket_ok = False
 
     # --- client --------------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -117,7 +120,7 @@ class S3Storage(RemoteStorage):
         except Exception as e:  # noqa: BLE001 - botocore raises several types for bad config
             raise BadURL(f"cannot set up an S3 client for {self._where}: {type(e).__name__}: {e}") from None
 
-    def _call(self, key: str | None, fn, **kwargs):
+    def _call(self, key: str | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except FireBackupError:
@@ -145,7 +148,7 @@ class S3Storage(RemoteStorage):
         if length == 0:
             self.stat(key)  # still ObjectNotFound for a missing object
             return io.BytesIO(b"")
-        extra = {}
+        extra: dict[str, str] = {}
         if start or length is not None:
             end = "" if length is None else str(start + length - 1)
             extra["Range"] = f"bytes={start}-{end}"
@@ -167,7 +170,7 @@ class S3Storage(RemoteStorage):
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         check_prefix(prefix)
-        kwargs = {"Prefix": self._root + prefix, "MaxKeys": self.page_size}
+        kwargs: dict[str, Any] = {"Prefix": self._root + prefix, "MaxKeys": self.page_size}
         if start_after is not None and start_after >= prefix:
             kwargs["StartAfter"] = self._root + start_after
         cut = len(self._root)
@@ -193,7 +196,7 @@ class S3Storage(RemoteStorage):
         return f"S3Storage({self.url!r})"
 
     # --- errors --------------------------------------------------------------------------
-    def _translate(self, e: Exception, key: str | None) -> Exception:
+    def _translate(self, e: Exception, key: str | None) -> FireBackupError:
         """Map a botocore / urllib3 exception to a firebackup.errors type."""
         from botocore import exceptions as bx
 
@@ -237,7 +240,7 @@ class S3Storage(RemoteStorage):
         where = f" at {self._endpoint}" if self._endpoint else ""
         return BucketNotFound(f"bucket {self.bucket!r} not found{where}; create it or fix the storage URL {self._where}")
 
-    def _not_found(self, key: str | None) -> StorageError:
+    def _not_found(self, key: str | None) -> FireBackupError:
         # HEAD answers a bare 404 whether the key or the whole bucket is missing: ask once.
         if not self._bucket_ok:
             try:
@@ -251,7 +254,7 @@ class S3Storage(RemoteStorage):
 
 
 class _S3Writer(PartWriter):
-    def __init__(self, storage: S3Storage, key: str, full: str, if_absent: bool):
+    def __init__(self, storage: S3Storage, key: str, full: str, if_absent: bool) -> None:
         super().__init__(key, part_size=storage.part_size, if_absent=if_absent)
         self._s = storage
         self._full = full
@@ -327,7 +330,7 @@ class _S3Writer(PartWriter):
 class _S3Body(io.RawIOBase):
     """A GetObject body whose network errors arrive as TransientStorageError."""
 
-    def __init__(self, storage: S3Storage, key: str, body):
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
         self._s = storage
         self._key = key
         self._body = body
@@ -335,13 +338,15 @@ class _S3Body(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
-        try:
-            data = self._body.read(len(b))  # read(), not readinto(): it checks Content-Length at the end
-        except Exception as e:  # noqa: BLE001
-            raise self._s._translate(e, self._key) from e
-        n = len(data)
-        b[:n] = data
+    def readinto(self, b: WriteableBuffer) -> int:
+        with memoryview(b) as view:
+            try:
+                # read(), not readinto(): it checks Content-Length at the end.
+                data: bytes = self._body.read(len(view))
+            except Exception as e:  # noqa: BLE001
+                raise self._s._translate(e, self._key) from e
+            n = len(data)
+            view[:n] = data
         return n
 
     def close(self) -> None:
@@ -359,7 +364,7 @@ def _code(e: Exception) -> str:
     return ""
 
 
-def _etag(r: dict) -> str | None:
+def _etag(r: Mapping[str, Any]) -> str | None:
     etag = r.get("ETag")
     return etag.strip('"') if isinstance(etag, str) else None
 

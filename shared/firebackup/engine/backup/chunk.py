@@ -25,8 +25,7 @@ from firebackup.engine.backup.model import (
     auth_chunk_id,
     docs_chunk_id,
 )
-from firebackup.engine.ports import BackupRepository
-from firebackup.engine.sources import DocumentSource, ResponseStream, Snapshot
+from firebackup.engine.ports import BackupRepository, DocumentSource, ServerStream, Snapshot
 from firebackup.firestore.documents import document_name, root_collection, run_query_document
 from firebackup.format.manifest import ChunkEntry
 
@@ -47,7 +46,7 @@ class _Prefetch:
 
     _END = object()
 
-    def __init__(self, stream: ResponseStream):
+    def __init__(self, stream: ServerStream):
         self._stream = stream
         self._q: queue_mod.Queue[object] = queue_mod.Queue(maxsize=_QUEUE_BATCHES)
         self._stop = threading.Event()

@@ -26,8 +26,7 @@ from firebackup.engine.backup.finalize import backup_result, finalize
 from firebackup.engine.backup.model import AUTH_TASK, BackupPlan, BackupRequest, ChunkTask
 from firebackup.engine.backup.plan import plan
 from firebackup.engine.jobs import Clock, Handler, JobCancelled, Jobs, JobStore, TaskRunner, utcnow
-from firebackup.engine.ports import BackupRepository
-from firebackup.engine.sources import DocumentSource
+from firebackup.engine.ports import BackupRepository, DocumentSource
 from firebackup.errors import FireBackupError
 from firebackup.format.manifest import ChunkEntry
 from firebackup.runtime.queue import TaskQueue

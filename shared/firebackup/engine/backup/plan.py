@@ -7,8 +7,7 @@ import datetime as dt
 from firebackup.compression import DEFAULT_CODEC, get_codec
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
 from firebackup.engine.backup.model import BackupPlan, BackupRequest, ChunkTask
-from firebackup.engine.ports import BackupRepository
-from firebackup.engine.sources import DocumentSource
+from firebackup.engine.ports import BackupRepository, DocumentSource
 
 
 def plan(

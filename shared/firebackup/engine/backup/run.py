@@ -11,8 +11,7 @@ from firebackup.engine.backup.handlers import PLAN, AuthUsers, BackupHandlers, B
 from firebackup.engine.jobs import OneJob
 from firebackup.engine.backup.model import BACKUP_RESULT_KEYS, DEFAULT_THREADS, BackupPlan, BackupRequest, BackupResult
 from firebackup.engine.jobs import MemoryJobStore
-from firebackup.engine.ports import BackupRepository
-from firebackup.engine.sources import DocumentSource, ResponseStream, Snapshot
+from firebackup.engine.ports import BackupRepository, DocumentSource, ServerStream, Snapshot
 from firebackup.errors import FireBackupError, UsageError
 from firebackup.progress import NoProgress
 from firebackup.runtime.queue import LocalQueue
@@ -32,7 +31,7 @@ class _DocumentTotal:
     def __init__(self, reader: Snapshot, collections: list[str] | None, progress: Progress) -> None:
         self._progress = progress
         self._lock = threading.Lock()
-        self._stream: ResponseStream | None = None
+        self._stream: ServerStream | None = None
         self._stopped = False
         # Daemon: a count still running never keeps the process alive after the backup.
         self.thread = threading.Thread(
@@ -40,7 +39,7 @@ class _DocumentTotal:
         )
         self.thread.start()
 
-    def _track(self, stream: ResponseStream) -> None:
+    def _track(self, stream: ServerStream) -> None:
         with self._lock:
             self._stream = stream
             stopped = self._stopped
