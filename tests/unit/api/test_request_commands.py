@@ -54,7 +54,7 @@ def test_a_project_key_keeps_its_extra_fields_and_drops_nulls_as_it_always_has()
 def test_storage_credentials_seal_the_same_json_as_before(creds) -> None:
     body = s.DestinationIn.model_validate({"name": "d", "kind": "s3", "url": "s3://b", "credentials": creds})
     cmd = body.to_command()
-    assert cmd.credentials is not None
+    assert cmd.credentials is not None and body.credentials is not None
     before = json.dumps(body.credentials.model_dump(exclude_none=True), sort_keys=True)
     assert json.dumps(cmd.credentials.as_dict(), sort_keys=True) == before
 

@@ -12,6 +12,15 @@ from firebackup.services.context import Role
 from firebackup.services.errors import Conflict, Invalid, NotFound
 
 
+def plan_task(backup_id: str) -> tuple[str, dict[str, str]]:
+    """The task that runs a new backup (the handlers' names live with the workers; they are spelt once here)."""
+    return ("plan", {"backup_id": backup_id})
+
+
+def restore_task(restore_id: str) -> tuple[str, dict[str, str]]:
+    return ("restore", {"restore_id": restore_id})
+
+
 def _start(world, org, **kw):
     ctx = world.ctx_as(org.users[Role.member], org.id, Role.member)
     return jobs.start_backup(ctx, org.id, StartBackup(org.project_id, org.destination_id, **kw))
@@ -29,7 +38,7 @@ def test_start_backup_records_a_pending_row_and_enqueues_exactly_one_plan_task(w
     org = world.org()
     queue.tasks.clear()
     out = _start(world, org, collections=("users", "orders"), include_auth=True)
-    assert queue.tasks == [("plan", {"backup_id": out["id"]})]
+    assert queue.tasks == [plan_task(out["id"])]
     row = world.session.get(Backup, out["id"])
     assert (row.state, row.org_id, row.collections, row.include_auth) == ("pending", org.id, ["users", "orders"], True)
     assert row.requested_by == org.users[Role.member]
@@ -56,7 +65,7 @@ def test_the_system_starts_a_scheduled_backup_with_no_requester_and_is_audited_a
                                                                  schedule_id=None, include_auth=True))
     row = world.session.get(Backup, out["id"])
     assert row.requested_by is None and row.include_auth is True
-    assert queue.tasks == [("plan", {"backup_id": row.id})]
+    assert queue.tasks == [plan_task(row.id)]
     audit = world.session.scalar(sa.select(AuditLog).where(AuditLog.action == "backup.start"))
     assert (audit.actor_type, audit.actor_id, audit.org_id, audit.resource_id) == ("system", None, org.id, row.id)
 
@@ -119,7 +128,7 @@ def test_only_completed_backups_can_be_restored_or_verified(world, queue) -> Non
     r = jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, mode="merge", collections=("users",)))
     assert (r["state"], r["mode"], r["collections"]) == ("pending", "merge", ["users"])
     assert jobs.verify_backup(ctx, org.id, b)["verify_state"] == "pending"
-    assert queue.tasks == [("restore", {"restore_id": r["id"]}), ("verify", {"backup_id": b})]
+    assert queue.tasks == [restore_task(r["id"]), ("verify", {"backup_id": b})]
 
 
 def test_restoring_auth_users_needs_a_backup_that_has_them(world) -> None:

@@ -16,6 +16,18 @@ from firebackup.services.context import Role
 SECRET = "whsec-0123456789abcdef"
 
 
+class Receiver:
+    """Stands in for the receiving server: keeps each request and answers with `status`."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.requests: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        self.requests.append((url, body, headers))
+        return self.status
+
+
 def _delivery(world, org) -> str:
     admin = world.ctx_as(org.users[Role.admin], org.id, Role.admin)
     resources.create_webhook(admin, org.id, AddWebhook("https://hooks.test/in", ("backup.failed",), SECRET))
@@ -25,10 +37,10 @@ def _delivery(world, org) -> str:
 
 def test_a_delivery_is_signed_over_timestamp_and_body_with_the_webhooks_secret(world) -> None:
     org = world.org()
-    sent = []
-    d = webhooks.deliver(world.system(), _delivery(world, org), lambda url, body, h: sent.append((url, body, h)) or 204)
+    receiver = Receiver(204)
+    d = webhooks.deliver(world.system(), _delivery(world, org), receiver)
     assert d is not None and d.state == "delivered" and d.status_code == 204
-    [(url, body, headers)] = sent
+    [(url, body, headers)] = receiver.requests
     t, v1 = (part.split("=", 1)[1] for part in headers["FireBackup-Signature"].split(","))
     assert v1 == hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     assert json.loads(body) == {"id": d.id, "event": "backup.failed", "data": {"backup_id": "bkp_1"}}
@@ -54,8 +66,8 @@ def test_a_failing_receiver_is_retried_until_the_attempt_limit_then_the_delivery
 def test_a_delivered_event_is_not_sent_again_when_its_task_is_redelivered(world) -> None:
     org = world.org()
     delivery_id = _delivery(world, org)
-    sent = []
+    receiver = Receiver(200)
     for _ in range(2):
-        webhooks.deliver(world.system(), delivery_id, lambda *a: sent.append(a) or 200)
-    assert len(sent) == 1
+        webhooks.deliver(world.system(), delivery_id, receiver)
+    assert len(receiver.requests) == 1
     assert world.session.scalar(sa.select(WebhookDelivery.attempts)) == 1
