@@ -27,6 +27,9 @@ class Settings:
     max_request_bytes: int = 1_048_576
     allow_local_storage: bool = False
     allow_http_webhooks: bool = False  # development only: production webhooks must use https
+    # Development only: accept the Auth emulator's unverified e-mail addresses, so invitations by e-mail
+    # can be accepted locally. Never in production: an unverified address can be claimed by anyone.
+    trust_emulator_tokens: bool = False
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
@@ -69,6 +72,7 @@ class Settings:
             max_request_bytes=_int(env, "FIREBACKUP_MAX_REQUEST_BYTES", cls.max_request_bytes),
             allow_local_storage=env.get("FIREBACKUP_ALLOW_LOCAL_STORAGE", "").lower() in ("1", "true", "yes"),
             allow_http_webhooks=env.get("FIREBACKUP_ALLOW_HTTP_WEBHOOKS", "").lower() in ("1", "true", "yes"),
+            trust_emulator_tokens=env.get("FIREBACKUP_TRUST_EMULATOR_TOKENS", "").lower() in ("1", "true", "yes"),
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,

@@ -6,14 +6,18 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from firebackup.api.errors import error_response, service_error_response
 from firebackup.api.openapi import build_openapi
 from firebackup.api.routes import ROUTES, Route
+from firebackup.api.schemas import ApiRequest
 from firebackup.db.models import AuditLog
 from firebackup.services.context import Ctx, Ports
 from firebackup.services.errors import PermissionDenied, ServiceError
@@ -21,18 +25,10 @@ from firebackup.services.identity import authenticate, authorize
 
 log = logging.getLogger("firebackup.api")
 PREFIX = "/v1"
+SessionFactory = sessionmaker[Session]
 
 
-def error_response(status: int, code: str, message: str, details: Any = None, headers: Any = None) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message, "details": details}})
-    resp = Response(body, status=status, mimetype="application/json")
-    for k, v in headers or []:
-        if k.lower() not in ("content-type", "content-length"):
-            resp.headers[k] = v
-    return resp
-
-
-def _clean_errors(e: ValidationError) -> list[dict]:
+def _clean_errors(e: ValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may be a private key or a secret with one wrong character.
     return [{"loc": [str(x) for x in err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
 
@@ -41,7 +37,7 @@ def _json(data: Any, status: int) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), status=status, mimetype="application/json")
 
 
-def create_app(ports: Ports, session_factory: Any) -> Flask:
+def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
     """The API as a Flask app; everything it talks to is passed in."""
     app = Flask("firebackup.api")
     app.config["MAX_CONTENT_LENGTH"] = ports.settings.max_request_bytes
@@ -72,7 +68,7 @@ def create_app(ports: Ports, session_factory: Any) -> Flask:
     return app
 
 
-def _parse_body(route: Route) -> BaseModel:
+def _parse_body(route: Route) -> ApiRequest:
     if request.mimetype != "application/json":
         raise _Http(415, "unsupported_media_type", "send the body as application/json")
     raw = request.get_data(cache=False)
@@ -83,13 +79,14 @@ def _parse_body(route: Route) -> BaseModel:
     bad = _bad_text(data)
     if bad:
         raise _Http(422, "invalid", "text must not contain NUL or unpaired surrogates", [{"loc": bad}])
+    assert route.body is not None
     try:
-        return route.body.model_validate(data)  # type: ignore[union-attr]
+        return route.body.model_validate(data)
     except ValidationError as e:
         raise _Http(422, "invalid", "the body does not match the schema", _clean_errors(e)) from None
 
 
-def _bad_text(value: Any, loc: tuple = ()) -> list[str] | None:
+def _bad_text(value: Any, loc: tuple[Any, ...] = ()) -> list[str] | None:
     """Where a string holds NUL or a lone surrogate (PostgreSQL and UTF-8 refuse both), else None."""
     if isinstance(value, str):
         return [str(x) for x in loc] if _BAD_TEXT.search(value) else None
@@ -110,23 +107,26 @@ _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-def _parse_query(route: Route) -> BaseModel:
+def _parse_query(route: Route) -> ApiRequest:
     args = {k: v for k, v in request.args.items()}
     bad = _bad_text(args)
     if bad:
         raise _Http(422, "invalid", "text must not contain NUL or unpaired surrogates", [{"loc": ["query", *bad]}])
+    assert route.query is not None
     try:
-        return route.query.model_validate(args)  # type: ignore[union-attr]
+        return route.query.model_validate(args)
     except ValidationError as e:
         raise _Http(422, "invalid", "the query does not match the schema", _clean_errors(e)) from None
 
 
 class _Http(Exception):
+    """A refusal by the HTTP layer itself (malformed body, wrong media type), before any service runs."""
+
     def __init__(self, status: int, code: str, message: str, details: Any = None):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def _view(route: Route, ports: Ports, session_factory: Any):
+def _view(route: Route, ports: Ports, session_factory: SessionFactory) -> Callable[..., Response]:
     def view(**path: str) -> Response:
         limit = ports.settings.max_request_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -141,7 +141,7 @@ def _view(route: Route, ports: Ports, session_factory: Any):
             except ServiceError as e:
                 if isinstance(e, PermissionDenied) and ctx.org_id:
                     _audit_denied(session_factory, ctx, route)
-                resp = error_response(e.status, e.code, str(e), e.details)
+                resp = service_error_response(e)
         log.info("%s %s%s -> %s actor=%s", route.method, PREFIX, route.path, resp.status_code,
                  ctx.principal.actor_id if ctx.principal else "-")
         return resp
@@ -159,9 +159,9 @@ def _run(route: Route, ctx: Ctx, path: dict[str, str]) -> Response:
         authorize(ctx, path["org_id"], route.role)
     args: list[Any] = [path[name] for name in route.params]
     if route.body is not None:
-        args.append(_parse_body(route))
+        args.append(_parse_body(route).to_command())
     if route.query is not None:
-        args.append(_parse_query(route))
+        args.append(_parse_query(route).to_command())
     result = route.handler(ctx, *args)
     if route.response is None:
         return Response(status=204)
@@ -172,11 +172,11 @@ def _run(route: Route, ctx: Ctx, path: dict[str, str]) -> Response:
     return _json(out.model_dump(mode="json"), route.status)
 
 
-def _audit_denied(session_factory: Any, ctx: Ctx, route: Route) -> None:
+def _audit_denied(session_factory: SessionFactory, ctx: Ctx, route: Route) -> None:
     """A refused attempt is recorded too, in its own transaction (the request's was rolled back)."""
     with session_factory() as session, session.begin():
         p = ctx.principal
-        session.add(AuditLog(org_id=ctx.org_id, actor_type=p.kind, actor_id=p.actor_id,
+        session.add(AuditLog(org_id=ctx.org_id, actor_type=p.kind if p else "system", actor_id=ctx.actor_id,
                              action="access.denied", resource_type=None, resource_id=None,
                              ip=ctx.ip, user_agent=(ctx.user_agent or "")[:512] or None, result="denied",
                              details={"operation": route.operation_id, "method": route.method, "route": route.path}))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from firebackup.api import schemas as s
 from firebackup.api.routes import Route
@@ -29,11 +30,12 @@ def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
 def build_openapi(routes: list[Route], prefix: str = "/v1") -> dict[str, Any]:
     inputs = {r.body for r in routes if r.body} | {r.query for r in routes if r.query}
     outputs = {r.response for r in routes if r.response} | {s.Error}
-    pairs = [(m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)]
     pairs += [(m, "serialization") for m in sorted(outputs, key=lambda m: m.__name__)]
     refs, defs = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
-    paths: dict[str, dict] = {}
+    paths: dict[str, dict[str, Any]] = {}
     for r in routes:
         op: dict[str, Any] = {"operationId": r.operation_id, "summary": r.summary or r.operation_id.replace("_", " "),
                               "parameters": [], "responses": {}}

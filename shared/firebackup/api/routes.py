@@ -24,8 +24,8 @@ class Route:
     role: Role | None  # None: any authenticated caller, no organization in the path
     response: type[BaseModel] | None = None  # None: 204 No Content
     status: int = 200
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
+    body: type[s.ApiRequest] | None = None  # its command is the handler's last argument (before the query's)
+    query: type[s.ApiRequest] | None = None
     paged: bool = False
     summary: str = ""
 
@@ -43,7 +43,8 @@ P = s.PageQuery
 ORG = "/orgs/{org_id}"
 
 
-def _list(path: str, handler: Callable, role: Role, item: type[BaseModel], query: type[BaseModel] = P, summary: str = "") -> Route:
+def _list(path: str, handler: Callable[..., Any], role: Role | None, item: type[BaseModel],
+          query: type[s.ApiRequest] = P, summary: str = "") -> Route:
     return Route("GET", path, handler, role, s.page_of(item), body=None, query=query, paged=True, summary=summary)
 
 

@@ -1,11 +1,19 @@
-"""Request and response models: validation and the OpenAPI document come from these same classes."""
+"""Request and response models: validation and the OpenAPI document come from these same classes.
+
+A request model validates the shape of what arrives and turns it into the service's plain command
+(`to_command`); the services never see these classes.
+"""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from firebackup.services import commands as c
+from firebackup.services.context import Role
 
 # Patterns stay in the subset where JSON Schema (ECMA) and pydantic (Rust regex) agree: no \s, \S, \w.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\u0000-\u0020\u007f-\u00a0]")]
@@ -23,6 +31,22 @@ class In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=8192)
 
 
+class ApiRequest(In):
+    """A whole request body or query string, handed to its service as a command."""
+
+    @abstractmethod
+    def to_command(self) -> object:
+        """The service command this request asks for."""
+
+
+T = TypeVar("T")
+
+
+def _if_sent(model: BaseModel, name: str, value: T) -> T | c.Unset:
+    """`value` if the client sent the field (null included), else UNSET: a PATCH leaves unsent fields alone."""
+    return value if name in model.model_fields_set else c.UNSET
+
+
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -37,9 +61,12 @@ class Error(BaseModel):
     error: ErrorInfo
 
 
-class PageQuery(In):
+class PageQuery(ApiRequest):
     limit: int = Field(50, ge=1, le=200)
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+
+    def to_command(self) -> c.PageRequest:
+        return c.PageRequest(limit=self.limit, cursor=self.cursor)
 
 
 class AuditQuery(PageQuery):
@@ -49,15 +76,25 @@ class AuditQuery(PageQuery):
     since: datetime | None = None
     until: datetime | None = None
 
+    def to_command(self) -> c.AuditFilter:
+        return c.AuditFilter(limit=self.limit, cursor=self.cursor, actor=self.actor, action=self.action,
+                             resource=self.resource, since=self.since, until=self.until)
+
 
 # --- organizations, members, me -------------------------------------------------------------
 
-class OrgIn(In):
+class OrgIn(ApiRequest):
     name: Name
 
+    def to_command(self) -> c.CreateOrg:
+        return c.CreateOrg(name=self.name)
 
-class OrgPatch(In):
+
+class OrgPatch(ApiRequest):
     name: Name
+
+    def to_command(self) -> c.RenameOrg:
+        return c.RenameOrg(name=self.name)
 
 
 class OrgOut(Out):
@@ -75,13 +112,19 @@ class MeOut(Out):
     role: RoleName | None = None
 
 
-class MemberIn(In):
+class MemberIn(ApiRequest):
     email: Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
     role: RoleName
 
+    def to_command(self) -> c.InviteMember:
+        return c.InviteMember(email=self.email, role=Role[self.role])
 
-class MemberPatch(In):
+
+class MemberPatch(ApiRequest):
     role: RoleName
+
+    def to_command(self) -> c.ChangeRole:
+        return c.ChangeRole(role=Role[self.role])
 
 
 class MemberOut(Out):
@@ -104,11 +147,15 @@ class ServiceAccountKey(In):
     client_email: Annotated[str, StringConstraints(min_length=3, max_length=320)]
 
 
-class ProjectIn(In):
+class ProjectIn(ApiRequest):
     name: Name
     gcp_project_id: GcpProjectId
     database_id: DatabaseId = "(default)"
     service_account_key: ServiceAccountKey
+
+    def to_command(self) -> c.ConnectProject:
+        return c.ConnectProject(name=self.name, gcp_project_id=self.gcp_project_id, database_id=self.database_id,
+                                service_account_key=self.service_account_key.model_dump(exclude_none=True))
 
 
 class OAuthStartOut(Out):
@@ -116,12 +163,16 @@ class OAuthStartOut(Out):
     state: str
 
 
-class OAuthCompleteIn(In):
+class OAuthCompleteIn(ApiRequest):
     state: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     code: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     name: Name
     gcp_project_id: GcpProjectId
     database_id: DatabaseId = "(default)"
+
+    def to_command(self) -> c.CompleteOAuth:
+        return c.CompleteOAuth(state=self.state, code=self.code, name=self.name, gcp_project_id=self.gcp_project_id,
+                               database_id=self.database_id)
 
 
 class ProjectOut(Out):
@@ -141,7 +192,7 @@ class TestResultOut(Out):
 
 # --- storage destinations ------------------------------------------------------------------------
 
-DestinationKind = Literal["s3", "spaces", "gcs", "s3compat", "local"]
+DestinationKind = c.DestinationKind
 
 
 class StorageCredentials(In):
@@ -149,14 +200,24 @@ class StorageCredentials(In):
     secret_access_key: Secret | None = None
     service_account_key: ServiceAccountKey | None = None
 
+    def to_value(self) -> c.StorageCredentials:
+        key = self.service_account_key
+        return c.StorageCredentials(access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
+                                    service_account_key=key.model_dump(exclude_none=True) if key else None)
 
-class DestinationIn(In):
+
+class DestinationIn(ApiRequest):
     name: Name
     kind: DestinationKind
     url: Annotated[str, StringConstraints(min_length=6, max_length=1024)]
     region: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
     endpoint_url: Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^https?://")] | None = None
     credentials: StorageCredentials | None = None
+
+    def to_command(self) -> c.AddDestination:
+        return c.AddDestination(name=self.name, kind=self.kind, url=self.url, region=self.region,
+                                endpoint_url=self.endpoint_url,
+                                credentials=self.credentials.to_value() if self.credentials else None)
 
 
 class DestinationOut(Out):
@@ -174,11 +235,19 @@ class DestinationOut(Out):
 BackupState = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 
-class BackupIn(In):
+def _tuple(items: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(items) if items is not None else None
+
+
+class BackupIn(ApiRequest):
     project_id: Id
     destination_id: Id
     collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
     include_auth: bool = False
+
+    def to_command(self) -> c.StartBackup:
+        return c.StartBackup(project_id=self.project_id, destination_id=self.destination_id,
+                             collections=_tuple(self.collections), include_auth=self.include_auth)
 
 
 class BackupOut(Out):
@@ -231,14 +300,20 @@ class ManifestSummaryOut(Out):
     stored_error: str | None = None
 
 
-class RestoreIn(In):
+class RestoreIn(ApiRequest):
     backup_id: Id
     target_project_id: Id
     target_database: DatabaseId | None = None
-    mode: Literal["overwrite", "skip", "merge"] = "overwrite"
+    mode: c.RestoreMode = "overwrite"
     collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
     dry_run: bool = False
     include_auth: bool = False
+
+    def to_command(self) -> c.StartRestore:
+        return c.StartRestore(backup_id=self.backup_id, target_project_id=self.target_project_id,
+                              target_database=self.target_database, mode=self.mode,
+                              collections=_tuple(self.collections), dry_run=self.dry_run,
+                              include_auth=self.include_auth)
 
 
 class RestoreOut(Out):
@@ -246,7 +321,7 @@ class RestoreOut(Out):
     backup_id: str
     target_project_id: str
     target_database: str | None
-    mode: Literal["overwrite", "skip", "merge"]
+    mode: c.RestoreMode
     collections: list[str] | None
     dry_run: bool
     include_auth: bool
@@ -267,24 +342,39 @@ class Retention(In):
     keep_last: int | None = Field(None, ge=1, le=10000)
     keep_days: int | None = Field(None, ge=1, le=3650)
 
+    def to_value(self) -> c.Retention:
+        return c.Retention(keep_last=self.keep_last, keep_days=self.keep_days)
 
-class ScheduleIn(In):
+
+class ScheduleIn(ApiRequest):
     name: Name
     project_id: Id
     destination_id: Id
     cron: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
-    retention: Retention = Retention()
+    retention: Retention = Retention(keep_last=None, keep_days=None)
     collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
     enabled: bool = True
 
+    def to_command(self) -> c.CreateSchedule:
+        return c.CreateSchedule(name=self.name, project_id=self.project_id, destination_id=self.destination_id,
+                                cron=self.cron, timezone=self.timezone, retention=self.retention.to_value(),
+                                collections=_tuple(self.collections), enabled=self.enabled)
 
-class SchedulePatch(In):
+
+class SchedulePatch(ApiRequest):
     name: Name | None = None
     cron: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = None
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     retention: Retention | None = None
     enabled: bool | None = None
+
+    def to_command(self) -> c.UpdateSchedule:
+        retention = self.retention.to_value() if self.retention is not None else None
+        return c.UpdateSchedule(name=_if_sent(self, "name", self.name), cron=_if_sent(self, "cron", self.cron),
+                                timezone=_if_sent(self, "timezone", self.timezone),
+                                retention=_if_sent(self, "retention", retention),
+                                enabled=_if_sent(self, "enabled", self.enabled))
 
 
 class RetentionOut(Out):
@@ -309,10 +399,13 @@ class ScheduleOut(Out):
 WebhookEvent = Literal["backup.completed", "backup.failed", "restore.completed", "restore.failed"]
 
 
-class WebhookIn(In):
+class WebhookIn(ApiRequest):
     url: Annotated[str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[!-~]+$")]
     events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=4)]
     secret: Annotated[str, StringConstraints(min_length=16, max_length=256)]
+
+    def to_command(self) -> c.AddWebhook:
+        return c.AddWebhook(url=self.url, events=tuple(self.events), secret=self.secret)
 
 
 class WebhookOut(Out):
@@ -324,9 +417,12 @@ class WebhookOut(Out):
     created_at: datetime
 
 
-class TokenIn(In):
+class TokenIn(ApiRequest):
     name: Name
     role: RoleName
+
+    def to_command(self) -> c.CreateToken:
+        return c.CreateToken(name=self.name, role=Role[self.role])
 
 
 class TokenOut(Out):
@@ -362,6 +458,7 @@ def page_of(item: type[BaseModel]) -> type[BaseModel]:
     from pydantic import create_model
 
     return create_model(f"{item.__name__.removesuffix('Out')}Page", __base__=Out,
-                        items=(list[item], ...), next_cursor=(str | None, None))
+                        items=(list[item], ...),  # type: ignore[valid-type]  # a model chosen at run time
+                        next_cursor=(str | None, None))
 
 

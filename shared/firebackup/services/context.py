@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from firebackup.crypto.secrets import Sealer
 from firebackup.db.models import AuditLog
+from firebackup.runtime.queue import TaskQueue
 from firebackup.services.errors import Invalid
-from firebackup.services.ports import IdTokenVerifier, OAuthClient, ProjectProber, TaskQueue
+from firebackup.services.ports import IdTokenVerifier, OAuthClient, ProjectProber
 from firebackup.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class Principal:
         return self.user_id if self.kind == "user" else self.token_id
 
 
+_CURRENT = object()  # Ctx.audit's default org: the one the call was authorized for
+
+
 @dataclass
 class Ports:
     settings: Settings
@@ -64,6 +68,8 @@ class Ports:
 
 @dataclass
 class Ctx:
+    """One service call: its transaction, its caller (None: the system, e.g. the scheduler), the ports."""
+
     session: Session
     ports: Ports
     principal: Principal | None = None
@@ -73,14 +79,20 @@ class Ctx:
     user_agent: str | None = None
     audited: list[AuditLog] = field(default_factory=list)
 
+    @property
+    def actor_id(self) -> str | None:
+        """Who to record as having asked: the user or token id, None for the system."""
+        return self.principal.actor_id if self.principal else None
+
     def audit(self, action: str, resource_type: str | None = None, resource_id: str | None = None,
-              details: dict | None = None, *, org_id: str | None | object = "current", result: str = "success") -> None:
+              details: dict[str, Any] | None = None, *, org_id: str | None | object = _CURRENT,
+              result: str = "success") -> None:
         """Record the change in the same transaction as the change itself (org_id=None: outlives the org)."""
         p = self.principal
         row = AuditLog(
-            org_id=self.org_id if org_id == "current" else org_id,
+            org_id=self.org_id if org_id is _CURRENT else org_id,
             actor_type=p.kind if p else "system",
-            actor_id=p.actor_id if p else None,
+            actor_id=self.actor_id,
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
@@ -93,18 +105,18 @@ class Ctx:
         self.audited.append(row)
 
 
-def page(session: Session, stmt: sa.Select, id_col: Any, *, limit: int, cursor: str | None,
-         descending: bool = False) -> tuple[list[Any], str | None]:
-    """Keyset pagination on a sortable id column; the cursor is the last id of the previous page."""
+T = TypeVar("T")
+
+
+def page(session: Session, stmt: sa.Select[tuple[T]], id_col: InstrumentedAttribute[str], *, limit: int,
+         cursor: str | None, descending: bool = False) -> tuple[list[T], str | None]:
+    """Keyset pagination on a sortable id column; the cursor is that column's value in the page's last row."""
     if cursor:
         stmt = stmt.where(id_col < cursor if descending else id_col > cursor)
     stmt = stmt.order_by(id_col.desc() if descending else id_col).limit(limit + 1)
     rows = list(session.scalars(stmt))
     if len(rows) > limit:
         rows = rows[:limit]
-        return rows, _id_of(rows[-1])
+        last: str = getattr(rows[-1], id_col.key)
+        return rows, last
     return rows, None
-
-
-def _id_of(row: Any) -> str:
-    return row.id if hasattr(row, "id") else row.user_id

@@ -1,11 +1,14 @@
-"""Errors the services raise for the API to map onto HTTP statuses (all are firebackup.errors types).
+"""Errors the services raise: what went wrong in the domain's terms, with no transport attached.
 
 UsageError (firebackup.errors)
-├── Unauthenticated     no or bad credentials                   -> 401
-├── PermissionDenied    authenticated, role too low             -> 403
-├── NotFound            absent, or in an organization you are not in  -> 404
-├── Conflict            the current state forbids it            -> 409
-└── Invalid             well-formed but unacceptable input      -> 422
+└── ServiceError
+    ├── Unauthenticated     no or bad credentials
+    ├── PermissionDenied    authenticated, role too low
+    ├── NotFound            absent, or in an organization you are not in
+    ├── Conflict            the current state forbids it
+    └── Invalid             well-formed but unacceptable input
+
+Each entry point decides what these mean to its caller; the HTTP API's table is in api/errors.py.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from firebackup.errors import UsageError
 
 
 class ServiceError(UsageError):
-    status = 400
-    code = "bad_request"
+    """Base of the services' errors; `details` is optional structured context for the caller."""
 
     def __init__(self, message: str, details: Any = None):
         super().__init__(message)
@@ -25,20 +27,20 @@ class ServiceError(UsageError):
 
 
 class Unauthenticated(ServiceError):
-    status, code = 401, "unauthenticated"
+    pass
 
 
 class PermissionDenied(ServiceError):
-    status, code = 403, "permission_denied"
+    pass
 
 
 class NotFound(ServiceError):
-    status, code = 404, "not_found"
+    pass
 
 
 class Conflict(ServiceError):
-    status, code = 409, "conflict"
+    pass
 
 
 class Invalid(ServiceError):
-    status, code = 422, "invalid"
+    pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,11 +17,13 @@ TOKEN_PREFIX = "fbk_"
 
 
 def hash_token(token: str) -> str:
+    """The stored form of an API token."""
     # Tokens are 256 random bits, so a plain SHA-256 is enough (no password-style stretching needed).
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_api_token() -> str:
+    """A fresh API token (shown to its creator once; only its hash is kept)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
@@ -40,36 +44,42 @@ def authenticate(ctx: Ctx, authorization: str | None) -> Principal:
     return Principal("user", user_id=_user_for(ctx, claims).id)
 
 
-def _user_for(ctx: Ctx, claims: dict) -> User:
+def _user_for(ctx: Ctx, claims: Mapping[str, Any]) -> User:
     """The user row for these claims; created on first sign-in, or linked to a pending invitation by email."""
     uid = claims.get("uid") or claims.get("sub")
-    if not uid:
+    if not uid or not isinstance(uid, str):
         raise Unauthenticated("ID token has no subject; sign in again")
     user = ctx.session.scalar(sa.select(User).where(User.firebase_uid == uid))
     if user is not None:
         return user
-    email = claims.get("email") if claims.get("email_verified") or _emulated(claims) else None
-    if email and len(email) > 320:
-        email = None  # longer than any deliverable address (and than the column)
+    email = _trusted_email(ctx, claims)
     if email:
-        user = ctx.session.scalar(sa.select(User).where(User.email == email.lower(), User.firebase_uid.is_(None)))
+        user = ctx.session.scalar(sa.select(User).where(User.email == email, User.firebase_uid.is_(None)))
     if user is None:
         name = claims.get("name")
-        user = User(email=email.lower() if email else None, display_name=name[:200] if isinstance(name, str) else None)
+        user = User(email=email, display_name=name[:200] if isinstance(name, str) else None)
         ctx.session.add(user)
     user.firebase_uid = uid
     ctx.session.flush()
     return user
 
 
-def _emulated(claims: dict) -> bool:
-    # The Auth emulator does not verify emails; trust its addresses so local invitations work.
-    import os
+def _trusted_email(ctx: Ctx, claims: Mapping[str, Any]) -> str | None:
+    """The lower-cased address to link invitations by, or None when it is not known to belong to the caller.
 
-    return bool(os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"))
+    An invitation is granted to whoever proves the address, so only a verified one counts; the Auth
+    emulator verifies nothing, and its addresses are trusted only when the settings say so.
+    """
+    email = claims.get("email")
+    if not isinstance(email, str) or not email or len(email) > 320:  # over 320: longer than any real address
+        return None
+    if claims.get("email_verified") is True or ctx.ports.settings.trust_emulator_tokens:
+        return email.lower()
+    return None
 
 
 def role_in(ctx: Ctx, org_id: str) -> Role | None:
+    """The caller's role in the organization, or None when they have none there."""
     p = ctx.principal
     if p is None:
         return None
@@ -99,6 +109,8 @@ def require_role(ctx: Ctx, minimum: Role, why: str) -> None:
 
 
 def require_user(ctx: Ctx) -> str:
-    if ctx.principal is None or ctx.principal.kind != "user":
+    """The signed-in user's id; an API token (or the system) is refused."""
+    p = ctx.principal
+    if p is None or p.kind != "user" or p.user_id is None:
         raise PermissionDenied("this needs a signed-in user, not an API token")
-    return ctx.principal.user_id  # type: ignore[return-value]
+    return p.user_id

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
-from firebackup.api import schemas as s
 from firebackup.db.models import Backup, BackupChunk, Restore, StorageDestination, new_id, utcnow
+from firebackup.engine.tasks import BACKUP_PLAN, RESTORE_PLAN
 from firebackup.errors import FireBackupError
+from firebackup.services.commands import PageRequest, StartBackup, StartRestore
 from firebackup.services.context import Ctx, page
 from firebackup.services.errors import Conflict, Invalid
 from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination
@@ -20,47 +23,57 @@ def _progress(done: int, total: int, state: str) -> float:
     return min(1.0, done / total) if total else 0.0
 
 
-def backup_out(row: Backup) -> dict:
+def backup_out(row: Backup) -> dict[str, Any]:
     out = {c.key: getattr(row, c.key) for c in Backup.__table__.columns}
     out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
     return out
 
 
-def restore_out(row: Restore) -> dict:
+def restore_out(row: Restore) -> dict[str, Any]:
     out = {c.key: getattr(row, c.key) for c in Restore.__table__.columns}
     out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
     return out
 
 
-def list_backups(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_backups(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
     rows, cursor = page(ctx.session, sa.select(Backup).where(Backup.org_id == org_id), Backup.id,
                         limit=q.limit, cursor=q.cursor, descending=True)
     return [backup_out(r) for r in rows], cursor
+
+
+def _list_or_none(items: tuple[str, ...] | None) -> list[str] | None:
+    return list(items) if items is not None else None
 
 
 def _backup(ctx: Ctx, org_id: str, backup_id: str) -> Backup:
     return get_in_org(ctx, Backup, org_id, backup_id, "backup")
 
 
-def get_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+def get_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     return backup_out(_backup(ctx, org_id, backup_id))
 
 
-def start_backup(ctx: Ctx, org_id: str, body: s.BackupIn) -> dict:
-    get_project(ctx, org_id, body.project_id)
-    get_destination(ctx, org_id, body.destination_id)
-    row = Backup(id=new_id("bkp"), org_id=org_id, project_id=body.project_id, destination_id=body.destination_id,
-                 state="pending", collections=body.collections, include_auth=body.include_auth,
-                 requested_by=ctx.principal.actor_id)
+def start_backup(ctx: Ctx, org_id: str, cmd: StartBackup) -> dict[str, Any]:
+    """Create a pending backup and enqueue its `plan` task; the caller may be a user, a token or the system.
+
+    The project and the destination must belong to the organization (another org's id is NotFound).
+    """
+    get_project(ctx, org_id, cmd.project_id)
+    get_destination(ctx, org_id, cmd.destination_id)
+    row = Backup(id=new_id("bkp"), org_id=org_id, project_id=cmd.project_id, destination_id=cmd.destination_id,
+                 schedule_id=cmd.schedule_id, state="pending", collections=_list_or_none(cmd.collections),
+                 include_auth=cmd.include_auth, requested_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("backup.start", "backup", row.id, {"project_id": body.project_id})
+    details = {"project_id": cmd.project_id, **({"schedule_id": cmd.schedule_id} if cmd.schedule_id else {})}
+    # The org is named, not taken from the ctx: a system caller (the scheduler) authorized for no org.
+    ctx.audit("backup.start", "backup", row.id, details, org_id=org_id)
     # Enqueued inside the transaction: if the commit fails the worker finds no row and drops the task.
-    ctx.ports.queue.enqueue("backup.plan", {"job": row.id})
+    ctx.ports.queue.enqueue(BACKUP_PLAN, {"job": row.id})
     return backup_out(row)
 
 
-def cancel_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+def cancel_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     row = _backup(ctx, org_id, backup_id)
     if row.state not in ACTIVE:
         raise Conflict(f"backup is {row.state}; only pending or running backups can be cancelled")
@@ -81,7 +94,7 @@ def delete_backup(ctx: Ctx, org_id: str, backup_id: str) -> None:
         ctx.ports.queue.enqueue("delete_backup", {"destination_id": dest, "repo_backup_id": repo_id})
 
 
-def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     row = _backup(ctx, org_id, backup_id)
     if row.state != "completed":
         raise Conflict(f"backup is {row.state}; only completed backups can be verified")
@@ -91,7 +104,7 @@ def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict:
     return backup_out(row)
 
 
-def manifest_summary(ctx: Ctx, org_id: str, backup_id: str) -> dict:
+def manifest_summary(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     row = _backup(ctx, org_id, backup_id)
     if row.state != "completed" or not row.manifest_key:
         raise Conflict(f"backup is {row.state}; a manifest exists only for completed backups")
@@ -103,7 +116,7 @@ def manifest_summary(ctx: Ctx, org_id: str, backup_id: str) -> dict:
             "bytes_raw": row.bytes_raw, "bytes_stored": row.bytes_stored, "stored": stored, "stored_error": problem}
 
 
-def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict | None, str | None]:
+def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict[str, Any] | None, str | None]:
     """The manifest's clear header from the destination; a storage problem is reported, not raised."""
     from firebackup.engine.repository import Repository
 
@@ -125,35 +138,36 @@ def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict | None, str | None]:
 
 # --- restores -------------------------------------------------------------------------------------
 
-def list_restores(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_restores(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
     rows, cursor = page(ctx.session, sa.select(Restore).where(Restore.org_id == org_id), Restore.id,
                         limit=q.limit, cursor=q.cursor, descending=True)
     return [restore_out(r) for r in rows], cursor
 
 
-def get_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict:
+def get_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict[str, Any]:
     return restore_out(get_in_org(ctx, Restore, org_id, restore_id, "restore"))
 
 
-def start_restore(ctx: Ctx, org_id: str, body: s.RestoreIn) -> dict:
-    backup = _backup(ctx, org_id, body.backup_id)
+def start_restore(ctx: Ctx, org_id: str, cmd: StartRestore) -> dict[str, Any]:
+    """Create a pending restore of a completed backup into a project of the same org; enqueue `restore`."""
+    backup = _backup(ctx, org_id, cmd.backup_id)
     if backup.state != "completed":
         raise Conflict(f"backup is {backup.state}; only completed backups can be restored")
-    if body.include_auth and not backup.include_auth:
+    if cmd.include_auth and not backup.include_auth:
         raise Invalid("this backup has no Auth users; restore without include_auth")
-    target = get_project(ctx, org_id, body.target_project_id)
+    target = get_project(ctx, org_id, cmd.target_project_id)
     row = Restore(id=new_id("rst"), org_id=org_id, backup_id=backup.id, target_project_id=target.id,
-                  target_database=body.target_database, mode=body.mode, collections=body.collections,
-                  dry_run=body.dry_run, include_auth=body.include_auth, state="pending",
-                  requested_by=ctx.principal.actor_id)
+                  target_database=cmd.target_database, mode=cmd.mode, collections=_list_or_none(cmd.collections),
+                  dry_run=cmd.dry_run, include_auth=cmd.include_auth, state="pending", requested_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("restore.start", "restore", row.id, {"backup_id": backup.id, "mode": body.mode, "dry_run": body.dry_run})
-    ctx.ports.queue.enqueue("restore.plan", {"job": row.id})
+    ctx.audit("restore.start", "restore", row.id, {"backup_id": backup.id, "mode": cmd.mode, "dry_run": cmd.dry_run},
+              org_id=org_id)
+    ctx.ports.queue.enqueue(RESTORE_PLAN, {"job": row.id})
     return restore_out(row)
 
 
-def cancel_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict:
+def cancel_restore(ctx: Ctx, org_id: str, restore_id: str) -> dict[str, Any]:
     row = get_in_org(ctx, Restore, org_id, restore_id, "restore")
     if row.state not in ACTIVE:
         raise Conflict(f"restore is {row.state}; only pending or running restores can be cancelled")

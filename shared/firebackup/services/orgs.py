@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from firebackup.api import schemas as s
 from firebackup.db.models import ApiToken, AuditLog, Organization, User, UserOrganization, utcnow
-from firebackup.services.context import Ctx, Role, page
+from firebackup.services.commands import (AuditFilter, ChangeRole, CreateOrg, CreateToken, InviteMember, PageRequest,
+                                          RenameOrg)
+from firebackup.services.context import Ctx, Principal, Role, page
 from firebackup.services.errors import Conflict, Invalid, NotFound, PermissionDenied
-from firebackup.services.identity import hash_token, new_api_token, require_role, require_user
+from firebackup.services.identity import hash_token, new_api_token, require_role, require_user, role_in
 
 
-def me(ctx: Ctx) -> dict:
-    p = ctx.principal
-    assert p is not None
+def _caller(ctx: Ctx) -> Principal:
+    if ctx.principal is None:
+        raise PermissionDenied("this needs a signed-in user or an API token")
+    return ctx.principal
+
+
+def me(ctx: Ctx) -> dict[str, Any]:
+    p = _caller(ctx)
     if p.kind == "token":
-        return {"kind": "token", "id": p.token_id, "org_id": p.token_org_id, "role": p.token_role.name}
-    user = ctx.session.get(User, p.user_id)
+        return {"kind": "token", "id": p.token_id, "org_id": p.token_org_id,
+                "role": p.token_role.name if p.token_role else None}
+    user = _user(ctx, require_user(ctx))
     return {"kind": "user", "id": user.id, "email": user.email}
 
 
-def list_orgs(ctx: Ctx, q: s.PageQuery) -> tuple[list[dict], str | None]:
-    p = ctx.principal
+def _user(ctx: Ctx, user_id: str) -> User:
+    user = ctx.session.get(User, user_id)
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+def _org(ctx: Ctx, org_id: str) -> Organization:
+    org = ctx.session.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization not found")
+    return org
+
+
+def list_orgs(ctx: Ctx, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
+    p = _caller(ctx)
     stmt = sa.select(Organization)
     if p.kind == "token":
         stmt = stmt.where(Organization.id == p.token_org_id)
@@ -34,16 +56,14 @@ def list_orgs(ctx: Ctx, q: s.PageQuery) -> tuple[list[dict], str | None]:
     return [_org_out(ctx, o) for o in rows], cursor
 
 
-def _org_out(ctx: Ctx, org: Organization) -> dict:
-    from firebackup.services.identity import role_in
-
+def _org_out(ctx: Ctx, org: Organization) -> dict[str, Any]:
     role = role_in(ctx, org.id)
     return {"id": org.id, "name": org.name, "created_at": org.created_at, "role": role.name if role else None}
 
 
-def create_org(ctx: Ctx, body: s.OrgIn) -> dict:
+def create_org(ctx: Ctx, cmd: CreateOrg) -> dict[str, Any]:
     user_id = require_user(ctx)
-    org = Organization(name=body.name)
+    org = Organization(name=cmd.name)
     ctx.session.add(org)
     ctx.session.flush()
     ctx.session.add(UserOrganization(user_id=user_id, org_id=org.id, role="owner"))
@@ -53,13 +73,13 @@ def create_org(ctx: Ctx, body: s.OrgIn) -> dict:
     return _org_out(ctx, org)
 
 
-def get_org(ctx: Ctx, org_id: str) -> dict:
-    return _org_out(ctx, ctx.session.get(Organization, org_id))
+def get_org(ctx: Ctx, org_id: str) -> dict[str, Any]:
+    return _org_out(ctx, _org(ctx, org_id))
 
 
-def rename_org(ctx: Ctx, org_id: str, body: s.OrgPatch) -> dict:
-    org = ctx.session.get(Organization, org_id)
-    org.name = body.name
+def rename_org(ctx: Ctx, org_id: str, cmd: RenameOrg) -> dict[str, Any]:
+    org = _org(ctx, org_id)
+    org.name = cmd.name
     ctx.audit("org.update", "organization", org_id)
     return _org_out(ctx, org)
 
@@ -72,20 +92,20 @@ def delete_org(ctx: Ctx, org_id: str) -> None:
 
 # --- members ------------------------------------------------------------------------------------
 
-def _member_out(m: UserOrganization, u: User) -> dict:
+def _member_out(m: UserOrganization, u: User) -> dict[str, Any]:
     return {"user_id": u.id, "email": u.email, "role": m.role, "created_at": m.created_at}
 
 
-def list_members(ctx: Ctx, org_id: str, q: s.PageQuery) -> tuple[list[dict], str | None]:
+def list_members(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
     stmt = sa.select(UserOrganization).where(UserOrganization.org_id == org_id)
     rows, cursor = page(ctx.session, stmt, UserOrganization.user_id, limit=q.limit, cursor=q.cursor)
-    return [_member_out(m, ctx.session.get(User, m.user_id)) for m in rows], cursor
+    return [_member_out(m, _user(ctx, m.user_id)) for m in rows], cursor
 
 
-def invite_member(ctx: Ctx, org_id: str, body: s.MemberIn) -> dict:
-    if body.role == "owner":
+def invite_member(ctx: Ctx, org_id: str, cmd: InviteMember) -> dict[str, Any]:
+    if cmd.role is Role.owner:
         require_role(ctx, Role.owner, "granting owner")
-    email = body.email.lower()
+    email = cmd.email.lower()
     if len(email) > 320:  # a few characters grow when lower-cased
         raise Invalid("email address is too long")
     user = ctx.session.scalar(sa.select(User).where(User.email == email))
@@ -95,10 +115,10 @@ def invite_member(ctx: Ctx, org_id: str, body: s.MemberIn) -> dict:
         ctx.session.flush()
     if ctx.session.get(UserOrganization, (user.id, org_id)) is not None:
         raise Conflict("already a member of this organization; change their role instead")
-    m = UserOrganization(user_id=user.id, org_id=org_id, role=body.role)
+    m = UserOrganization(user_id=user.id, org_id=org_id, role=cmd.role.name)
     ctx.session.add(m)
     ctx.session.flush()
-    ctx.audit("member.invite", "user", user.id, {"role": body.role})
+    ctx.audit("member.invite", "user", user.id, {"role": cmd.role.name})
     return _member_out(m, user)
 
 
@@ -114,16 +134,17 @@ def _owners(ctx: Ctx, org_id: str) -> int:
         UserOrganization.org_id == org_id, UserOrganization.role == "owner")) or 0
 
 
-def change_role(ctx: Ctx, org_id: str, user_id: str, body: s.MemberPatch) -> dict:
+def change_role(ctx: Ctx, org_id: str, user_id: str, cmd: ChangeRole) -> dict[str, Any]:
     m = _membership(ctx, org_id, user_id)
-    if "owner" in (m.role, body.role):
+    new = cmd.role.name
+    if "owner" in (m.role, new):
         require_role(ctx, Role.owner, "granting or taking away owner")
-    if m.role == "owner" and body.role != "owner" and _owners(ctx, org_id) <= 1:
+    if m.role == "owner" and new != "owner" and _owners(ctx, org_id) <= 1:
         raise Conflict("the last owner cannot be demoted; make someone else owner first")
     before = m.role
-    m.role = body.role
-    ctx.audit("member.role_change", "user", user_id, {"from": before, "to": body.role})
-    return _member_out(m, ctx.session.get(User, user_id))
+    m.role = new
+    ctx.audit("member.role_change", "user", user_id, {"from": before, "to": new})
+    return _member_out(m, _user(ctx, user_id))
 
 
 def remove_member(ctx: Ctx, org_id: str, user_id: str) -> None:
@@ -147,21 +168,24 @@ def leave(ctx: Ctx, org_id: str) -> None:
 
 # --- API tokens ---------------------------------------------------------------------------------
 
-def list_tokens(ctx: Ctx, org_id: str, q: s.PageQuery) -> tuple[list[ApiToken], str | None]:
+def list_tokens(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[ApiToken], str | None]:
     return page(ctx.session, sa.select(ApiToken).where(ApiToken.org_id == org_id), ApiToken.id,
                 limit=q.limit, cursor=q.cursor)
 
 
-def create_token(ctx: Ctx, org_id: str, body: s.TokenIn) -> dict:
-    if Role[body.role] > ctx.role:
-        raise PermissionDenied(f"a token cannot have more than your own role ({ctx.role.name})")
+def create_token(ctx: Ctx, org_id: str, cmd: CreateToken) -> dict[str, Any]:
+    """A new API token for the org, no stronger than the caller; the token itself is in the result, once."""
+    if ctx.role is None or cmd.role > ctx.role:
+        mine = ctx.role.name if ctx.role else "none"
+        raise PermissionDenied(f"a token cannot have more than your own role ({mine})")
     token = new_api_token()
-    row = ApiToken(org_id=org_id, name=body.name, role=body.role, token_hash=hash_token(token),
-                   prefix=token[:10], created_by=ctx.principal.actor_id)
+    row = ApiToken(org_id=org_id, name=cmd.name, role=cmd.role.name, token_hash=hash_token(token),
+                   prefix=token[:10], created_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("token.create", "api_token", row.id, {"role": body.role})
-    out = s.TokenOut.model_validate(row).model_dump()
+    ctx.audit("token.create", "api_token", row.id, {"role": cmd.role.name})
+    # Every column but the hash: the clear token is the caller's to keep, the hash is ours.
+    out: dict[str, Any] = {c.key: getattr(row, c.key) for c in ApiToken.__table__.columns if c.key != "token_hash"}
     out["token"] = token
     return out
 
@@ -177,7 +201,7 @@ def revoke_token(ctx: Ctx, org_id: str, token_id: str) -> None:
 
 # --- audit log ----------------------------------------------------------------------------------
 
-def list_audit(ctx: Ctx, org_id: str, q: s.AuditQuery) -> tuple[list[AuditLog], str | None]:
+def list_audit(ctx: Ctx, org_id: str, q: AuditFilter) -> tuple[list[AuditLog], str | None]:
     stmt = sa.select(AuditLog).where(AuditLog.org_id == org_id)
     if q.actor:
         stmt = stmt.where(AuditLog.actor_id == q.actor)
@@ -194,7 +218,5 @@ def list_audit(ctx: Ctx, org_id: str, q: s.AuditQuery) -> tuple[list[AuditLog], 
     return page(ctx.session, stmt, AuditLog.id, limit=q.limit, cursor=q.cursor, descending=True)
 
 
-def _aware(t: Any) -> Any:
-    from datetime import timezone
-
+def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import time
 from datetime import timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from firebackup.api import schemas as s
 from firebackup.crypto.secrets import fingerprint
-from firebackup.db.models import Project, Schedule, StorageDestination, Webhook, new_id, utcnow
+from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
 from firebackup.errors import FireBackupError
+from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
+                                          PageRequest, Unset, UpdateSchedule)
 from firebackup.services.context import Ctx, page
 from firebackup.services.cron import parse_cron
 from firebackup.services.errors import Conflict, Invalid, NotFound
+from firebackup.storage.base import Storage
+
+# The rows an organization owns, each with an `id` and an `org_id`.
+Owned = TypeVar("Owned", Project, StorageDestination, Schedule, Webhook, Backup, Restore)
 
 
-def get_in_org(ctx: Ctx, model: Any, org_id: str, obj_id: str, what: str) -> Any:
+def get_in_org(ctx: Ctx, model: type[Owned], org_id: str, obj_id: str, what: str) -> Owned:
     """Fetch by id within the org only: another org's id is simply not found."""
     row = ctx.session.scalar(sa.select(model).where(model.org_id == org_id, model.id == obj_id))
     if row is None:
@@ -27,17 +32,18 @@ def get_in_org(ctx: Ctx, model: Any, org_id: str, obj_id: str, what: str) -> Any
     return row
 
 
-def _list(ctx: Ctx, model: Any, org_id: str, q: s.PageQuery) -> tuple[list[Any], str | None]:
+def _list(ctx: Ctx, model: type[Owned], org_id: str, q: PageRequest) -> tuple[list[Owned], str | None]:
     return page(ctx.session, sa.select(model).where(model.org_id == org_id), model.id, limit=q.limit, cursor=q.cursor)
 
 
-def _context(model: Any, column: str, row_id: str) -> str:
+def _context(model: type[Base], column: str, row_id: str) -> str:
+    """The sealing context of a secret: binds the token to its table, column and row."""
     return f"{model.__tablename__}.{column}:{row_id}"
 
 
 # --- projects ------------------------------------------------------------------------------------
 
-def list_projects(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_projects(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[Project], str | None]:
     return _list(ctx, Project, org_id, q)
 
 
@@ -53,38 +59,38 @@ def _new_project(ctx: Ctx, org_id: str, name: str, gcp: str, db: str, kind: str,
     pid = new_id("prj")
     row = Project(id=pid, org_id=org_id, name=name, gcp_project_id=gcp, database_id=db, auth_kind=kind,
                   credentials_sealed=ctx.ports.sealer.seal(secret, _context(Project, "credentials_sealed", pid)),
-                  credentials_fingerprint=fingerprint(secret), created_by=ctx.principal.actor_id)
+                  credentials_fingerprint=fingerprint(secret), created_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("project.connect", "project", pid, {"auth": kind, "gcp_project_id": gcp, "database_id": db})
     return row
 
 
-def connect_project(ctx: Ctx, org_id: str, body: s.ProjectIn) -> Project:
-    key = json.dumps(body.service_account_key.model_dump(exclude_none=True), sort_keys=True).encode()
-    return _new_project(ctx, org_id, body.name, body.gcp_project_id, body.database_id, "service_account", key)
+def connect_project(ctx: Ctx, org_id: str, cmd: ConnectProject) -> Project:
+    key = json.dumps(dict(cmd.service_account_key), sort_keys=True).encode()
+    return _new_project(ctx, org_id, cmd.name, cmd.gcp_project_id, cmd.database_id, "service_account", key)
 
 
 _STATE_TTL = 900
 
 
-def oauth_start(ctx: Ctx, org_id: str) -> dict:
+def oauth_start(ctx: Ctx, org_id: str) -> dict[str, str]:
     # The state is sealed (authenticated) so the callback can trust which org and caller it was for.
-    payload = json.dumps({"org": org_id, "actor": ctx.principal.actor_id, "exp": int(time.time()) + _STATE_TTL})
+    payload = json.dumps({"org": org_id, "actor": ctx.actor_id, "exp": int(time.time()) + _STATE_TTL})
     state = ctx.ports.sealer.seal(payload, "oauth-state")
     ctx.audit("project.oauth_start", "organization", org_id)
     return {"authorization_url": ctx.ports.oauth.authorization_url(state), "state": state}
 
 
-def oauth_complete(ctx: Ctx, org_id: str, body: s.OAuthCompleteIn) -> Project:
+def oauth_complete(ctx: Ctx, org_id: str, cmd: CompleteOAuth) -> Project:
     try:
-        st = json.loads(ctx.ports.sealer.open(body.state, "oauth-state"))
+        st = json.loads(ctx.ports.sealer.open(cmd.state, "oauth-state"))
     except FireBackupError:
         raise Invalid("OAuth state is not one we issued; start the connection again") from None
-    if st.get("org") != org_id or st.get("actor") != ctx.principal.actor_id or st.get("exp", 0) < time.time():
+    if st.get("org") != org_id or st.get("actor") != ctx.actor_id or st.get("exp", 0) < time.time():
         raise Invalid("OAuth state is expired or for another organization; start the connection again")
-    refresh = ctx.ports.oauth.exchange(body.code)
-    return _new_project(ctx, org_id, body.name, body.gcp_project_id, body.database_id, "oauth", refresh.encode())
+    refresh = ctx.ports.oauth.exchange(cmd.code)
+    return _new_project(ctx, org_id, cmd.name, cmd.gcp_project_id, cmd.database_id, "oauth", refresh.encode())
 
 
 def delete_project(ctx: Ctx, org_id: str, project_id: str) -> None:
@@ -94,10 +100,13 @@ def delete_project(ctx: Ctx, org_id: str, project_id: str) -> None:
 
 
 def project_credentials(ctx: Ctx, row: Project) -> bytes:
+    """The project's unsealed key file or refresh token, for the client that talks to Google only."""
+    if row.credentials_sealed is None:
+        raise Invalid(f"project {row.id} has no stored credentials; connect it again")
     return ctx.ports.sealer.open(row.credentials_sealed, _context(Project, "credentials_sealed", row.id))
 
 
-def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict:
+def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
     row = get_project(ctx, org_id, project_id)
     problem = ctx.ports.prober.probe(row.gcp_project_id, row.database_id, row.auth_kind, project_credentials(ctx, row))
     ctx.audit("project.test", "project", project_id, result="success" if problem is None else "failure")
@@ -109,29 +118,29 @@ def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict:
 _SCHEMES = {"s3": "s3", "spaces": "spaces", "gcs": "gs", "s3compat": "s3", "local": "file"}
 
 
-def _check_destination(ctx: Ctx, body: s.DestinationIn) -> None:
-    parts = urlsplit(body.url)
-    want = _SCHEMES[body.kind]
+def _check_destination(ctx: Ctx, cmd: AddDestination) -> None:
+    parts = urlsplit(cmd.url)
+    want = _SCHEMES[cmd.kind]
     if parts.scheme != want:
-        raise Invalid(f"a {body.kind} destination needs a {want}:// URL")
-    if "@" in parts.netloc or any(c in body.url for c in "\x00\r\n\t "):
+        raise Invalid(f"a {cmd.kind} destination needs a {want}:// URL")
+    if "@" in parts.netloc or any(c in cmd.url for c in "\x00\r\n\t "):
         raise Invalid("the URL must not contain credentials or whitespace; send credentials separately")
-    if body.kind == "local" and not ctx.ports.settings.allow_local_storage:
+    if cmd.kind == "local" and not ctx.ports.settings.allow_local_storage:
         raise Invalid("local folders are for development only; set FIREBACKUP_ALLOW_LOCAL_STORAGE=1 to allow them")
-    if body.kind != "local" and not parts.netloc:
+    if cmd.kind != "local" and not parts.netloc:
         raise Invalid("the URL needs a bucket: scheme://bucket/prefix")
-    if body.kind == "s3compat" and not body.endpoint_url:
+    if cmd.kind == "s3compat" and not cmd.endpoint_url:
         raise Invalid("an S3-compatible destination needs endpoint_url")
-    c = body.credentials
-    if c and body.kind == "gcs" and (c.access_key_id or c.secret_access_key):
+    c = cmd.credentials
+    if c and cmd.kind == "gcs" and (c.access_key_id or c.secret_access_key):
         raise Invalid("GCS destinations take a service_account_key, not access keys")
-    if c and body.kind in ("s3", "spaces", "s3compat") and (c.service_account_key or not (c.access_key_id and c.secret_access_key)):
+    if c and cmd.kind in ("s3", "spaces", "s3compat") and (c.service_account_key or not (c.access_key_id and c.secret_access_key)):
         raise Invalid("S3-style destinations take access_key_id and secret_access_key")
-    if c and body.kind == "local":
+    if c and cmd.kind == "local":
         raise Invalid("local destinations take no credentials")
 
 
-def list_destinations(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_destinations(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[StorageDestination], str | None]:
     return _list(ctx, StorageDestination, org_id, q)
 
 
@@ -139,18 +148,18 @@ def get_destination(ctx: Ctx, org_id: str, dest_id: str) -> StorageDestination:
     return get_in_org(ctx, StorageDestination, org_id, dest_id, "storage destination")
 
 
-def create_destination(ctx: Ctx, org_id: str, body: s.DestinationIn) -> StorageDestination:
-    _check_destination(ctx, body)
+def create_destination(ctx: Ctx, org_id: str, cmd: AddDestination) -> StorageDestination:
+    _check_destination(ctx, cmd)
     did = new_id("dst")
-    options = {k: v for k, v in {"region": body.region, "endpoint_url": body.endpoint_url}.items() if v}
-    row = StorageDestination(id=did, org_id=org_id, name=body.name, kind=body.kind, url=body.url, options=options)
-    if body.credentials is not None:
-        secret = json.dumps(body.credentials.model_dump(exclude_none=True), sort_keys=True).encode()
+    options = {k: v for k, v in {"region": cmd.region, "endpoint_url": cmd.endpoint_url}.items() if v}
+    row = StorageDestination(id=did, org_id=org_id, name=cmd.name, kind=cmd.kind, url=cmd.url, options=options)
+    if cmd.credentials is not None:
+        secret = json.dumps(cmd.credentials.as_dict(), sort_keys=True).encode()
         row.credentials_sealed = ctx.ports.sealer.seal(secret, _context(StorageDestination, "credentials_sealed", did))
         row.credentials_fingerprint = fingerprint(secret)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("destination.create", "storage_destination", did, {"kind": body.kind})
+    ctx.audit("destination.create", "storage_destination", did, {"kind": cmd.kind})
     return row
 
 
@@ -159,19 +168,22 @@ def delete_destination(ctx: Ctx, org_id: str, dest_id: str) -> None:
     ctx.audit("destination.delete", "storage_destination", dest_id)
 
 
-def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict | None:
+def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict[str, Any] | None:
+    """The destination's unsealed credentials, or None when it uses ambient ones."""
     if not row.credentials_sealed:
         return None
     ctx_name = _context(StorageDestination, "credentials_sealed", row.id)
-    return json.loads(ctx.ports.sealer.open(row.credentials_sealed, ctx_name))
+    creds: dict[str, Any] = json.loads(ctx.ports.sealer.open(row.credentials_sealed, ctx_name))
+    return creds
 
 
-def open_destination(ctx: Ctx, row: StorageDestination) -> Any:
+def open_destination(ctx: Ctx, row: StorageDestination) -> Storage:
     """A Storage for this destination, with its unsealed credentials handed to the client only."""
-    return ctx.ports.open_storage(row.kind, row.url, row.options or {}, destination_credentials(ctx, row))
+    storage: Storage = ctx.ports.open_storage(row.kind, row.url, row.options or {}, destination_credentials(ctx, row))
+    return storage
 
 
-def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict:
+def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict[str, Any]:
     row = get_destination(ctx, org_id, dest_id)
     key = f".firebackup-probe/{new_id('probe')}"
     try:
@@ -190,7 +202,7 @@ def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict:
 
 # --- schedules -----------------------------------------------------------------------------------
 
-def _schedule_out(row: Schedule) -> dict:
+def _schedule_out(row: Schedule) -> dict[str, Any]:
     cron = parse_cron(row.cron, row.timezone)
     nxt = cron.next_after(utcnow()) if row.enabled else None
     out = {c: getattr(row, c) for c in ("id", "name", "project_id", "destination_id", "cron", "timezone",
@@ -200,38 +212,43 @@ def _schedule_out(row: Schedule) -> dict:
     return out
 
 
-def list_schedules(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_schedules(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
     rows, cursor = _list(ctx, Schedule, org_id, q)
     return [_schedule_out(r) for r in rows], cursor
 
 
-def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict:
+def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict[str, Any]:
     return _schedule_out(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
 
 
-def create_schedule(ctx: Ctx, org_id: str, body: s.ScheduleIn) -> dict:
-    parse_cron(body.cron, body.timezone)
-    get_project(ctx, org_id, body.project_id)
-    get_destination(ctx, org_id, body.destination_id)
-    row = Schedule(id=new_id("sch"), org_id=org_id, name=body.name, project_id=body.project_id,
-                   destination_id=body.destination_id, cron=body.cron, timezone=body.timezone,
-                   retention=body.retention.model_dump(exclude_none=True), collections=body.collections,
-                   enabled=body.enabled)
+def create_schedule(ctx: Ctx, org_id: str, cmd: CreateSchedule) -> dict[str, Any]:
+    parse_cron(cmd.cron, cmd.timezone)
+    get_project(ctx, org_id, cmd.project_id)
+    get_destination(ctx, org_id, cmd.destination_id)
+    row = Schedule(id=new_id("sch"), org_id=org_id, name=cmd.name, project_id=cmd.project_id,
+                   destination_id=cmd.destination_id, cron=cmd.cron, timezone=cmd.timezone,
+                   retention=cmd.retention.as_dict(),
+                   collections=list(cmd.collections) if cmd.collections is not None else None, enabled=cmd.enabled)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("schedule.create", "schedule", row.id, {"cron": body.cron, "timezone": body.timezone})
+    ctx.audit("schedule.create", "schedule", row.id, {"cron": cmd.cron, "timezone": cmd.timezone})
     return _schedule_out(row)
 
 
-def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, body: s.SchedulePatch) -> dict:
+def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, cmd: UpdateSchedule) -> dict[str, Any]:
+    """Apply the fields given; null leaves a required field as it is, and clears the retention rules."""
     row = get_in_org(ctx, Schedule, org_id, schedule_id, "schedule")
-    parse_cron(body.cron or row.cron, body.timezone or row.timezone)
-    changes = body.model_dump(exclude_unset=True)
-    for k, v in changes.items():
-        if v is None and k in ("name", "cron", "timezone", "enabled"):
-            continue  # null means "leave as is" for required columns
-        setattr(row, k, body.retention.model_dump(exclude_none=True) if k == "retention" and v is not None else v)
-    ctx.audit("schedule.update", "schedule", schedule_id, {"fields": sorted(changes)})
+    cron = cmd.cron if isinstance(cmd.cron, str) and cmd.cron else row.cron
+    tz = cmd.timezone if isinstance(cmd.timezone, str) and cmd.timezone else row.timezone
+    parse_cron(cron, tz)
+    row.cron, row.timezone = cron, tz
+    if isinstance(cmd.name, str):
+        row.name = cmd.name
+    if isinstance(cmd.enabled, bool):
+        row.enabled = cmd.enabled
+    if not isinstance(cmd.retention, Unset):
+        row.retention = cmd.retention.as_dict() if cmd.retention is not None else {}
+    ctx.audit("schedule.update", "schedule", schedule_id, {"fields": cmd.given()})
     return _schedule_out(row)
 
 
@@ -242,7 +259,7 @@ def delete_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> None:
 
 # --- webhooks --------------------------------------------------------------------------------------
 
-def list_webhooks(ctx: Ctx, org_id: str, q: s.PageQuery):
+def list_webhooks(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[Webhook], str | None]:
     return _list(ctx, Webhook, org_id, q)
 
 
@@ -250,13 +267,13 @@ def get_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> Webhook:
     return get_in_org(ctx, Webhook, org_id, webhook_id, "webhook")
 
 
-def create_webhook(ctx: Ctx, org_id: str, body: s.WebhookIn) -> Webhook:
-    if not body.url.startswith("https://") and not ctx.ports.settings.allow_http_webhooks:
+def create_webhook(ctx: Ctx, org_id: str, cmd: AddWebhook) -> Webhook:
+    if not cmd.url.startswith("https://") and not ctx.ports.settings.allow_http_webhooks:
         raise Invalid("webhook URLs must use https (the payload and its signature would travel in clear)")
     wid = new_id("whk")
-    row = Webhook(id=wid, org_id=org_id, url=body.url, events=list(dict.fromkeys(body.events)),
-                  secret_sealed=ctx.ports.sealer.seal(body.secret, _context(Webhook, "secret_sealed", wid)),
-                  secret_fingerprint=fingerprint(body.secret))
+    row = Webhook(id=wid, org_id=org_id, url=cmd.url, events=list(dict.fromkeys(cmd.events)),
+                  secret_sealed=ctx.ports.sealer.seal(cmd.secret, _context(Webhook, "secret_sealed", wid)),
+                  secret_fingerprint=fingerprint(cmd.secret))
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("webhook.create", "webhook", wid, {"events": row.events})
@@ -269,4 +286,5 @@ def delete_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> None:
 
 
 def webhook_secret(ctx: Ctx, row: Webhook) -> bytes:
+    """The webhook's unsealed signing secret."""
     return ctx.ports.sealer.open(row.secret_sealed, _context(Webhook, "secret_sealed", row.id))

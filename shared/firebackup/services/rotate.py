@@ -35,7 +35,7 @@ def reseal_all(factory: sessionmaker[Session], sealer: Sealer, *, batch: int = 1
     """Re-seal every sealed column whose key is not the current one; returns counts per column."""
     report = RotationReport()
     for model, column in SEALED_COLUMNS:
-        table = model.__table__
+        table = model.metadata.tables[model.__tablename__]
         col, pk = table.c[column], table.c.id
         name = f"{table.name}.{column}"
         report.resealed[name] = 0
@@ -50,7 +50,9 @@ def reseal_all(factory: sessionmaker[Session], sealer: Sealer, *, batch: int = 1
                     if new is None:
                         report.already_current += 1
                         continue
-                    done = session.execute(sa.update(table).where(pk == row_id, col == token).values({column: new}))
+                    # Compare-and-set: a row edited since it was read keeps its newer value.
+                    done = session.connection().execute(
+                        sa.update(table).where(pk == row_id, col == token).values({column: new}))
                     report.resealed[name] += done.rowcount
             if len(rows) < batch:
                 break

@@ -6,15 +6,18 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Schedule, new_id
+from firebackup.db.models import Backup, Schedule
+from firebackup.services.commands import StartBackup
 from firebackup.services.context import Ctx
 from firebackup.services.cron import parse_cron
+from firebackup.services.jobs import start_backup
 
 
 def run_due(ctx: Ctx, now: datetime) -> list[str]:
     """Start a backup for each enabled schedule with a run due in (last_run_at, now]; returns backup ids.
 
-    A schedule never run counts from its creation, and missed runs collapse into one backup.
+    A schedule never run counts from its creation, and missed runs collapse into one backup. Each
+    backup starts through jobs.start_backup, the same path (and checks) as one started by the API.
     """
     started = []
     for sch in ctx.session.scalars(sa.select(Schedule).where(Schedule.enabled.is_(True)).order_by(Schedule.id)):
@@ -22,14 +25,11 @@ def run_due(ctx: Ctx, now: datetime) -> list[str]:
         due = parse_cron(sch.cron, sch.timezone).next_after(since)
         if due is None or due > now:
             continue
-        b = Backup(id=new_id("bkp"), org_id=sch.org_id, project_id=sch.project_id, destination_id=sch.destination_id,
-                   schedule_id=sch.id, state="pending", collections=sch.collections)
-        ctx.session.add(b)
+        out = start_backup(ctx, sch.org_id, StartBackup(
+            project_id=sch.project_id, destination_id=sch.destination_id,
+            collections=tuple(sch.collections) if sch.collections else None, schedule_id=sch.id))
         sch.last_run_at = now
-        ctx.session.flush()
-        ctx.audit("backup.start", "backup", b.id, {"schedule_id": sch.id, "due": due.isoformat()}, org_id=sch.org_id)
-        ctx.ports.queue.enqueue("backup.plan", {"job": b.id})
-        started.append(b.id)
+        started.append(out["id"])
     return started
 
 

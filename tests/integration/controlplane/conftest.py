@@ -144,10 +144,12 @@ class Harness:
         return self.factory()
 
 
-def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any) -> Harness:
+def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any, *, trust_emulator_tokens: bool = True) -> Harness:
     key = os.urandom(32)
+    # The Auth emulator verifies no e-mail address; invitations by e-mail work here only because these
+    # settings say to trust its addresses (as a developer's local stack would).
     settings = Settings(database_url=str(engine.url), master_key=key, firebase_project_id=AUTH_PROJECT,
-                        allow_local_storage=True)
+                        allow_local_storage=True, trust_emulator_tokens=trust_emulator_tokens)
     sealer = Sealer(LocalMasterKey(key))
     queue, oauth, prober = RecordingQueue(), FakeGoogleOAuth(), FakeFirestoreProber()
     app = build_app(settings, engine=engine, sealer=sealer, queue=queue, oauth=oauth, prober=prober)
@@ -165,6 +167,12 @@ def harness(api: Harness, firebase_users: Any) -> Harness:
     """The API on a fresh database, with real Firebase ID tokens from the Auth emulator."""
     api.tokens = firebase_users
     return api
+
+
+@pytest.fixture
+def untrusting_harness(engine: sa.Engine, firebase_users: Any, tmp_path) -> Harness:
+    """As `harness`, with the settings' default: the Auth emulator's unverified addresses are not trusted."""
+    return make_harness(engine, firebase_users, tmp_path, trust_emulator_tokens=False)
 
 
 def _unique(prefix: str) -> str:

@@ -31,7 +31,10 @@ from firebackup.errors import FireBackupError
 from firebackup.format.manifest import ChunkEntry
 from firebackup.runtime.queue import TaskQueue
 
-PLAN, CHUNK, AUTH, FINALIZE = "backup.plan", "backup.chunk", "backup.auth", "backup.finalize"
+from firebackup.engine.tasks import BACKUP_AUTH as AUTH
+from firebackup.engine.tasks import BACKUP_CHUNK as CHUNK
+from firebackup.engine.tasks import BACKUP_FINALIZE as FINALIZE
+from firebackup.engine.tasks import BACKUP_PLAN as PLAN
 _PLAN_KEY, _FINALIZE_KEY = "plan", "finalize"
 
 

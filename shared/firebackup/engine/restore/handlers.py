@@ -30,7 +30,10 @@ from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.format.manifest import Manifest
 from firebackup.runtime.queue import TaskQueue
 
-PLAN, CHUNK, AUTH, FINALIZE = "restore.plan", "restore.chunk", "restore.auth", "restore.finalize"
+from firebackup.engine.tasks import RESTORE_AUTH as AUTH
+from firebackup.engine.tasks import RESTORE_CHUNK as CHUNK
+from firebackup.engine.tasks import RESTORE_FINALIZE as FINALIZE
+from firebackup.engine.tasks import RESTORE_PLAN as PLAN
 _PLAN_KEY, _AUTH_KEY, _FINALIZE_KEY = "plan", "auth", "finalize"
 
 Progress = Callable[..., None]

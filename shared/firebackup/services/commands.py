@@ -1,0 +1,203 @@
+"""What callers ask the services to do: plain, immutable values with no transport attached.
+
+The HTTP API builds them from its request models, the scheduler from a schedule row, tests by hand.
+They live in one module because together they are the services' whole input vocabulary: a caller
+imports them without importing the services (and their database layer), and the API's schemas
+map onto them in one place. Shape is checked by whoever builds a command; the rules that depend
+on stored state (ownership, roles, current job state) are checked by the services.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal
+
+from firebackup.services.context import Role
+
+DestinationKind = Literal["s3", "spaces", "gcs", "s3compat", "local"]
+RestoreMode = Literal["overwrite", "skip", "merge"]
+
+
+class Unset(enum.Enum):
+    """Marks a field a partial update leaves alone (distinct from None, which may mean "clear")."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+# --- lists -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page of a list: at most `limit` items after `cursor` (the last id of the previous page)."""
+
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditFilter(PageRequest):
+    """A page of the audit log; `action` ending in "." matches every action under that prefix."""
+
+    actor: str | None = None
+    action: str | None = None
+    resource: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# --- organizations, members, tokens ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CreateOrg:
+    name: str
+
+
+@dataclass(frozen=True)
+class RenameOrg:
+    name: str
+
+
+@dataclass(frozen=True)
+class InviteMember:
+    email: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class ChangeRole:
+    role: Role
+
+
+@dataclass(frozen=True)
+class CreateToken:
+    name: str
+    role: Role
+
+
+# --- projects ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConnectProject:
+    """Connect with a service-account key: the key file's fields, as downloaded (sealed before storage)."""
+
+    name: str
+    gcp_project_id: str
+    service_account_key: Mapping[str, Any] = field(repr=False)
+    database_id: str = "(default)"
+
+
+@dataclass(frozen=True)
+class CompleteOAuth:
+    """Finish the OAuth flow started by oauth_start: its sealed state and Google's authorization code."""
+
+    state: str = field(repr=False)
+    code: str = field(repr=False)
+    name: str
+    gcp_project_id: str
+    database_id: str = "(default)"
+
+
+# --- storage destinations ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StorageCredentials:
+    """Access keys (S3-style) or a service-account key (GCS); sealed before storage, never returned."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    service_account_key: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set, as stored (sealed) and handed to the storage client."""
+        out: dict[str, Any] = {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key,
+                               "service_account_key": dict(self.service_account_key) if self.service_account_key
+                               is not None else None}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class AddDestination:
+    name: str
+    kind: DestinationKind
+    url: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    credentials: StorageCredentials | None = None
+
+
+# --- schedules and webhooks --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Retention:
+    """Which of a schedule's completed backups to keep: the newest keep_last, those under keep_days old."""
+
+    keep_last: int | None = None
+    keep_days: int | None = None
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"keep_last": self.keep_last, "keep_days": self.keep_days}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class CreateSchedule:
+    name: str
+    project_id: str
+    destination_id: str
+    cron: str
+    timezone: str = "UTC"
+    retention: Retention = Retention()
+    collections: tuple[str, ...] | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class UpdateSchedule:
+    """A partial update: UNSET leaves a field alone; None does too, except retention, where it clears it."""
+
+    name: str | None | Unset = UNSET
+    cron: str | None | Unset = UNSET
+    timezone: str | None | Unset = UNSET
+    retention: Retention | None | Unset = UNSET
+    enabled: bool | None | Unset = UNSET
+
+    def given(self) -> list[str]:
+        """Names of the fields the caller sent (None included), sorted."""
+        return sorted(f.name for f in fields(self) if getattr(self, f.name) is not UNSET)
+
+
+@dataclass(frozen=True)
+class AddWebhook:
+    url: str
+    events: tuple[str, ...]
+    secret: str = field(repr=False)
+
+
+# --- jobs --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StartBackup:
+    """Back up a connected project to a destination; schedule_id links a scheduled run to its schedule."""
+
+    project_id: str
+    destination_id: str
+    collections: tuple[str, ...] | None = None
+    include_auth: bool = False
+    schedule_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StartRestore:
+    backup_id: str
+    target_project_id: str
+    target_database: str | None = None
+    mode: RestoreMode = "overwrite"
+    collections: tuple[str, ...] | None = None
+    dry_run: bool = False
+    include_auth: bool = False
