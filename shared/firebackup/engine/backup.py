@@ -679,9 +679,12 @@ def run_backup(
         repo = Repository(storage)
     own_source = source is None
     if own_source:
+        import os
+
         from firebackup.firestore.grpc import open_firestore
 
-        source = open_firestore(request.project, request.database)
+        # TODO(lead): from Settings
+        source = open_firestore(request.project, request.database, emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     total: _DocumentTotal | None = None
     try:
         p = plan(request, source=source, repo=repo, kek=kek, read_time=read_time)

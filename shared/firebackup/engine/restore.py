@@ -3,7 +3,7 @@
 Plan: read and authenticate the manifest, then one task per document chunk, exactly the
 unit the serverless restore_worker runs (RestoreTask -> run_restore_task): stream the
 chunk's records, rewrite each document for the target and send it with BatchWrite
-(firebackup.firestore.writer). Locally a LocalQueue runs the tasks on a thread pool.
+(firebackup.firestore.batch_writer). Locally a LocalQueue runs the tasks on a thread pool.
 
 Accounting is exact: every document of the selected collections ends up counted once as
 written, skipped (mode "skip", the target already had it) or failed. A chunk that cannot
@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from firebackup.errors import FireBackupError, IntegrityError, StorageError, UsageError
-from firebackup.firestore.writer import MODES, BatchWriter, WriteStats, database_path
+from firebackup.firestore.batch_writer import BatchWriter, WriteStats
+from firebackup.firestore.rewrite import MODES, database_path
 
 DEFAULT_THREADS = 4
 # Batches in flight per chunk task; with DEFAULT_THREADS tasks that keeps ~8-16 requests at
@@ -187,9 +188,12 @@ def run_restore_task(
     entry = _entry_by_id(manifest, task.chunk_id)
     own = conn is None
     if own:
+        import os
+
         from firebackup.firestore.grpc import open_firestore
 
-        conn = open_firestore(task.project, task.database)
+        # TODO(lead): from Settings
+        conn = open_firestore(task.project, task.database, emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST"))
     try:
         return restore_chunk(task, entry, repo=repo, data_key=data_key, conn=conn, progress=progress)
     finally:
@@ -246,9 +250,14 @@ def run_restore(
 
     own = connection is None
     if own:
+        import os
+
         from firebackup.firestore.grpc import open_firestore
 
-        connection = open_firestore(request.project, request.database)
+        # TODO(lead): from Settings
+        connection = open_firestore(
+            request.project, request.database, emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST")
+        )
     totals = WriteStats(error_limit=ERROR_LIMIT)
     lock = threading.Lock()
     # Keep threads * in_flight requests at the server however many chunks there are: a

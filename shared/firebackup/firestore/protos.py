@@ -148,7 +148,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     "AggregationResult": [("aggregate_fields", 2, f"map<{_V1}.Value>", True, None)],
     # Not a Firestore message: a Document seen through its name and timestamps only (kept as
     # opaque bytes). Its fields map stays unknown bytes, passed through untouched, which is
-    # what makes the restore's per-document rewrite cheap (firestore/writer.py).
+    # what makes the restore's per-document rewrite cheap (firestore/rewrite.py).
     "DocumentSkeleton": [
         ("name", 1, "string", False, None),
         ("create_time", 3, "bytes", False, None),

@@ -116,7 +116,7 @@ class Workers:
 
         database = database or project.database_id or "(default)"
         if self.env.get("FIRESTORE_EMULATOR_HOST"):
-            return open_firestore(project.gcp_project_id, database, env=self.env)
+            return open_firestore(project.gcp_project_id, database, emulator_host=self.env["FIRESTORE_EMULATOR_HOST"])
         from firebackup.services.resources import project_credentials
 
         secret = project_credentials(ctx, project)
@@ -133,7 +133,7 @@ class Workers:
 
             creds = Credentials(None, refresh_token=secret.decode(), token_uri="https://oauth2.googleapis.com/token",
                                 scopes=list(SCOPES))
-        return open_firestore(project.gcp_project_id, database, env={}, credentials=creds)
+        return open_firestore(project.gcp_project_id, database, credentials=creds)
 
     def _start(self, model: Any, row_id: str) -> bool:
         """pending -> running, atomically: a redelivered or cancelled task does nothing."""
