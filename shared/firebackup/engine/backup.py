@@ -568,8 +568,11 @@ def _open_auth_users(project: str, auth_source):
     """(iterator of user JSON records, hash config) from H5's auth module."""
     from firebackup.firestore import auth as auth_mod
 
+    import os
+
     export = getattr(auth_mod, "export_users")
-    out = export(project, source=auth_source) if auth_source is not None else export(project)
+    # TODO(lead): from Settings
+    out = export(project, source=auth_source, emulator_host=os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"))
     if isinstance(out, tuple):
         users, hash_config = out
     else:

@@ -298,12 +298,15 @@ def run_restore(
     result.errors = list(totals.errors)
 
     if request.include_auth and auth_entries:
+        import os
+
         from firebackup.firestore.auth import import_user_records
 
         records = _auth_records(repo, request.backup_id, auth_entries, data_key)
         outcome = import_user_records(
             request.project, records, getattr(manifest, "auth_hash_config", None),
             app=auth_app, dry_run=request.dry_run, mode=request.mode,
+            emulator_host=os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"),  # TODO(lead): from Settings
         )
         result.auth_users = outcome.imported
         result.auth_users_failed = outcome.failed
