@@ -34,7 +34,7 @@ FireBackupError                   base; str(e) is one line: what, where, what to
 └── OperationFailed               the operation ran and did not succeed
 
 Status codes (gRPC canonical names, which Firestore, Auth and Cloud KMS share) are classified
-here once, by source_error_class() and TRANSIENT_CODES.
+here once, by TRANSIENT_CODES and source_error_class(); status_of_http() names an HTTP status.
 """
 
 from __future__ import annotations
@@ -213,3 +213,16 @@ def source_error_class(code: str | None) -> type[SourceError]:
     if known is not None:
         return known
     return TransientSourceError if code in TRANSIENT_CODES else PermanentSourceError
+
+
+_HTTP_STATUS = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ABORTED",
+    412: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+
+
+def status_of_http(status: int) -> str:
+    """The canonical status name of an HTTP error status (Google's mapping; other 5xx are
+    INTERNAL, anything else FAILED_PRECONDITION)."""
+    return _HTTP_STATUS.get(status) or ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION")

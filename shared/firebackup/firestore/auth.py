@@ -50,6 +50,7 @@ from firebackup.errors import (
     TransientError,
     UsageError,
     source_error_class,
+    status_of_http,
 )
 from firebackup.retry import RetryPolicy
 
@@ -136,10 +137,6 @@ def _translate(e: Exception, what: str, project_id: str, emulator_host: str | No
     else:
         message = f"Firebase Auth {what} for project {project_id} at {host} failed: {text}"
     return kind(message, grpc_code=code)
-
-
-_HTTP_STATUS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-                500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
 @dataclass(frozen=True)
@@ -266,7 +263,7 @@ def get_hash_config(
         session = google.auth.transport.requests.AuthorizedSession(creds)
         resp = session.get(f"https://{AUTH_HOST}/admin/v2/projects/{project_id}/config", timeout=60)
         if resp.status_code != 200:
-            code = _HTTP_STATUS.get(resp.status_code, "UNKNOWN" if resp.status_code >= 500 else "FAILED_PRECONDITION")
+            code = status_of_http(resp.status_code)
             raise source_error_class(code)(
                 f"cannot read the password-hash config of project {project_id} (HTTP {resp.status_code}); "
                 "grant the credentials firebaseauth.configs.get (role Firebase Authentication Admin)",
