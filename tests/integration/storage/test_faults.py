@@ -189,9 +189,7 @@ def test_an_unreachable_endpoint_is_transient_and_gives_up_without_vendor_errors
 
 
 
-def test_gcs_operations_start_no_background_bucket_lookups(gcs_backend, monkeypatch):
-    # google-cloud-storage would start a thread per bucket that GETs the bucket (needs
-    # storage.buckets.get) and retries for minutes; our connector switches that off.
+def _threads_started_by_put_get_list(store, monkeypatch) -> list[str]:
     import threading
 
     started: list[str] = []
@@ -202,7 +200,22 @@ def test_gcs_operations_start_no_background_bucket_lookups(gcs_backend, monkeypa
         return real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    store = gcs_backend.open()
     store.put("k", b"x")
     assert store.get("k") == b"x"
-    assert list(store.list("")) and "_fetch_background" not in started
+    assert list(store.list(""))
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    return started
+
+
+def test_the_gcs_client_environment_stops_background_bucket_lookups(gcs_backend, monkeypatch):
+    # google-cloud-storage starts a thread per bucket that GETs the bucket (needs
+    # storage.buckets.get) and retries for minutes, unless its environment switch is set:
+    # GCS_CLIENT_ENVIRONMENT, which the composition root applies at start-up.
+    from firebackup.storage.gcs import GCS_CLIENT_ENVIRONMENT
+
+    for name in GCS_CLIENT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert "_fetch_background" in _threads_started_by_put_get_list(gcs_backend.open(), monkeypatch)
+    for name, value in GCS_CLIENT_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    assert "_fetch_background" not in _threads_started_by_put_get_list(gcs_backend.open(), monkeypatch)
