@@ -66,7 +66,7 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1-based): full jitter."""
-        return self.rng() * min(self.max_delay, self.base_delay * (2 ** (retry - 1)))
+        return self.rng() * min(self.max_delay, self.base_delay * 2.0 ** (retry - 1))
 
     def start(self) -> "RetryRun":
         """A fresh budget for one operation (see RetryRun)."""

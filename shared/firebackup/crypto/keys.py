@@ -124,7 +124,7 @@ class LocalKey:
         return cls(raw, source=source)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "LocalKey":
+    def from_file(cls, path: str | os.PathLike[str]) -> "LocalKey":
         """Read a key file. Raises BadKey if it is missing, unreadable or malformed."""
         p = Path(path)
         try:
@@ -161,7 +161,7 @@ class LocalKey:
         return f"LocalKey(key_id={self.key_id!r})"
 
 
-def write_key_file(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
+def write_key_file(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> None:
     """Create a key file readable by its owner only (mode 0600); never replaces one unless asked."""
     p = Path(path)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
@@ -178,7 +178,7 @@ def write_key_file(path: str | os.PathLike, text: str, *, overwrite: bool = Fals
         os.close(fd)
 
 
-def key_file_is_private(path: str | os.PathLike) -> bool:
+def key_file_is_private(path: str | os.PathLike[str]) -> bool:
     """True if no one but the owner can read or write the key file (for a CLI warning)."""
     mode = os.stat(path).st_mode
     return not mode & (stat.S_IRWXG | stat.S_IRWXO)

@@ -260,7 +260,7 @@ def get_hash_config(
         creds = app.credential.get_credential()
         if hasattr(creds, "with_scopes") and getattr(creds, "requires_scopes", False):
             creds = creds.with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
-        session = google.auth.transport.requests.AuthorizedSession(creds)
+        session = google.auth.transport.requests.AuthorizedSession(creds)  # type: ignore[no-untyped-call]
         resp = session.get(f"https://{AUTH_HOST}/admin/v2/projects/{project_id}/config", timeout=60)
         if resp.status_code != 200:
             code = status_of_http(resp.status_code)
@@ -310,7 +310,7 @@ class ImportOutcome:
             self.errors.append(f"auth user {uid}: {why}")
 
 
-def _import_hash(hash_config: dict | None, emulator: bool):
+def _import_hash(hash_config: dict[str, Any] | None, emulator: bool) -> tuple[Any, str | None]:
     """(UserImportHash or None, reason password users cannot be imported or None)."""
     from firebase_admin import auth
 
@@ -354,13 +354,13 @@ def _delete_users(uids: list[str], app: Any, target: _Target) -> None:
         _log.warning("auth: %d existing users could not be replaced", res.failure_count)
 
 
-def _import_record_class():
+def _import_record_class() -> Any:
     from firebase_admin import auth
 
-    class VerbatimImportUserRecord(auth.ImportUserRecord):
+    class VerbatimImportUserRecord(auth.ImportUserRecord):  # type: ignore[misc]  # firebase_admin is untyped
         """ImportUserRecord that sends the stored hash, salt, MFA and timestamps as they were exported."""
 
-        def __init__(self, rec: dict[str, Any], *, with_password: bool):
+        def __init__(self, rec: dict[str, Any], *, with_password: bool) -> None:
             claims = json.loads(rec["customAttributes"]) if rec.get("customAttributes") else None
             providers = [
                 auth.UserProvider(
@@ -379,8 +379,8 @@ def _import_record_class():
             self._rec = rec
             self._with_password = with_password
 
-        def to_dict(self):
-            payload = super().to_dict()
+        def to_dict(self) -> dict[str, Any]:
+            payload: dict[str, Any] = super().to_dict()
             rec = self._rec
             for k in ("createdAt", "lastLoginAt", "mfaInfo"):
                 src = "lastSignedInAt" if k == "lastLoginAt" else k
@@ -398,7 +398,7 @@ def _import_record_class():
 def import_user_records(
     project_id: str,
     records: Iterable[bytes],
-    hash_config: dict | None,
+    hash_config: dict[str, Any] | None,
     *,
     emulator_host: str | None = None,
     app: Any = None,

@@ -148,12 +148,12 @@ def decode_timestamp(raw: bytes) -> tuple[int, int]:
     """(seconds, nanos) of google.protobuf.Timestamp bytes."""
     seconds = nanos = 0
     for field, wt, value in iter_fields(raw, "Timestamp"):
-        if wt != _WT_VARINT:
+        if wt != _WT_VARINT or not isinstance(value, int):
             continue
         if field == 1:
-            seconds = value - (1 << 64) if value >= 1 << 63 else value  # type: ignore[operator]
+            seconds = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 2:
-            nanos = value  # type: ignore[assignment]
+            nanos = value
     return seconds, nanos
 
 

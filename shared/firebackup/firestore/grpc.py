@@ -393,7 +393,7 @@ def open_firestore(
                 "no Google credentials for Firestore: run `gcloud auth application-default login` "
                 "or set GOOGLE_APPLICATION_CREDENTIALS (or FIRESTORE_EMULATOR_HOST for the emulator)"
             ) from None
-    channel = google.auth.transport.grpc.secure_authorized_channel(
+    channel = google.auth.transport.grpc.secure_authorized_channel(  # type: ignore[no-untyped-call]
         credentials, google.auth.transport.requests.Request(), target, options=_CHANNEL_OPTIONS
     )
     return FirestoreConnection(channel, project=project, database=database, host=target, emulator=False)

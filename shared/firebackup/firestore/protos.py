@@ -24,6 +24,8 @@ the client library's own descriptors.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import struct_pb2, timestamp_pb2, wrappers_pb2
 from google.rpc import status_pb2
@@ -199,7 +201,8 @@ def _json_name(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def _build() -> tuple[dict[str, type], type]:
+# The generated classes are made at run time, so to a type checker they are Any.
+def _build() -> tuple[dict[str, Any], Any]:
     pool = descriptor_pool.DescriptorPool()
     deps = (timestamp_pb2, struct_pb2, wrappers_pb2, latlng_pb2, status_pb2)
     for dep in deps:
@@ -226,7 +229,7 @@ def _build() -> tuple[dict[str, type], type]:
     return classes, message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.Timestamp"))
 
 
-def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc) -> None:
+def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc: Any) -> None:
     for dep in file_desc.dependencies:
         _add_with_deps(pool, dep)
     try:

@@ -87,7 +87,7 @@ def name_sort_key(name: str) -> tuple[tuple[int, int, bytes], ...]:
     return tuple(key)
 
 
-def _ts_pb(when: dt.datetime) -> protos.Timestamp:
+def _ts_pb(when: dt.datetime) -> Any:
     seconds, nanos = datetime_to_timestamp(when)
     return protos.Timestamp(seconds=seconds, nanos=nanos)
 
@@ -230,8 +230,7 @@ class SnapshotReader:
             raise
         # Only cut points inside this collection's subtree; collection groups span the database.
         prefix = self.doc_name(rng.collection) + "/"
-        seen: set[str] = set()
-        inside = [c for c in cuts if c.startswith(prefix) and not (c in seen or seen.add(c))]
+        inside = list(dict.fromkeys(c for c in cuts if c.startswith(prefix)))  # in order, without repeats
         if not inside:
             return [rng]
         bounds = [rng.lo, *inside, rng.hi]

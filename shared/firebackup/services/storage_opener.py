@@ -65,12 +65,12 @@ def _gcs_client(credentials: Mapping[str, Any]) -> dict[str, Any]:
     """A google-cloud-storage client on the destination's service-account key, for GCSStorage
     (which applies its own timeouts and retry=None to every call it makes with it)."""
     try:
-        from google.cloud import storage as gcs
+        from google.cloud.storage import Client
         from google.oauth2 import service_account
 
         info = credentials["service_account_key"]
-        creds = service_account.Credentials.from_service_account_info(info)
-        return {"client": gcs.Client(project=info.get("project_id"), credentials=creds)}
+        creds = service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
+        return {"client": Client(project=info.get("project_id"), credentials=creds)}
     except (ValueError, KeyError, TypeError, AttributeError):
         # The vendor's message could quote the key: say only what to do.
         raise AccessDenied("the GCS service-account key was rejected; upload a valid key") from None

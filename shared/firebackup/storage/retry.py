@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import io
 from types import TracebackType
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from firebackup.errors import ObjectExists, ObjectNotFound, TransientStorageError
 from firebackup.retry import RetryPolicy
 from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class RetryingStorage:
@@ -161,7 +164,7 @@ class _RetryingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]  # RawIOBase's stub says Buffer
+    def readinto(self, b: WriteableBuffer) -> int:
         run = None
         while True:
             try:
