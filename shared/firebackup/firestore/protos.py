@@ -158,7 +158,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     ],
     # Not Firestore's either: BatchWriteRequest.writes (field 2) seen down to each Write's
     # update (field 1) name. One parse of a whole batch of writes checks, in C, that every
-    # Document built by the restore's byte-level path is well formed (writer.py).
+    # Document built by the restore's byte-level path is well formed (rewrite.py).
     "WriteSkeleton": [("update", 1, f"{_V1}.DocumentSkeleton", False, None)],
     "WritesSkeleton": [("writes", 2, f"{_V1}.WriteSkeleton", True, None)],
 }
