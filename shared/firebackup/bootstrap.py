@@ -27,18 +27,18 @@ if TYPE_CHECKING:
     from firebackup.services.context import Ports
     from firebackup.services.workers import Workers
 
-# Read by google-cloud-storage itself: its background bucket-metadata lookup (for telemetry)
-# races process exit and adds a request per client; we never want it.
-_LIBRARY_ENVIRONMENT = {"DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA": "true"}
-
-
 def prepare_process(settings: Settings) -> None:
-    """Set what the client libraries read from the environment themselves, before they are imported."""
-    for name, value in _LIBRARY_ENVIRONMENT.items():
+    """Put in the environment what client libraries read only from there (their one switch).
+
+    google-cloud-storage: no background bucket-metadata lookups (storage/gcs.py says why);
+    firebase_admin: the Auth emulator's host, when Settings names one.
+    """
+    from firebackup.firestore.auth import client_environment
+    from firebackup.storage.gcs import GCS_CLIENT_ENVIRONMENT
+
+    for name, value in GCS_CLIENT_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    if settings.auth_emulator_host:
-        # firebase_admin routes to the Auth emulator only through this variable.
-        os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = settings.auth_emulator_host
+    os.environ.update(client_environment(settings.auth_emulator_host))
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ class Cli:
     def auth(self) -> FirebaseAuthUsers:
         from firebackup.engine.sources import FirebaseAuthUsers
 
-        return FirebaseAuthUsers()
+        return FirebaseAuthUsers(emulator_host=self.settings.auth_emulator_host)
 
 
 def cli(settings: Settings) -> Cli:
@@ -98,7 +98,7 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
     from firebackup.services.context import Ports
     from firebackup.services.ports import FirebaseIdTokenVerifier, FirestoreProber, GoogleOAuthClient, RecordingQueue
     from firebackup.services.source_opener import ProjectSources
-    from firebackup.services.storage_opener import open_destination_storage
+    from firebackup.services.storage_opener import DestinationStorageOpener
 
     def pick(name: str, build: Any) -> Any:
         given = overrides.pop(name, None)
@@ -112,7 +112,8 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
                                                          settings.oauth_redirect_uri)),
         "prober": pick("prober", FirestoreProber),
-        "open_storage": pick("open_storage", lambda: open_destination_storage),
+        "open_storage": pick("open_storage", lambda: DestinationStorageOpener(
+            default_s3_endpoint=settings.s3_endpoint_url, default_region=settings.aws_region)),
         "sources": pick("sources", lambda: ProjectSources(
             firestore_emulator_host=settings.firestore_emulator_host,
             auth_emulator_host=settings.auth_emulator_host,

@@ -47,6 +47,10 @@ class Settings:
     # A task's lease: another delivery of the task waits this long before it may take over.
     lease_seconds: float = 600.0
     debug: bool = False  # tracebacks on stderr for unexpected errors (the CLI)
+    # Tenant S3 destinations without an endpoint of their own use this one (development: moto);
+    # None: AWS itself.
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -84,6 +88,8 @@ class Settings:
             chunks_per_task=_int(env, "FIREBACKUP_CHUNKS_PER_TASK", cls.chunks_per_task),
             lease_seconds=float(_int(env, "FIREBACKUP_LEASE_SECONDS", int(cls.lease_seconds))),
             debug=env.get("FIREBACKUP_DEBUG", "") == "1",
+            s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
         )
 
 

@@ -3,6 +3,12 @@
 Byte layouts are in docs/format.md ("Keys"). A KEK is a local key file (LocalKey) or a Cloud KMS
 key (KmsKey over an injected client). Wrapping binds a context (the backup id), so a wrapped DEK
 only unwraps in the manifest it was written for. Key material never appears in repr() or errors.
+
+Cloud KMS calls (kms_call, also used by crypto.secrets) run under a RetryPolicy with the
+client's own retry switched off; their errors say what happened: permission denied
+(KmsAccessDenied), unreachable or overloaded (KmsUnavailable, transient), a key that does not
+exist (BadKey), and "wrong key, or the data was altered" only when KMS says the ciphertext
+is not this key's.
 """
 
 from __future__ import annotations
@@ -19,7 +25,17 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firebackup.errors import BadKey, OperationFailed, WrongKeyOrTampered
+from firebackup.errors import (
+    TRANSIENT_CODES,
+    BadKey,
+    FireBackupError,
+    KmsAccessDenied,
+    KmsError,
+    KmsUnavailable,
+    OperationFailed,
+    WrongKeyOrTampered,
+)
+from firebackup.retry import RetryPolicy
 
 KEY_BYTES = 32
 _DEK_ID_INFO = b"firebackup data key id v1"
@@ -27,6 +43,8 @@ _KEK_ID_INFO = b"firebackup kek id v1"
 _WRAP_AAD = b"firebackup dek v1\x00"
 WRAP_LOCAL = 0x01
 WRAP_KMS = 0x02
+KMS_TIMEOUT = 30.0  # seconds per call; the retry policy bounds the whole operation
+KMS_RETRY = RetryPolicy(attempts=5, base_delay=0.2, max_delay=5.0, deadline=60.0)
 
 
 def _fingerprint(key: bytes, info: bytes) -> bytes:
@@ -106,7 +124,7 @@ class LocalKey:
         return cls(raw, source=source)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "LocalKey":
+    def from_file(cls, path: str | os.PathLike[str]) -> "LocalKey":
         """Read a key file. Raises BadKey if it is missing, unreadable or malformed."""
         p = Path(path)
         try:
@@ -143,7 +161,7 @@ class LocalKey:
         return f"LocalKey(key_id={self.key_id!r})"
 
 
-def write_key_file(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> None:
+def write_key_file(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> None:
     """Create a key file readable by its owner only (mode 0600); never replaces one unless asked."""
     p = Path(path)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
@@ -160,7 +178,7 @@ def write_key_file(path: str | os.PathLike, text: str, *, overwrite: bool = Fals
         os.close(fd)
 
 
-def key_file_is_private(path: str | os.PathLike) -> bool:
+def key_file_is_private(path: str | os.PathLike[str]) -> bool:
     """True if no one but the owner can read or write the key file (for a CLI warning)."""
     mode = os.stat(path).st_mode
     return not mode & (stat.S_IRWXG | stat.S_IRWXO)
@@ -172,20 +190,70 @@ class KmsClient(Protocol):
     Requests and responses are as in the real client: encrypt({"name", "plaintext",
     "additional_authenticated_data", "plaintext_crc32c"}) -> obj with .ciphertext (and optionally
     .verified_plaintext_crc32c); decrypt({"name", "ciphertext", "additional_authenticated_data"})
-    -> obj with .plaintext. Errors are google.api_core exceptions.
+    -> obj with .plaintext. retry=None switches the client's own retry off (ours wraps the
+    call); timeout is per call. Errors are google.api_core exceptions.
     """
 
-    def encrypt(self, request: dict[str, Any]) -> Any: ...
+    def encrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any: ...
 
-    def decrypt(self, request: dict[str, Any]) -> Any: ...
+    def decrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any: ...
+
+
+def _kms_status(e: Exception) -> str | None:
+    """The canonical status name of a Cloud KMS client error, if it has one."""
+    import google.auth.exceptions
+    import requests
+
+    status = getattr(e, "grpc_status_code", None)  # google.api_core exceptions carry it per class
+    if status is not None:
+        return str(status.name)
+    if isinstance(e, (google.auth.exceptions.TransportError, requests.exceptions.ConnectionError, ConnectionError)):
+        return "UNAVAILABLE"
+    return None
+
+
+def _kms_error(e: Exception, method: str, key_name: str) -> FireBackupError:
+    """One line saying what KMS did, classified by its status (errors.TRANSIENT_CODES)."""
+    code = _kms_status(e)
+    where = f"KMS key {key_name}"
+    if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+        return KmsAccessDenied(
+            f"{where}: permission denied for {method}: grant roles/cloudkms.cryptoKeyEncrypterDecrypter"
+        )
+    if code == "NOT_FOUND":
+        return BadKey(f"{where} does not exist: check the key name")
+    if code == "INVALID_ARGUMENT" and method == "decrypt":
+        return WrongKeyOrTampered(where=where)  # KMS: the ciphertext or its context is not this key's
+    text = " ".join(str(getattr(e, "message", None) or e).split())[:300]
+    if code in TRANSIENT_CODES:
+        return KmsUnavailable(f"KMS {method} with {key_name} failed ({code}: {text}): retry later")
+    return KmsError(
+        f"KMS {method} with {key_name} was refused ({code or type(e).__name__}: {text}): "
+        "check the key is enabled, symmetric, and its version not destroyed"
+    )
+
+
+def kms_call(client: KmsClient, method: str, request: dict[str, Any], *, key_name: str, retry: RetryPolicy) -> Any:
+    """client.<method>(request) under `retry`; vendor errors become ours (see _kms_error)."""
+    call = client.encrypt if method == "encrypt" else client.decrypt
+
+    def attempt() -> Any:
+        try:
+            return call(request, retry=None, timeout=KMS_TIMEOUT)
+        except FireBackupError:
+            raise
+        except Exception as e:  # google.api_core / transport errors stay here
+            raise _kms_error(e, method, key_name) from e
+
+    return retry.call(attempt)
 
 
 class KmsKey:
     """A KEK in Cloud KMS; `name` is the crypto key resource name, `client` a KmsClient."""
 
-    __slots__ = ("name", "client", "key_id")
+    __slots__ = ("name", "client", "key_id", "retry")
 
-    def __init__(self, name: str, client: KmsClient):
+    def __init__(self, name: str, client: KmsClient, *, retry: RetryPolicy = KMS_RETRY):
         if not name.startswith("projects/") or "/cryptoKeys/" not in name:
             raise BadKey(
                 f"KMS key name {name!r} is not of the form projects/P/locations/L/keyRings/R/cryptoKeys/K"
@@ -195,22 +263,10 @@ class KmsKey:
         self.name = name
         self.client = client
         self.key_id = "kms:" + name
+        self.retry = retry
 
     def _call(self, method: str, request: dict[str, Any]) -> Any:
-        from google.api_core import exceptions as gexc  # local: keep import time low for the CLI
-
-        try:
-            return getattr(self.client, method)(request=request)
-        except (gexc.InvalidArgument, gexc.FailedPrecondition) as e:
-            if method == "decrypt":
-                raise WrongKeyOrTampered(where=f"KMS key {self.name}") from e
-            raise OperationFailed(f"KMS {method} with {self.name} was refused ({e.message}): check the key is enabled and symmetric") from e
-        except (gexc.PermissionDenied, gexc.Unauthenticated) as e:
-            raise BadKey(f"KMS key {self.name}: permission denied for {method}: grant roles/cloudkms.cryptoKeyEncrypterDecrypter") from e
-        except gexc.NotFound as e:
-            raise BadKey(f"KMS key {self.name} does not exist: check the key name") from e
-        except gexc.GoogleAPICallError as e:
-            raise OperationFailed(f"KMS {method} with {self.name} failed ({type(e).__name__}): retry later") from e
+        return kms_call(self.client, method, request, key_name=self.name, retry=self.retry)
 
     def wrap(self, dek: DataKey, context: bytes) -> bytes:
         import google_crc32c

@@ -19,8 +19,9 @@ from typing import Iterable, Protocol, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firebackup.crypto.keys import KmsClient
+from firebackup.crypto.keys import KMS_RETRY, KmsClient, kms_call
 from firebackup.errors import BadKey, CorruptData, WrongKeyOrTampered
+from firebackup.retry import RetryPolicy
 
 PREFIX = "fbs1."
 
@@ -59,25 +60,29 @@ class LocalMasterKey:
 
 
 class KmsMasterKey:
-    """A Cloud KMS symmetric key (customer-managed); the client is passed in (a KeyManagementServiceClient)."""
+    """A Cloud KMS symmetric key (customer-managed); the client is passed in (a KeyManagementServiceClient).
 
-    def __init__(self, key_name: str, client: KmsClient) -> None:
+    Calls go through crypto.keys.kms_call: retried when transient, and reported as what they
+    are (KmsAccessDenied, KmsUnavailable, ...); only KMS's "not this key's ciphertext" reads
+    as WrongKeyOrTampered.
+    """
+
+    def __init__(self, key_name: str, client: KmsClient, *, retry: RetryPolicy = KMS_RETRY) -> None:
         self.key_name = key_name
         self.key_id = "kms:" + key_name
         self._client = client
+        self._retry = retry
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
-        resp = self._client.encrypt(
-            request={"name": self.key_name, "plaintext": dek, "additional_authenticated_data": aad}
-        )
+        request = {"name": self.key_name, "plaintext": dek, "additional_authenticated_data": aad}
+        resp = kms_call(self._client, "encrypt", request, key_name=self.key_name, retry=self._retry)
         return bytes(resp.ciphertext)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        request = {"name": self.key_name, "ciphertext": wrapped, "additional_authenticated_data": aad}
         try:
-            resp = self._client.decrypt(
-                request={"name": self.key_name, "ciphertext": wrapped, "additional_authenticated_data": aad}
-            )
-        except Exception as e:  # google.api_core errors stay here; InvalidArgument means wrong key or data
+            resp = kms_call(self._client, "decrypt", request, key_name=self.key_name, retry=self._retry)
+        except WrongKeyOrTampered as e:
             raise WrongKeyOrTampered(where=f"sealed secret (KMS {self.key_name})") from e
         return bytes(resp.plaintext)
 

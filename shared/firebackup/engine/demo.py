@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterator
 
 from firebackup.crypto.keys import KeyEncryptionKey
 from firebackup.engine.backup import BackupRequest, BackupResult, run_backup
-from firebackup.engine.ports import BackupRepository
+from firebackup.engine.ports import BackupRepository, Snapshot
 from firebackup.firestore.reader import DocRange, name_sort_key
-from firebackup.firestore.writer import varint
+from firebackup.firestore.wire import varint
 
 
 def _document_classes() -> tuple[Any, Any]:
@@ -76,8 +76,15 @@ class _Responses:
 
     def __init__(self, docs: list[tuple[str, bytes]], rng: DocRange, after: str | None, limit: int | None):
         self._docs, self._rng, self._after, self._limit = docs, rng, after, limit
+        self._stream = self._generate()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> "_Responses":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._stream)
+
+    def _generate(self) -> Iterator[bytes]:
         lo, hi, after, n = self._rng.lo, self._rng.hi, self._after, 0
         lo_key = name_sort_key(lo) if lo else None
         hi_key = name_sort_key(hi) if hi else None
@@ -127,7 +134,7 @@ class GeneratedSource:
     def server_time(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
 
-    def snapshot(self, read_time: dt.datetime) -> _GeneratedSnapshot:
+    def snapshot(self, read_time: dt.datetime) -> Snapshot:
         return _GeneratedSnapshot(self._docs)
 
     def close(self) -> None:

@@ -164,7 +164,7 @@ class SourceConnection(Protocol):
 
 @runtime_checkable
 class DocumentTarget(Protocol):
-    """One Firestore database, written by firestore.writer.BatchWriter during a restore.
+    """One Firestore database, written by firestore.batch_writer.BatchWriter during a restore.
 
     Thread-safe: the writer keeps several batches in flight on one target. Errors as for
     SourceConnection; per-document failures come back inside the BatchWrite response, not raised.

@@ -41,24 +41,26 @@ class FirestoreSource:
 class FirebaseAuthUsers:
     """Firebase Auth for the engine (backup's AuthUsers, restore's AuthImport) over firestore/auth.py.
 
-    app None: the project's default firebase_admin app (Application Default Credentials, or the emulator).
+    app None: the project's default firebase_admin app (Application Default Credentials, or the
+    emulator at emulator_host).
     """
 
-    def __init__(self, app: Any = None):
-        self.app = app
+    def __init__(self, app: Any = None, *, emulator_host: str | None = None):
+        self.app, self.emulator_host = app, emulator_host
 
     def export_users(self, project: str) -> Iterator[bytes]:
-        from firebackup.firestore.auth import auth_app, iter_user_records
+        from firebackup.firestore.auth import iter_user_records
 
-        return iter_user_records(project, app=auth_app(project, self.app))
+        return iter_user_records(project, emulator_host=self.emulator_host, app=self.app)
 
     def hash_config(self, project: str) -> dict[str, Any] | None:
-        from firebackup.firestore.auth import auth_app, get_hash_config
+        from firebackup.firestore.auth import get_hash_config
 
-        return get_hash_config(project, app=auth_app(project, self.app))
+        return get_hash_config(project, emulator_host=self.emulator_host, app=self.app)
 
     def import_users(self, project: str, records: Iterable[bytes], hash_config: dict[str, Any] | None, *,
                      dry_run: bool, mode: str) -> ImportOutcome:
         from firebackup.firestore.auth import import_user_records
 
-        return import_user_records(project, records, hash_config, app=self.app, dry_run=dry_run, mode=mode)
+        return import_user_records(project, records, hash_config, emulator_host=self.emulator_host, app=self.app,
+                                   dry_run=dry_run, mode=mode)

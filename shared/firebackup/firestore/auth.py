@@ -23,6 +23,13 @@ blockingFunctions, emailPrivacyConfig) and does not hash: it stores
 (firebase-tools src/emulator/auth/operations.ts, hashPassword). For it we store
 {"algorithm": EMULATOR_HASH}; such hashes import back into an emulator (which ignores the
 declared algorithm) and are refused, per user, for a real project where they would be garbage.
+
+The Auth emulator is named by the emulator_host argument, never read from the environment
+here. firebase_admin itself has no parameter for it and reads FIREBASE_AUTH_EMULATOR_HOST
+from the environment: the composition root applies client_environment(host) so the library
+and this module agree. Calls are retried under a RetryPolicy (transient errors only); note
+that firebase_admin's HTTP client also retries inside each call (connection errors once,
+HTTP 500/503 up to four times), which its public API does not let us switch off.
 """
 
 from __future__ import annotations
@@ -30,33 +37,55 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from firebackup.errors import FireBackupError, SourceError, SourceUnavailable, UsageError
+from firebackup.errors import (
+    FireBackupError,
+    SourceAccessDenied,
+    SourceError,
+    SourceUnavailable,
+    TransientError,
+    UsageError,
+    source_error_class,
+    status_of_http,
+)
+from firebackup.retry import RetryPolicy
 
 EMULATOR_ENV = "FIREBASE_AUTH_EMULATOR_HOST"
 EMULATOR_HASH = "FIREBASE_AUTH_EMULATOR"
 IMPORT_BATCH = 1000  # accounts:batchCreate limit
 LIST_PAGE = 1000  # accounts:batchGet limit
-_MAX_ATTEMPTS = 5
+AUTH_HOST = "identitytoolkit.googleapis.com"
+DEFAULT_RETRY = RetryPolicy(attempts=5, base_delay=0.4, max_delay=10.0, deadline=120.0)
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _apps_lock = threading.Lock()
 
 
-def _emulator_host() -> str | None:
-    host = os.environ.get(EMULATOR_ENV, "").strip()
+def _host(emulator_host: str | None) -> str | None:
+    """The emulator's host:port ("http://" dropped, as firebase_admin wants it), or None."""
+    host = (emulator_host or "").strip()
     if "://" in host:
         host = host.split("://", 1)[1]
     return host or None
 
 
+def client_environment(emulator_host: str | None) -> dict[str, str]:
+    """The environment firebase_admin needs to reach the Auth emulator (it reads nothing else)."""
+    host = _host(emulator_host)
+    return {EMULATOR_ENV: host} if host else {}
+
+
 def auth_app(project_id: str, app: Any = None) -> Any:
-    """The firebase_admin App for project_id (created once per process; emulator honoured)."""
+    """The firebase_admin App for project_id (created once per process).
+
+    The library routes its calls to the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is
+    in the environment (see client_environment); credentials load lazily (ADC).
+    """
     if app is not None:
         return app
     if not project_id:
@@ -72,28 +101,62 @@ def auth_app(project_id: str, app: Any = None) -> Any:
             return firebase_admin.initialize_app(options={"projectId": project_id}, name=name)
 
 
-def _translate(e: Exception, what: str, project_id: str) -> FireBackupError:
+def _status(e: Exception) -> str | None:
+    """The canonical status name of a firebase_admin / requests / google.auth error, if it has one."""
+    import google.auth.exceptions
     import requests
 
-    host = _emulator_host() or "identitytoolkit.googleapis.com"
-    cause = getattr(e, "cause", None) or e.__cause__
-    unreachable = (
-        isinstance(e, requests.exceptions.ConnectionError)
-        or isinstance(cause, requests.exceptions.ConnectionError)
-        or str(getattr(e, "code", "")).upper() == "UNAVAILABLE"
-    )
-    if unreachable:
-        return SourceUnavailable(
-            f"cannot reach Firebase Auth at {host} ({what} for {project_id}); check "
-            f"{EMULATOR_ENV} for the emulator, or the network"
-        )
+    code = getattr(e, "code", None)  # firebase_admin.exceptions.FirebaseError: "UNAVAILABLE", ...
+    if isinstance(code, str) and code.isupper():
+        return code
+    if isinstance(e, (requests.exceptions.ConnectionError, google.auth.exceptions.TransportError)):
+        return "UNAVAILABLE"
+    if isinstance(e, requests.exceptions.Timeout):
+        return "DEADLINE_EXCEEDED"
+    if isinstance(e, google.auth.exceptions.DefaultCredentialsError):
+        return "UNAUTHENTICATED"
+    return None
+
+
+def _translate(e: Exception, what: str, project_id: str, emulator_host: str | None) -> SourceError:
+    """One line for a person, of the class errors.source_error_class gives the status."""
+    host = _host(emulator_host) or AUTH_HOST
+    code = _status(e)
+    kind = source_error_class(code)
     text = " ".join(str(e).split())[:300]
-    return SourceError(f"Firebase Auth {what} for project {project_id} at {host} failed: {text}")
+    if kind is SourceUnavailable:
+        message = (
+            f"cannot reach Firebase Auth at {host} ({what} for {project_id}: {text}); check the network "
+            "(or that the Auth emulator runs there), or retry later"
+        )
+    elif kind is SourceAccessDenied:
+        message = (
+            f"Firebase Auth {what} for project {project_id} at {host}: permission denied ({text}); grant the "
+            "credentials the Firebase Authentication Admin role"
+        )
+    else:
+        message = f"Firebase Auth {what} for project {project_id} at {host} failed: {text}"
+    return kind(message, grpc_code=code)
 
 
-def _transient(e: Exception) -> bool:
-    code = str(getattr(e, "code", "")).upper()
-    return any(c in code for c in ("UNAVAILABLE", "INTERNAL", "DEADLINE", "RESOURCE_EXHAUSTED", "ABORTED"))
+@dataclass(frozen=True)
+class _Target:
+    """One project's Auth: where it is and how calls to it are retried."""
+
+    project_id: str
+    emulator_host: str | None
+    retry: RetryPolicy
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        """fn() under the retry policy; its vendor errors become ours (one line) on each try."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except Exception as e:  # firebase_admin / requests errors stay inside this module
+                raise _translate(e, what, self.project_id, self.emulator_host) from None
+
+        return self.retry.call(attempt)
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -156,15 +219,22 @@ def encode_record(rec: dict[str, Any]) -> bytes:
     return json.dumps(rec, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def iter_user_records(project_id: str, *, app: Any = None, page_size: int = LIST_PAGE) -> Iterator[bytes]:
+def iter_user_records(
+    project_id: str,
+    *,
+    emulator_host: str | None = None,
+    app: Any = None,
+    page_size: int = LIST_PAGE,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> Iterator[bytes]:
     """Every user of the project as one JSON record (bytes), paging through accounts:batchGet."""
     from firebase_admin import auth
 
+    target = _Target(project_id, emulator_host, retry)
     app = auth_app(project_id, app)
     token = None
     while True:
-        page = _with_retries(lambda: auth.list_users(page_token=token, max_results=page_size, app=app),
-                             "listing users", project_id)
+        page = target.call(lambda: auth.list_users(page_token=token, max_results=page_size, app=app), "listing users")
         for user in page.users:
             yield encode_record(user_to_record(user))
         token = page.next_page_token
@@ -172,43 +242,54 @@ def iter_user_records(project_id: str, *, app: Any = None, page_size: int = LIST
             return
 
 
-def get_hash_config(project_id: str, *, app: Any = None) -> dict[str, Any] | None:
+def get_hash_config(
+    project_id: str, *, emulator_host: str | None = None, app: Any = None, retry: RetryPolicy = DEFAULT_RETRY
+) -> dict[str, Any] | None:
     """The project's password-hash parameters (signIn.hashConfig), EMULATOR_HASH on the emulator.
 
-    None when the project has none configured. Raises SourceError when the config cannot
-    be read (it needs firebaseauth.configs.get on real projects).
+    None when the project has none configured. Raises SourceAccessDenied when the config
+    may not be read (it needs firebaseauth.configs.get on real projects).
     """
-    host = _emulator_host()
-    if host:
+    if _host(emulator_host):
         return {"algorithm": EMULATOR_HASH}
     import google.auth.transport.requests
 
     app = auth_app(project_id, app)
-    try:
+
+    def fetch() -> Any:
         creds = app.credential.get_credential()
         if hasattr(creds, "with_scopes") and getattr(creds, "requires_scopes", False):
             creds = creds.with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
-        session = google.auth.transport.requests.AuthorizedSession(creds)
-        resp = session.get(
-            f"https://identitytoolkit.googleapis.com/admin/v2/projects/{project_id}/config", timeout=60
-        )
-    except Exception as e:
-        raise _translate(e, "reading the password-hash config", project_id) from None
-    if resp.status_code != 200:
-        raise SourceError(
-            f"cannot read the password-hash config of project {project_id} (HTTP {resp.status_code}); "
-            "grant the credentials firebaseauth.configs.get (role Firebase Authentication Admin)"
-        )
-    hc = (resp.json().get("signIn") or {}).get("hashConfig")
+        session = google.auth.transport.requests.AuthorizedSession(creds)  # type: ignore[no-untyped-call]
+        resp = session.get(f"https://{AUTH_HOST}/admin/v2/projects/{project_id}/config", timeout=60)
+        if resp.status_code != 200:
+            code = status_of_http(resp.status_code)
+            raise source_error_class(code)(
+                f"cannot read the password-hash config of project {project_id} (HTTP {resp.status_code}); "
+                "grant the credentials firebaseauth.configs.get (role Firebase Authentication Admin)",
+                grpc_code=code,
+            )
+        return resp.json()
+
+    body = _Target(project_id, emulator_host, retry).call(fetch, "reading the password-hash config")
+    hc = (body.get("signIn") or {}).get("hashConfig")
     if not hc:
         return None
     return {k: hc[k] for k in ("algorithm", "signerKey", "saltSeparator", "rounds", "memoryCost") if k in hc}
 
 
-def export_users(project_id: str, *, source: Any = None, app: Any = None) -> tuple[Iterator[bytes], dict | None]:
+def export_users(
+    project_id: str,
+    *,
+    emulator_host: str | None = None,
+    source: Any = None,
+    app: Any = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> tuple[Iterator[bytes], dict[str, Any] | None]:
     """(user records, hash config) for the backup engine; `source` may be a firebase_admin App."""
     app = auth_app(project_id, app or source)
-    return iter_user_records(project_id, app=app), get_hash_config(project_id, app=app)
+    records = iter_user_records(project_id, emulator_host=emulator_host, app=app, retry=retry)
+    return records, get_hash_config(project_id, emulator_host=emulator_host, app=app, retry=retry)
 
 
 # -- import ------------------------------------------------------------------------------------
@@ -229,7 +310,7 @@ class ImportOutcome:
             self.errors.append(f"auth user {uid}: {why}")
 
 
-def _import_hash(hash_config: dict | None, emulator: bool):
+def _import_hash(hash_config: dict[str, Any] | None, emulator: bool) -> tuple[Any, str | None]:
     """(UserImportHash or None, reason password users cannot be imported or None)."""
     from firebase_admin import auth
 
@@ -252,46 +333,34 @@ def _import_hash(hash_config: dict | None, emulator: bool):
     return auth.UserImportHash(str(algo), data), None
 
 
-def _with_retries(call: Callable[[], Any], what: str, project_id: str) -> Any:
-    """call(), retried on transient errors; others become our errors (one line)."""
-    for attempt in range(1, _MAX_ATTEMPTS + 1):
-        try:
-            return call()
-        except Exception as e:  # firebase_admin / requests errors stay inside this module
-            if attempt < _MAX_ATTEMPTS and _transient(e):
-                time.sleep(0.2 * 2 ** attempt)
-                continue
-            raise _translate(e, what, project_id) from None
-
-
-def _existing_uids(uids: list[str], app: Any, project_id: str) -> set[str]:
+def _existing_uids(uids: list[str], app: Any, target: _Target) -> set[str]:
     """Which of uids are users in the target already (get_users: 100 identifiers a call)."""
     from firebase_admin import auth
 
     found: set[str] = set()
     for i in range(0, len(uids), 100):
         ids = [auth.UidIdentifier(u) for u in uids[i : i + 100]]
-        res = _with_retries(lambda: auth.get_users(ids, app=app), "looking users up", project_id)
+        res = target.call(lambda: auth.get_users(ids, app=app), "looking users up")
         found.update(u.uid for u in res.users)
     return found
 
 
-def _delete_users(uids: list[str], app: Any, project_id: str) -> None:
+def _delete_users(uids: list[str], app: Any, target: _Target) -> None:
     """Delete users the Auth emulator would refuse to import over (Firebase replaces them in place)."""
     from firebase_admin import auth
 
-    res = _with_retries(lambda: auth.delete_users(uids, app=app), "replacing existing users", project_id)
+    res = target.call(lambda: auth.delete_users(uids, app=app), "replacing existing users")
     if res.failure_count:  # their import then fails and is reported per user
         _log.warning("auth: %d existing users could not be replaced", res.failure_count)
 
 
-def _import_record_class():
+def _import_record_class() -> Any:
     from firebase_admin import auth
 
-    class VerbatimImportUserRecord(auth.ImportUserRecord):
+    class VerbatimImportUserRecord(auth.ImportUserRecord):  # type: ignore[misc]  # firebase_admin is untyped
         """ImportUserRecord that sends the stored hash, salt, MFA and timestamps as they were exported."""
 
-        def __init__(self, rec: dict[str, Any], *, with_password: bool):
+        def __init__(self, rec: dict[str, Any], *, with_password: bool) -> None:
             claims = json.loads(rec["customAttributes"]) if rec.get("customAttributes") else None
             providers = [
                 auth.UserProvider(
@@ -310,8 +379,8 @@ def _import_record_class():
             self._rec = rec
             self._with_password = with_password
 
-        def to_dict(self):
-            payload = super().to_dict()
+        def to_dict(self) -> dict[str, Any]:
+            payload: dict[str, Any] = super().to_dict()
             rec = self._rec
             for k in ("createdAt", "lastLoginAt", "mfaInfo"):
                 src = "lastSignedInAt" if k == "lastLoginAt" else k
@@ -329,12 +398,14 @@ def _import_record_class():
 def import_user_records(
     project_id: str,
     records: Iterable[bytes],
-    hash_config: dict | None,
+    hash_config: dict[str, Any] | None,
     *,
+    emulator_host: str | None = None,
     app: Any = None,
     dry_run: bool = False,
     mode: str = "overwrite",
     batch_size: int = IMPORT_BATCH,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> ImportOutcome:
     """Import user records with auth.import_users in batches of 1,000; exact per-user outcome.
 
@@ -346,13 +417,16 @@ def import_user_records(
     hash cannot be imported (no or foreign hash parameters) is counted failed with the
     reason; dry_run parses and checks every record and sends no write (in skip mode it
     still looks up which users exist, so its figures are what a real run would report).
+    A target that stays unreachable or refuses access raises; a batch it rejects otherwise
+    counts its users failed with the reason.
     """
     from firebase_admin import auth
 
     if mode not in ("overwrite", "skip", "merge"):
         raise UsageError(f"unknown restore mode {mode!r}; use one of overwrite, skip, merge")
     Record = _import_record_class()
-    emulator = _emulator_host() is not None
+    emulator = _host(emulator_host) is not None
+    target = _Target(project_id, emulator_host, retry)
     hash_alg, no_password_reason = _import_hash(hash_config, emulator)
     out = ImportOutcome()
     look_up = mode == "skip" or (emulator and not dry_run)
@@ -363,22 +437,22 @@ def import_user_records(
         if not batch:
             return
         if look_up:
-            existing = _existing_uids([u.uid for u in batch], app, project_id)
+            existing = _existing_uids([u.uid for u in batch], app, target)
             if existing and mode == "skip":
                 out.skipped += len(existing)
                 batch[:] = [u for u in batch if u.uid not in existing]
             elif existing:
-                _delete_users(sorted(existing), app, project_id)
+                _delete_users(sorted(existing), app, target)
         if dry_run or not batch:
             out.imported += len(batch)
             batch.clear()
             return
         uses_hash = any(u._with_password and u._rec.get("passwordHash") for u in batch)
         try:
-            res = _with_retries(lambda: auth.import_users(batch, hash_alg=hash_alg if uses_hash else None, app=app),
-                                "importing users", project_id)
-        except SourceUnavailable:
-            raise
+            res = target.call(lambda: auth.import_users(batch, hash_alg=hash_alg if uses_hash else None, app=app),
+                              "importing users")
+        except (TransientError, SourceAccessDenied):
+            raise  # every other batch would fail the same way; a queue may retry the task
         except FireBackupError as err:  # refused: every user of the batch, with the reason
             for u in batch:
                 out.fail(u.uid, str(err))

@@ -18,41 +18,10 @@ import datetime as dt
 from typing import Iterator
 
 from firebackup.errors import CorruptData
+from firebackup.firestore.wire import encode_varint, read_varint
 
 _WT_VARINT, _WT_I64, _WT_LEN, _WT_I32 = 0, 1, 2, 5
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at pos; return (value, position after it)."""
-    result = 0
-    shift = 0
-    try:
-        while True:
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result, pos
-            shift += 7
-            if shift > 63:
-                raise CorruptData("varint longer than 10 bytes")
-    except IndexError:
-        raise CorruptData("protobuf ends inside a varint") from None
-
-
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        value &= (1 << 64) - 1  # int64 negatives are ten-byte two's complement on the wire
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def iter_fields(buf: bytes, what: str = "message") -> Iterator[tuple[int, int, object]]:
@@ -179,12 +148,12 @@ def decode_timestamp(raw: bytes) -> tuple[int, int]:
     """(seconds, nanos) of google.protobuf.Timestamp bytes."""
     seconds = nanos = 0
     for field, wt, value in iter_fields(raw, "Timestamp"):
-        if wt != _WT_VARINT:
+        if wt != _WT_VARINT or not isinstance(value, int):
             continue
         if field == 1:
-            seconds = value - (1 << 64) if value >= 1 << 63 else value  # type: ignore[operator]
+            seconds = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 2:
-            nanos = value  # type: ignore[assignment]
+            nanos = value
     return seconds, nanos
 
 

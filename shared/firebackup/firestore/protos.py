@@ -24,6 +24,8 @@ the client library's own descriptors.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import struct_pb2, timestamp_pb2, wrappers_pb2
 from google.rpc import status_pb2
@@ -148,7 +150,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     "AggregationResult": [("aggregate_fields", 2, f"map<{_V1}.Value>", True, None)],
     # Not a Firestore message: a Document seen through its name and timestamps only (kept as
     # opaque bytes). Its fields map stays unknown bytes, passed through untouched, which is
-    # what makes the restore's per-document rewrite cheap (firestore/writer.py).
+    # what makes the restore's per-document rewrite cheap (firestore/rewrite.py).
     "DocumentSkeleton": [
         ("name", 1, "string", False, None),
         ("create_time", 3, "bytes", False, None),
@@ -156,7 +158,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, str | None]]] = {
     ],
     # Not Firestore's either: BatchWriteRequest.writes (field 2) seen down to each Write's
     # update (field 1) name. One parse of a whole batch of writes checks, in C, that every
-    # Document built by the restore's byte-level path is well formed (writer.py).
+    # Document built by the restore's byte-level path is well formed (rewrite.py).
     "WriteSkeleton": [("update", 1, f"{_V1}.DocumentSkeleton", False, None)],
     "WritesSkeleton": [("writes", 2, f"{_V1}.WriteSkeleton", True, None)],
 }
@@ -199,7 +201,8 @@ def _json_name(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def _build() -> tuple[dict[str, type], type]:
+# The generated classes are made at run time, so to a type checker they are Any.
+def _build() -> tuple[dict[str, Any], Any]:
     pool = descriptor_pool.DescriptorPool()
     deps = (timestamp_pb2, struct_pb2, wrappers_pb2, latlng_pb2, status_pb2)
     for dep in deps:
@@ -226,7 +229,7 @@ def _build() -> tuple[dict[str, type], type]:
     return classes, message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.Timestamp"))
 
 
-def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc) -> None:
+def _add_with_deps(pool: descriptor_pool.DescriptorPool, file_desc: Any) -> None:
     for dep in file_desc.dependencies:
         _add_with_deps(pool, dep)
     try:

@@ -12,6 +12,9 @@ bounds the Firestore SDKs use for Query.recursive() / recursiveDelete.
 
 count_documents asks the server to COUNT the same ranges at the same read_time (a total
 for a progress bar, without reading the documents).
+
+Every call is retried under the reader's RetryPolicy (transient errors only); a document
+stream that fails mid-way resumes after the last document it yielded (responses()).
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from firebackup.errors import SourceError, UsageError
+from firebackup.errors import NotSupportedByServer, SourceError, UsageError
 from firebackup.firestore import protos
 from firebackup.firestore.documents import (
     datetime_to_timestamp,
     decode_timestamp,
+    document_name,
     first_len_field,
     run_query_document,
     timestamp_to_datetime,
 )
-from firebackup.firestore.grpc import FirestoreConnection, NotSupportedByServer, ResponseStream
+from firebackup.firestore.grpc import FirestoreConnection, ResponseStream, ResumableQuery
+from firebackup.retry import RetryPolicy
 
 MIN_ID = "__id-9223372036854775808__"
 # A collection id nobody uses; only the responses' read_time / status matter.
@@ -54,11 +59,11 @@ class DocRange:
     lo: str | None = None
     hi: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         return {"collection": self.collection, "lo": self.lo, "hi": self.hi}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DocRange":
+    def from_dict(cls, d: dict[str, Any]) -> "DocRange":
         return cls(collection=d.get("collection"), lo=d.get("lo"), hi=d.get("hi"))
 
 
@@ -73,35 +78,40 @@ def check_collection_id(collection_id: str) -> str:
     return collection_id
 
 
-def name_sort_key(name: str) -> tuple:
+def name_sort_key(name: str) -> tuple[tuple[int, int, bytes], ...]:
     """Firestore's order of document names: segment by segment, numeric ids before strings."""
-    key = []
+    key: list[tuple[int, int, bytes]] = []
     for seg in name.split("/"):
         m = _NUMERIC_ID.match(seg)
         key.append((0, int(m.group(1)), b"") if m else (1, 0, seg.encode("utf-8")))
     return tuple(key)
 
 
-def _ts_pb(when: dt.datetime) -> protos.Timestamp:
+def _ts_pb(when: dt.datetime) -> Any:
     seconds, nanos = datetime_to_timestamp(when)
     return protos.Timestamp(seconds=seconds, nanos=nanos)
 
 
 class SnapshotReader:
-    """Reads one database at one read_time; thread-safe (it only holds the connection)."""
+    """Reads one database at one read_time; thread-safe (it only holds the connection).
 
-    def __init__(self, conn: FirestoreConnection, read_time: dt.datetime):
+    `retry` governs every call (default: RetryPolicy()); transient errors are retried,
+    permanent ones (SourceAccessDenied, SnapshotTooOld, ...) surface at once.
+    """
+
+    def __init__(self, conn: FirestoreConnection, read_time: dt.datetime, *, retry: RetryPolicy | None = None):
         if read_time.tzinfo is None:
             raise ValueError("read_time must be timezone-aware (UTC)")
         self.conn = conn
         self.read_time = read_time
+        self.retry = retry or RetryPolicy()
         self._read_time_pb = _ts_pb(read_time)
         self._partitions_supported: bool | None = None
 
     # -- the snapshot instant ------------------------------------------------------------
 
     @staticmethod
-    def server_time(conn: FirestoreConnection) -> dt.datetime:
+    def server_time(conn: FirestoreConnection, *, retry: RetryPolicy | None = None) -> dt.datetime:
         """The server's current time, truncated to the microsecond (a valid read_time).
 
         Taken from the read_time of a one-document lookup (a point read: cheap everywhere,
@@ -112,18 +122,22 @@ class SnapshotReader:
         req = protos.BatchGetDocumentsRequest(
             database=conn.database_path, documents=[f"{conn.documents_path}/{_PROBE_COLLECTION}/probe"]
         )
-        raw = None
-        for resp in conn.batch_get_documents(req):
-            raw = first_len_field(resp, 4, "BatchGetDocumentsResponse")  # field 4: read_time
-            if raw is not None:
-                break
+
+        def probe() -> bytes | None:
+            for resp in conn.batch_get_documents(req):
+                found = first_len_field(resp, 4, "BatchGetDocumentsResponse")  # field 4: read_time
+                if found is not None:
+                    return found
+            return None
+
+        raw = (retry or RetryPolicy()).call(probe)
         if raw is None:
             raise SourceError(f"Firestore at {conn.host} sent no read_time for {conn.database_path}")
         return timestamp_to_datetime(*decode_timestamp(raw))
 
     @classmethod
-    def at_server_time(cls, conn: FirestoreConnection) -> "SnapshotReader":
-        return cls(conn, cls.server_time(conn))
+    def at_server_time(cls, conn: FirestoreConnection, *, retry: RetryPolicy | None = None) -> "SnapshotReader":
+        return cls(conn, cls.server_time(conn, retry=retry), retry=retry)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -138,7 +152,7 @@ class SnapshotReader:
             req = protos.ListCollectionIdsRequest(
                 parent=self.conn.documents_path, page_size=1000, page_token=token, read_time=self._read_time_pb
             )
-            resp = protos.ListCollectionIdsResponse.FromString(self.conn.list_collection_ids(req))
+            resp = protos.ListCollectionIdsResponse.FromString(self.retry.call(self.conn.list_collection_ids, req))
             ids.extend(resp.collection_ids)
             token = resp.next_page_token
             if not token:
@@ -195,8 +209,7 @@ class SnapshotReader:
             except NotSupportedByServer:
                 self._partitions_supported = False
             except SourceError as e:
-                code = getattr(e, "grpc_code", None)
-                if code is None or code.name != "INVALID_ARGUMENT":
+                if e.grpc_code != "INVALID_ARGUMENT":
                     raise
                 self._partitions_supported = False
         return self._partitions_supported
@@ -212,14 +225,12 @@ class SnapshotReader:
         except NotSupportedByServer:
             return [rng]
         except SourceError as e:
-            code = getattr(e, "grpc_code", None)
-            if code is not None and code.name == "INVALID_ARGUMENT":
+            if e.grpc_code == "INVALID_ARGUMENT":
                 return [rng]
             raise
         # Only cut points inside this collection's subtree; collection groups span the database.
         prefix = self.doc_name(rng.collection) + "/"
-        seen: set[str] = set()
-        inside = [c for c in cuts if c.startswith(prefix) and not (c in seen or seen.add(c))]
+        inside = list(dict.fromkeys(c for c in cuts if c.startswith(prefix)))  # in order, without repeats
         if not inside:
             return [rng]
         bounds = [rng.lo, *inside, rng.hi]
@@ -244,7 +255,7 @@ class SnapshotReader:
                 page_token=token,
                 read_time=self._read_time_pb,
             )
-            resp = protos.PartitionQueryResponse.FromString(self.conn.partition_query(req))
+            resp = protos.PartitionQueryResponse.FromString(self.retry.call(self.conn.partition_query, req))
             pages.append([v.reference_value for cur in resp.partitions for v in cur.values if v.reference_value])
             token = resp.next_page_token
             if not token:
@@ -255,7 +266,7 @@ class SnapshotReader:
 
     # -- reading -------------------------------------------------------------------------
 
-    def query(self, rng: DocRange, *, after: str | None = None, limit: int | None = None):
+    def query(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> Any:
         """The RunQueryRequest protobuf for rng, resuming after the document named `after`."""
         sq = _SQ(
             from_=[_SQ.CollectionSelector(all_descendants=True)],
@@ -274,9 +285,22 @@ class SnapshotReader:
             parent=self.conn.documents_path, structured_query=sq, read_time=self._read_time_pb
         )
 
-    def responses(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> ResponseStream:
-        """The raw RunQueryResponse stream for rng (see run_query_document); cancel() ends it."""
-        return self.conn.run_query(self.query(rng, after=after, limit=limit))
+    def responses(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> ResumableQuery:
+        """The raw RunQueryResponse stream for rng (see run_query_document); cancel() ends it.
+
+        A transient error mid-stream re-issues the query after the last document yielded (its
+        name is the cursor), at the same read_time, with what is left of the limit: the
+        caller sees one stream, every document once, in name order.
+        """
+
+        def request_after(last: bytes | None, count: int) -> Any:
+            left = None if limit is None else limit - count
+            if left == 0:  # every document asked for was delivered; only the stream's end was lost
+                return None
+            cursor = after if last is None else document_name(run_query_document(last) or b"")
+            return self.query(rng, after=cursor, limit=left)
+
+        return self.conn.resumable_query(request_after, retry=self.retry)
 
     def documents(self, rng: DocRange, *, after: str | None = None, limit: int | None = None) -> Iterator[bytes]:
         """Yield the range's documents at read_time as the Document bytes the server sent.
@@ -312,32 +336,36 @@ class SnapshotReader:
         # ("Cursor has too many values"), so the query is reused whole, not trimmed.
         total = 0
         for rng in self.plan_ranges(collections):
-            run = self.query(rng)
-            req = protos.RunAggregationQueryRequest(
-                parent=run.parent,
-                structured_aggregation_query=_SAQ(structured_query=run.structured_query, aggregations=[_COUNT]),
-                read_time=run.read_time,
-            )
-            stream = self.conn.run_aggregation_query(req)
-            if on_stream is not None:
-                on_stream(stream)
-            count = None
-            try:
-                for raw in stream:
-                    resp = protos.RunAggregationQueryResponse.FromString(raw)
-                    if resp.HasField("result"):
-                        count = resp.result.aggregate_fields[_COUNT.alias].integer_value
-            finally:
-                stream.cancel()
-            if count is None:
-                raise SourceError(
-                    f"RunAggregationQuery on {self.conn.database_path} at {self.conn.host} returned no count; "
-                    "retry, or count without it (the server may not support COUNT here)"
-                )
-            total += count
+            total += self.retry.call(self._count_range, rng, on_stream)
         return total
+
+    def _count_range(self, rng: DocRange, on_stream: Callable[[ResponseStream], None] | None) -> int:
+        run = self.query(rng)
+        req = protos.RunAggregationQueryRequest(
+            parent=run.parent,
+            structured_aggregation_query=_SAQ(structured_query=run.structured_query, aggregations=[_COUNT]),
+            read_time=run.read_time,
+        )
+        stream = self.conn.run_aggregation_query(req)
+        if on_stream is not None:
+            on_stream(stream)
+        count = None
+        try:
+            for raw in stream:
+                resp = protos.RunAggregationQueryResponse.FromString(raw)
+                if resp.HasField("result"):
+                    count = int(resp.result.aggregate_fields[_COUNT.alias].integer_value)
+        finally:
+            stream.cancel()
+        if count is None:
+            raise SourceError(
+                f"RunAggregationQuery on {self.conn.database_path} at {self.conn.host} returned no count; "
+                "retry, or count without it (the server may not support COUNT here)"
+            )
+        return count
 
     def all_documents(self, collections: list[str] | None = None) -> Iterator[bytes]:
         """Every requested document in name order (one stream per range; for tests and tools)."""
         for rng in self.plan_ranges(collections):
             yield from self.documents(rng)
+

@@ -37,7 +37,7 @@ class ProjectSources:
 
     def auth(self, gcp_project_id: str, auth_kind: str, secret: bytes) -> FirebaseAuthUsers:
         if self.auth_emulator_host:
-            return FirebaseAuthUsers()
+            return FirebaseAuthUsers(emulator_host=self.auth_emulator_host)
         return FirebaseAuthUsers(self._app(gcp_project_id, auth_kind, secret))
 
     def _app(self, gcp_project_id: str, auth_kind: str, secret: bytes) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from firebackup.errors import BadURL, UsageError
+from firebackup.retry import RetryPolicy
 from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage, check_key, check_prefix
 from firebackup.storage.memory import MemoryStorage
 from firebackup.storage.retry import RetryingStorage
@@ -33,7 +34,7 @@ __all__ = [
 
 Factory = Callable[..., Storage]
 _REGISTRY: dict[str, Factory] = {}
-_WRAP_ARGS = ("attempts", "base_delay", "max_delay")
+_WRAP_ARGS = ("attempts", "base_delay", "max_delay", "deadline")
 
 
 def register_scheme(scheme: str, factory: Factory) -> None:
@@ -44,8 +45,9 @@ def register_scheme(scheme: str, factory: Factory) -> None:
 def open_storage(url: str, *, retry: bool = True, **opts: Any) -> Storage:
     """Open the storage location named by url.
 
-    Remote backends come wrapped in RetryingStorage unless retry=False (attempts, base_delay
-    and max_delay tune it); other opts go to the backend (part_size, page_size, client, ...).
+    Remote backends come wrapped in RetryingStorage unless retry=False (attempts, base_delay,
+    max_delay and deadline tune its RetryPolicy); other opts go to the backend (part_size,
+    page_size, client, ...).
     Raises BadURL, in one line, for a URL no backend can use.
     """
     if not isinstance(url, str) or not url:
@@ -73,7 +75,7 @@ def open_storage(url: str, *, retry: bool = True, **opts: Any) -> Storage:
             raise
         raise UsageError(f"unknown storage option for {scheme}:// ({str(e).split('argument')[-1].strip()})") from None
     if retry and scheme != "memory":
-        return RetryingStorage(storage, **wrap_opts)
+        return RetryingStorage(storage, RetryPolicy(**wrap_opts))
     return storage
 
 

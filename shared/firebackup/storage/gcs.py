@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import threading
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, ParamSpec, TypeVar
 
@@ -41,8 +40,10 @@ _T = TypeVar("_T")
 # google-cloud-storage (3.17 here) starts a daemon thread per bucket that GETs the bucket's
 # metadata for its tracing spans, even with tracing off: a request that needs
 # storage.buckets.get (a customer may grant object access only) and that retries for up to two
-# minutes in the background. The library's own switch turns it off; it is read at each call.
-os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
+# minutes in the background. The library's only switch is this environment variable, read at
+# each call; the composition root puts it in the environment at start-up (nothing is changed
+# at import time).
+GCS_CLIENT_ENVIRONMENT = {"DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA": "true"}
 
 CHUNK_QUANTUM = 256 << 10  # resumable chunks must be multiples of 256 KiB
 CONTENT_TYPE = "application/octet-stream"

@@ -1,76 +1,45 @@
 """RetryingStorage: the one place storage operations are retried.
 
-Exponential backoff with full jitter: before retry n (n >= 1) it sleeps
-rng() * min(max_delay, base_delay * 2**(n-1)). Only TransientStorageError is retried;
-everything else (ObjectNotFound, ObjectExists, AccessDenied, BucketNotFound, UsageError, ...)
-surfaces at once. When attempts run out, the last transient error is raised with
-"(gave up after N attempts)" appended.
+The policy (backoff with full jitter, attempts, deadline) is firebackup.retry.RetryPolicy;
+only transient errors (TransientStorageError) are retried, everything else (ObjectNotFound,
+ObjectExists, AccessDenied, BucketNotFound, UsageError, ...) surfaces at once. When the
+budget runs out, the last transient error is raised with "(gave up after N attempts ...)".
 
 Streaming is retried piecewise, never from the start:
 - writes: a backend writer keeps a failed part (base.ObjectWriter retry contract), so the
   wrapper repeats write(b"") / close() and only that part goes out again;
 - reads: a stream that fails mid-way is reopened at the next unread byte;
 - listings: a listing that fails mid-way resumes with start_after = the last key yielded.
+Streams and listings get a fresh budget whenever they make progress (a budget per stall).
 """
 
 from __future__ import annotations
 
 import io
-import random
-import time
-from typing import BinaryIO, Callable, Iterator, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
-from firebackup.errors import ObjectExists, ObjectNotFound, TransientStorageError, UsageError
-from firebackup.storage.base import ObjectInfo, Storage
+from firebackup.errors import ObjectExists, ObjectNotFound, TransientStorageError
+from firebackup.retry import RetryPolicy
+from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class RetryingStorage:
-    """Wrap a Storage so transient failures are retried with backoff and full jitter."""
+    """Wrap a Storage so transient failures are retried under `policy`."""
 
-    def __init__(
-        self,
-        inner: Storage,
-        attempts: int = 6,
-        base_delay: float = 0.2,
-        max_delay: float = 10.0,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] | None = None,
-    ):
-        if attempts < 1:
-            raise UsageError(f"attempts must be >= 1, got {attempts}")
+    def __init__(self, inner: Storage, policy: RetryPolicy | None = None):
         self.inner = inner
         self.url = inner.url
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self._sleep = sleep
-        # A private generator by default: retries must not move the global random state.
-        self._rng = rng or random.Random().random
-
-    # --- the retry loop ------------------------------------------------------------------
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1-based): full jitter."""
-        return self._rng() * min(self.max_delay, self.base_delay * (2 ** (retry - 1)))
-
-    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run fn, retrying TransientStorageError up to `attempts` tries in all."""
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return fn(*args, **kwargs)
-            except TransientStorageError as e:
-                if tries >= self.attempts:
-                    raise _gave_up(e, tries) from e
-                self._sleep(self.delay(tries))
+        self.policy = policy or RetryPolicy()
 
     # --- Storage -------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> ObjectInfo:
+        call = self.policy.call
         if not if_absent:
-            return self.call(self.inner.put, key, data)
+            return call(self.inner.put, key, data)
         failed = False
 
         def attempt() -> ObjectInfo:
@@ -82,51 +51,48 @@ class RetryingStorage:
                 raise
 
         try:
-            return self.call(attempt)
+            return call(attempt)
         except ObjectExists:
             # A failed attempt may have stored our bytes before the error reached us; if the
             # object holds exactly our bytes, that attempt won and this put succeeded.
             if failed and self._holds(key, data):
-                return self.call(self.inner.stat, key)
+                return call(self.inner.stat, key)
             raise
 
     def open_write(self, key: str, *, if_absent: bool = False) -> "RetryingWriter":
-        return RetryingWriter(self, self.call(self.inner.open_write, key, if_absent=if_absent))
+        return RetryingWriter(self, self.policy.call(self.inner.open_write, key, if_absent=if_absent))
 
     def get(self, key: str) -> bytes:
-        return self.call(self.inner.get, key)
+        return self.policy.call(self.inner.get, key)
 
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
-        first = self.call(self.inner.open_read, key, start, length)
+        first = self.policy.call(self.inner.open_read, key, start, length)
         return io.BufferedReader(_RetryingReader(self, key, start, length, first), buffer_size=1 << 16)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self.call(self.inner.get_range, key, start, length)
+        return self.policy.call(self.inner.get_range, key, start, length)
 
     def stat(self, key: str) -> ObjectInfo:
-        return self.call(self.inner.stat, key)
+        return self.policy.call(self.inner.stat, key)
 
     def exists(self, key: str) -> bool:
-        return self.call(self.inner.exists, key)
+        return self.policy.call(self.inner.exists, key)
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         after = start_after
-        failures = 0
+        run = self.policy.start()
         while True:
             try:
                 for info in self.inner.list(prefix, start_after=after):
                     yield info
                     after = info.key
-                    failures = 0  # progress made: the budget is per stall, not per listing
+                    run.progressed()
                 return
             except TransientStorageError as e:
-                failures += 1
-                if failures >= self.attempts:
-                    raise _gave_up(e, failures) from e
-                self._sleep(self.delay(failures))
+                run.failed(e)
 
     def delete(self, key: str) -> None:
-        self.call(self.inner.delete, key)
+        self.policy.call(self.inner.delete, key)
 
     def close(self) -> None:
         self.inner.close()
@@ -136,7 +102,8 @@ class RetryingStorage:
 
     def _holds(self, key: str, data: bytes) -> bool:
         try:
-            return self.call(self.inner.stat, key).size == len(data) and self.call(self.inner.get, key) == data
+            call = self.policy.call
+            return call(self.inner.stat, key).size == len(data) and call(self.inner.get, key) == data
         except ObjectNotFound:
             return False
 
@@ -144,8 +111,8 @@ class RetryingStorage:
 class RetryingWriter:
     """An ObjectWriter whose failed parts and commit are retried (see the module doc)."""
 
-    def __init__(self, storage: RetryingStorage, inner):
-        self._storage = storage
+    def __init__(self, storage: RetryingStorage, inner: ObjectWriter):
+        self._policy = storage.policy
         self.inner = inner
         self.key = inner.key
 
@@ -162,10 +129,10 @@ class RetryingWriter:
             piece, pending[0] = pending[0], b""
             self.inner.write(piece)
 
-        self._storage.call(attempt)
+        self._policy.call(attempt)
 
     def close(self) -> ObjectInfo:
-        return self._storage.call(self.inner.close)
+        return self._policy.call(self.inner.close)
 
     def abort(self) -> None:
         self.inner.abort()
@@ -173,7 +140,9 @@ class RetryingWriter:
     def __enter__(self) -> "RetryingWriter":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -184,7 +153,8 @@ class _RetryingReader(io.RawIOBase):
     """Reads an object; a transient failure mid-stream reopens it at the next unread byte."""
 
     def __init__(self, storage: RetryingStorage, key: str, start: int, length: int | None, first: BinaryIO):
-        self._storage = storage
+        self._inner = storage.inner
+        self._policy = storage.policy
         self._key = key
         self._start = start
         self._length = length
@@ -194,22 +164,20 @@ class _RetryingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
-        failures = 0
+    def readinto(self, b: WriteableBuffer) -> int:
+        run = None
         while True:
             try:
                 if self._s is None:
                     left = None if self._length is None else self._length - self._pos
-                    self._s = self._storage.inner.open_read(self._key, self._start + self._pos, left)
-                n = self._s.readinto(b)
+                    self._s = self._inner.open_read(self._key, self._start + self._pos, left)
+                n = self._s.readinto(b)  # type: ignore[attr-defined]  # every backend stream is a RawIOBase/BufferedReader
                 self._pos += n or 0
-                return n
+                return n or 0
             except TransientStorageError as e:
-                failures += 1
                 self._drop()
-                if failures >= self._storage.attempts:
-                    raise _gave_up(e, failures) from e
-                self._storage._sleep(self._storage.delay(failures))
+                run = run or self._policy.start()
+                run.failed(e)
 
     def _drop(self) -> None:
         s, self._s = self._s, None
@@ -222,7 +190,3 @@ class _RetryingReader(io.RawIOBase):
     def close(self) -> None:
         self._drop()
         super().close()
-
-
-def _gave_up(e: TransientStorageError, tries: int) -> TransientStorageError:
-    return TransientStorageError(f"{e} (gave up after {tries} attempts)", key=e.key)

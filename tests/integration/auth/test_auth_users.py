@@ -65,14 +65,14 @@ def comparable(u) -> dict:
 def test_auth_users_round_trip_keeps_passwords_claims_disabled_and_providers(emulator, project_id):
     tag = f"rt{secrets.token_hex(3)}"
     users = make_users(project_id, tag)
-    records, hash_config = fa.export_users(project_id)
+    records, hash_config = fa.export_users(project_id, emulator_host=emulator.env[fa.EMULATOR_ENV])
     records = list(records)
     assert hash_config == {"algorithm": fa.EMULATOR_HASH}
     assert sorted(json.loads(r)["localId"] for r in records) == sorted(users)
     pw = next(json.loads(r) for r in records if json.loads(r)["localId"] == f"{tag}-pw")
     assert pw["passwordHash"] and pw["salt"] and json.loads(pw["customAttributes"])["tier"] == 3
 
-    outcome = fa.import_user_records(DEFAULT_AUTH_PROJECT, records, hash_config)
+    outcome = fa.import_user_records(DEFAULT_AUTH_PROJECT, records, hash_config, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.errors) == (4, 0, [])
 
     src_app, dst_app = fa.auth_app(project_id), fa.auth_app(DEFAULT_AUTH_PROJECT)
@@ -90,7 +90,7 @@ def test_export_pages_through_every_user(emulator, project_id):
     app = fa.auth_app(project_id)
     res = auth.import_users([auth.ImportUserRecord(uid=f"p{i:02d}", email=f"p{i}@example.com") for i in range(7)], app=app)
     assert res.success_count == 7
-    records = list(fa.iter_user_records(project_id, page_size=3))
+    records = list(fa.iter_user_records(project_id, page_size=3, emulator_host=emulator.env[fa.EMULATOR_ENV]))
     assert [json.loads(r)["localId"] for r in records] == [f"p{i:02d}" for i in range(7)]
 
 
@@ -102,7 +102,7 @@ def test_import_reports_per_user_errors_exactly(emulator, project_id):
         b"{not json",
         json.dumps({"localId": "pw", "passwordHash": "aGFzaA==", "salt": "c2FsdA=="}).encode(),  # no hash parameters
     ]
-    outcome = fa.import_user_records(target, records, None)
+    outcome = fa.import_user_records(target, records, None, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.skipped) == (5, 3, 0)
     assert sorted(e.split(":")[0] for e in outcome.errors) == ["auth user ?", "auth user bad-email", "auth user pw"]
     listed = sorted(u.uid for u in auth.list_users(app=fa.auth_app(target)).iterate_all())
@@ -128,7 +128,7 @@ def _emails(target: str) -> dict[str, tuple[str, bool]]:
 @pytest.mark.parametrize("mode", ["overwrite", "merge"])
 def test_overwrite_and_merge_replace_a_user_whose_uid_is_already_there(emulator, project_id, mode):
     target, records = _target_with_existing_users(project_id)
-    outcome = fa.import_user_records(target, records, None, mode=mode)
+    outcome = fa.import_user_records(target, records, None, mode=mode, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.skipped, outcome.errors) == (4, 0, 0, [])
     assert _emails(target) == {"keep-0": ("new0@example.com", False), "keep-1": ("new1@example.com", False),
                                "fresh-0": ("fresh0@example.com", False), "fresh-1": ("fresh1@example.com", False)}
@@ -136,7 +136,7 @@ def test_overwrite_and_merge_replace_a_user_whose_uid_is_already_there(emulator,
 
 def test_skip_leaves_users_already_there_as_they_are_and_counts_them(emulator, project_id):
     target, records = _target_with_existing_users(project_id)
-    outcome = fa.import_user_records(target, records, None, mode="skip")
+    outcome = fa.import_user_records(target, records, None, mode="skip", emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.skipped) == (2, 0, 2)
     assert _emails(target) == {"keep-0": ("old0@example.com", True), "keep-1": ("old1@example.com", True),
                                "fresh-0": ("fresh0@example.com", False), "fresh-1": ("fresh1@example.com", False)}
@@ -144,7 +144,7 @@ def test_skip_leaves_users_already_there_as_they_are_and_counts_them(emulator, p
 
 def test_a_skip_dry_run_counts_what_a_real_run_would_and_writes_nothing(emulator, project_id):
     target, records = _target_with_existing_users(project_id)
-    outcome = fa.import_user_records(target, records, None, mode="skip", dry_run=True)
+    outcome = fa.import_user_records(target, records, None, mode="skip", dry_run=True, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.skipped) == (2, 0, 2)
     assert set(_emails(target)) == {"keep-0", "keep-1"}
 
@@ -159,14 +159,14 @@ def test_an_unknown_mode_is_a_usage_error(project_id):
 def test_import_sends_batches_of_a_thousand_users(emulator, project_id):
     records = [json.dumps({"localId": f"u{i:05d}", "email": f"u{i}@example.com", "disabled": i % 2 == 0}).encode()
                for i in range(2345)]
-    outcome = fa.import_user_records(project_id, records, None)
+    outcome = fa.import_user_records(project_id, records, None, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed) == (2345, 0)
     assert sum(1 for _ in auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == 2345
 
 
 def test_dry_run_import_sends_nothing(emulator, project_id):
     records = [json.dumps({"localId": f"d{i}"}).encode() for i in range(3)]
-    outcome = fa.import_user_records(project_id, records, None, dry_run=True)
+    outcome = fa.import_user_records(project_id, records, None, dry_run=True, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed) == (3, 0)
     assert list(auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == []
 
@@ -198,10 +198,14 @@ def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkey
     assert "auth_users_skipped" not in replaced.to_dict()
 
 
-def test_an_unreachable_auth_endpoint_is_reported_in_one_line(monkeypatch, project_id):
-    from firebackup.errors import SourceUnavailable
+def test_an_unreachable_auth_endpoint_is_transient_and_reported_in_one_line(monkeypatch, project_id):
+    from firebackup.errors import SourceUnavailable, is_transient
+    from firebackup.retry import RetryPolicy
 
-    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens on the discard port
+    dead = "127.0.0.1:9"  # nothing listens on the discard port
+    monkeypatch.setenv(fa.EMULATOR_ENV, dead)  # what firebase_admin reads (see fa.client_environment)
     with pytest.raises(SourceUnavailable) as e:
-        list(fa.iter_user_records(project_id + "-dead"))
-    assert "\n" not in str(e.value) and "127.0.0.1:9" in str(e.value)
+        list(fa.iter_user_records(project_id + "-dead", emulator_host=dead,
+                                  retry=RetryPolicy(attempts=2, sleep=lambda s: None)))
+    assert "\n" not in str(e.value) and dead in str(e.value)
+    assert is_transient(e.value) and "gave up after 2 attempts" in str(e.value)

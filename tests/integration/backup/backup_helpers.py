@@ -48,6 +48,17 @@ def put_many(conn: FirestoreConnection, docs: list) -> None:
         commit(conn, put=docs[i : i + 400])
 
 
+def seed_collection(conn: FirestoreConnection, n: int) -> list[str]:
+    """n documents col/dNNN, every fourth with a subcollection document; their paths, sorted."""
+    paths = []
+    for i in range(n):
+        paths.append(f"col/d{i:03d}")
+        if i % 4 == 0:
+            paths.append(f"col/d{i:03d}/sub/s")
+    put_many(conn, [doc(conn, p, v=i) for i, p in enumerate(paths)])
+    return sorted(paths)
+
+
 def direct_documents(conn: FirestoreConnection, read_time: dt.datetime, rng: DocRange | None = None) -> list[bytes]:
     """What one plain RunQuery returns at read_time: the Document bytes, in order."""
     return list(SnapshotReader(conn, read_time).documents(rng or DocRange()))

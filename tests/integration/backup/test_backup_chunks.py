@@ -12,7 +12,7 @@ from firebackup.engine.backup import BackupPlan, BackupRequest, ChunkTask, final
 from firebackup.errors import SourceUnavailable
 from firebackup.firestore.grpc import open_firestore
 
-from backup_helpers import backup_records, direct_documents, doc, put_many, rel_names
+from backup_helpers import backup_records, direct_documents, rel_names, seed_collection
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +20,8 @@ CLI_KEYS = ["backup_id", "read_time", "documents", "collections", "auth_users", 
             "bytes_raw", "bytes_stored", "compression", "encrypted", "duration_s"]
 
 
-def _seed(conn, n: int) -> list[str]:
-    paths = []
-    for i in range(n):
-        paths.append(f"col/d{i:03d}")
-        if i % 4 == 0:
-            paths.append(f"col/d{i:03d}/sub/s")
-    put_many(conn, [doc(conn, p, v=i) for i, p in enumerate(paths)])
-    return sorted(paths)
-
-
 def test_continuation_splits_a_collection_into_ordered_chunks_each_task_handing_on_its_cursor(conn, repo):
-    paths = _seed(conn, 20)  # 25 documents
+    paths = seed_collection(conn, 20)  # 25 documents
     p = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     assert len(p.tasks) == 1
 
@@ -54,7 +44,7 @@ def test_continuation_splits_a_collection_into_ordered_chunks_each_task_handing_
 
 
 def test_one_task_without_a_budget_cuts_the_same_chunks_as_one_task_per_chunk(conn, repo):
-    _seed(conn, 20)
+    seed_collection(conn, 20)
     per_chunk = plan(BackupRequest(project=conn.project, chunk_docs=4, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     whole = plan(BackupRequest(project=conn.project, chunk_docs=4), source=FirestoreSource(conn), repo=repo)
     whole.read_time = per_chunk.read_time
@@ -72,7 +62,7 @@ def test_one_task_without_a_budget_cuts_the_same_chunks_as_one_task_per_chunk(co
 
 
 def test_running_one_chunk_task_twice_writes_the_same_object_with_the_same_counts(conn, repo):
-    _seed(conn, 12)
+    seed_collection(conn, 12)
     p = plan(BackupRequest(project=conn.project, chunk_docs=5, chunks_per_task=1), source=FirestoreSource(conn), repo=repo)
     second = run_chunk(p, p.tasks[0], source=FirestoreSource(conn), repo=repo).follow_up
     assert second is not None
@@ -92,7 +82,7 @@ def test_running_one_chunk_task_twice_writes_the_same_object_with_the_same_count
 
 
 def test_an_encrypted_chunk_task_run_twice_yields_the_same_records_and_counts(conn, repo):
-    _seed(conn, 6)
+    seed_collection(conn, 6)
     kek = LocalKey.from_text(LocalKey.generate_text())
     p = plan(BackupRequest(project=conn.project, chunk_docs=3), source=FirestoreSource(conn), repo=repo, kek=kek)
 
@@ -108,7 +98,7 @@ def test_an_encrypted_chunk_task_run_twice_yields_the_same_records_and_counts(co
 
 
 def test_run_backup_returns_exactly_the_cli_keys_and_reports_progress(conn, repo):
-    _seed(conn, 10)
+    seed_collection(conn, 10)
     seen = {"documents": 0, "bytes": 0}
 
     def progress(documents: int = 0, bytes: int = 0) -> None:
@@ -140,7 +130,7 @@ def test_an_unreachable_emulator_is_source_unavailable_in_one_line_naming_the_ho
 
 
 def test_a_plan_survives_serialization_so_another_process_can_run_its_tasks(conn, repo):
-    _seed(conn, 8)
+    seed_collection(conn, 8)
     kek = LocalKey.from_text(LocalKey.generate_text())
     p = plan(BackupRequest(project=conn.project, chunk_docs=4), source=FirestoreSource(conn), repo=repo, kek=kek)
 

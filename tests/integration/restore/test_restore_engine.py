@@ -14,7 +14,7 @@ from firebackup.engine.restore import RestoreRequest, RestoreTask, restore_chunk
 from firebackup.engine.sources import FirestoreSource
 from firebackup.errors import SourceUnavailable
 from firebackup.firestore.grpc import open_firestore
-from firebackup.firestore.writer import BatchWriter
+from firebackup.firestore.batch_writer import BatchWriter
 from firebackup.format.manifest import Manifest
 from firebackup.storage import MemoryStorage
 
@@ -41,7 +41,7 @@ def conns(emulator, project_id):
     opened = []
 
     def connect(project: str, database: str = "(default)"):
-        c = open_firestore(project, database)
+        c = open_firestore(project, database, emulator_host=emulator.env["FIRESTORE_EMULATOR_HOST"])
         opened.append(c)
         return c
 

@@ -12,6 +12,7 @@ import pytest
 from firebackup.errors import AccessDenied, BucketNotFound, TransientStorageError
 from firebackup.storage import open_storage
 from firebackup.storage.faulty import Fault, FaultyStorage, access_denied, bucket_missing, connection_reset
+from firebackup.retry import RetryPolicy
 from firebackup.storage.retry import RetryingStorage
 
 BIG = 12 << 20
@@ -24,7 +25,9 @@ def sha(b: bytes) -> str:
 def wrap(inner, *faults, attempts=5):
     faulty = FaultyStorage(inner, list(faults))
     sleeps: list[float] = []
-    return faulty, RetryingStorage(faulty, attempts=attempts, base_delay=0.01, max_delay=0.1, sleep=sleeps.append), sleeps
+    return faulty, RetryingStorage(
+        faulty, RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.1, sleep=sleeps.append)
+    ), sleeps
 
 
 def upload(store, key, data, piece=(1 << 20) + 3):
@@ -158,7 +161,7 @@ def test_s3_connection_reset_inside_botocore_is_translated_and_retried(s3_backen
     client.meta.events.register("before-send.s3.UploadPart", reset)
     client.meta.events.register("after-call.s3.CompleteMultipartUpload", lose_response)
     inner = s3_backend.open(client=client)
-    store = RetryingStorage(inner, base_delay=0.01, max_delay=0.05, sleep=lambda s: None)
+    store = RetryingStorage(inner, RetryPolicy(base_delay=0.01, max_delay=0.05, sleep=lambda s: None))
     data = os.urandom(BIG)
     w = upload(store, "reset", data)
     assert w.parts == 3 and seen["UploadPart"] == 4 and seen["CompleteMultipartUpload"] == 2
@@ -178,7 +181,7 @@ def test_an_unreachable_endpoint_is_transient_and_gives_up_without_vendor_errors
     opts = {"project": "test"} if scheme == "gs" else {}
     inner = open_storage(f"{scheme}://bkt/p", retry=False, **opts)
     sleeps: list[float] = []
-    store = RetryingStorage(inner, attempts=3, sleep=sleeps.append)
+    store = RetryingStorage(inner, RetryPolicy(attempts=3, sleep=sleeps.append))
     for call in (lambda: store.put("k", b"x"), lambda: store.get("k"), lambda: list(store.list())):
         with pytest.raises(TransientStorageError, match="gave up after 3 attempts"):
             call()
@@ -186,9 +189,7 @@ def test_an_unreachable_endpoint_is_transient_and_gives_up_without_vendor_errors
 
 
 
-def test_gcs_operations_start_no_background_bucket_lookups(gcs_backend, monkeypatch):
-    # google-cloud-storage would start a thread per bucket that GETs the bucket (needs
-    # storage.buckets.get) and retries for minutes; our connector switches that off.
+def _threads_started_by_put_get_list(store, monkeypatch) -> list[str]:
     import threading
 
     started: list[str] = []
@@ -199,7 +200,22 @@ def test_gcs_operations_start_no_background_bucket_lookups(gcs_backend, monkeypa
         return real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    store = gcs_backend.open()
     store.put("k", b"x")
     assert store.get("k") == b"x"
-    assert list(store.list("")) and "_fetch_background" not in started
+    assert list(store.list(""))
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    return started
+
+
+def test_the_gcs_client_environment_stops_background_bucket_lookups(gcs_backend, monkeypatch):
+    # google-cloud-storage starts a thread per bucket that GETs the bucket (needs
+    # storage.buckets.get) and retries for minutes, unless its environment switch is set:
+    # GCS_CLIENT_ENVIRONMENT, which the composition root applies at start-up.
+    from firebackup.storage.gcs import GCS_CLIENT_ENVIRONMENT
+
+    for name in GCS_CLIENT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert "_fetch_background" in _threads_started_by_put_get_list(gcs_backend.open(), monkeypatch)
+    for name, value in GCS_CLIENT_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    assert "_fetch_background" not in _threads_started_by_put_get_list(gcs_backend.open(), monkeypatch)

@@ -4,15 +4,20 @@ import os
 
 import pytest
 
+from google.api_core import exceptions as gexc
+
+from firebackup.crypto.keys import KmsClient
 from firebackup.crypto.secrets import KmsMasterKey, LocalMasterKey, Sealer, fingerprint
-from firebackup.errors import BadKey, CorruptData, WrongKeyOrTampered
+from firebackup.errors import BadKey, CorruptData, KmsAccessDenied, KmsUnavailable, WrongKeyOrTampered, is_transient
+from firebackup.retry import RetryPolicy
 from firebackup.settings import Settings
 
 SECRET = b'{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv..."}'
 
 
-class FakeKms:
-    """Stands in for KeyManagementServiceClient: AES-GCM under a key only it holds, AAD enforced."""
+class FakeKms(KmsClient):
+    """Stands in for KeyManagementServiceClient: AES-GCM under a key only it holds, AAD enforced;
+    `error` (a google.api_core exception) is raised by every call while it is set."""
 
     class _Resp:
         def __init__(self, **kw):
@@ -21,14 +26,22 @@ class FakeKms:
     def __init__(self):
         self._inner = LocalMasterKey(os.urandom(32))
         self.calls = 0
+        self.error: Exception | None = None
 
-    def encrypt(self, request):
+    def encrypt(self, request, *, retry=None, timeout=None):
         self.calls += 1
+        if self.error is not None:
+            raise self.error
         return self._Resp(ciphertext=self._inner.wrap(request["plaintext"], request["additional_authenticated_data"]))
 
-    def decrypt(self, request):
+    def decrypt(self, request, *, retry=None, timeout=None):
         self.calls += 1
-        return self._Resp(plaintext=self._inner.unwrap(request["ciphertext"], request["additional_authenticated_data"]))
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._Resp(plaintext=self._inner.unwrap(request["ciphertext"], request["additional_authenticated_data"]))
+        except WrongKeyOrTampered:
+            raise gexc.InvalidArgument("Decryption failed: the ciphertext is invalid.") from None
 
 
 def test_a_sealed_secret_opens_with_the_same_context_and_does_not_contain_the_clear_text() -> None:
@@ -86,6 +99,22 @@ def test_kms_master_key_wraps_through_the_client_and_binds_the_context() -> None
     assert kms.calls == 2
     with pytest.raises(WrongKeyOrTampered):
         sealer.open(token, "other")
+
+
+@pytest.mark.parametrize("error,kind,transient", [
+    (gexc.PermissionDenied("Permission 'cloudkms.cryptoKeyVersions.useToDecrypt' denied"), KmsAccessDenied, False),
+    (gexc.ServiceUnavailable("The service is currently unavailable."), KmsUnavailable, True),
+])
+def test_kms_master_key_reports_denied_and_unavailable_as_such_not_as_a_wrong_key(error, kind, transient) -> None:
+    kms = FakeKms()
+    sealer = Sealer(KmsMasterKey("projects/p/locations/l/keyRings/r/cryptoKeys/k", kms,
+                                 retry=RetryPolicy(attempts=3, sleep=lambda s: None)))
+    token = sealer.seal(SECRET, "c")
+    kms.error, kms.calls = error, 0
+    with pytest.raises(kind) as e:
+        sealer.open(token, "c")
+    assert not isinstance(e.value, WrongKeyOrTampered) and is_transient(e.value) is transient
+    assert kms.calls == (3 if transient else 1) and "\n" not in str(e.value)
 
 
 def test_sealer_from_settings_requires_a_master_key_and_opens_with_old_keys() -> None:

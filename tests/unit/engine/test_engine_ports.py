@@ -33,10 +33,10 @@ KMS_KEY = "projects/p/locations/l/keyRings/r/cryptoKeys/k"
 class UnusedKms(KmsClient):
     """A KMS client for building a KmsKey that these tests never call."""
 
-    def encrypt(self, request: dict[str, Any]) -> Any:
+    def encrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any:
         raise AssertionError("not called")
 
-    def decrypt(self, request: dict[str, Any]) -> Any:
+    def decrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any:
         raise AssertionError("not called")
 
 

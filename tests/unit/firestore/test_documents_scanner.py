@@ -14,15 +14,14 @@ from firebackup.firestore.documents import (
     decode_timestamp,
     document_name,
     encode_timestamp,
-    encode_varint,
     format_rfc3339,
     iter_fields,
     parse_rfc3339,
-    read_varint,
     root_collection,
     run_query_document,
     run_query_read_time,
 )
+from firebackup.firestore.wire import encode_varint, read_varint
 
 Document = document_pb.Document._meta.pb
 RunQueryResponse = firestore_pb.RunQueryResponse._meta.pb

@@ -309,7 +309,7 @@ def test_partition_and_collection_listing_requests_are_the_official_ones():
 def test_the_restore_path_does_not_import_the_firestore_client_library():
     code = (
         "import sys, firebackup.cli, firebackup.engine.restore, firebackup.engine.verify, "
-        "firebackup.firestore.writer, firebackup.firestore.grpc\n"
+        "firebackup.firestore.batch_writer, firebackup.firestore.grpc\n"
         "print(sorted(m for m in sys.modules if m.startswith('google.cloud.firestore')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

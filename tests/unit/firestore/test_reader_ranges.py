@@ -101,18 +101,3 @@ def test_a_collection_id_that_cannot_be_a_root_collection_is_a_usage_error(bad):
     conn = FakeFirestore(roots=[])
     with pytest.raises(UsageError):
         SnapshotReader(conn, READ_TIME).plan_ranges([bad])
-
-
-@pytest.mark.parametrize("code,details,kind", [
-    (grpc.StatusCode.UNAVAILABLE, "failed to connect", "SourceUnavailable"),
-    (grpc.StatusCode.FAILED_PRECONDITION, "The requested snapshot version is too old.", "SnapshotTooOld"),
-    (grpc.StatusCode.INVALID_ARGUMENT, "The requested 'read_time' is too old.", "SnapshotTooOld"),
-    (grpc.StatusCode.PERMISSION_DENIED, "Missing or insufficient permissions.", "SourceAccessDenied"),
-    (grpc.StatusCode.NOT_FOUND, "The database (x) does not exist for project p", "SourceUnavailable"),
-    (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", "SourceError"),
-    (grpc.StatusCode.UNIMPLEMENTED, "unimplemented", "NotSupportedByServer"),
-])
-def test_grpc_errors_become_one_line_firebackup_errors(code, details, kind):
-    err = translate_error(_Rpc(code, details + "\n  more"), host="h:1", what="RunQuery", database="projects/p/databases/d")
-    assert type(err).__name__ == kind
-    assert "\n" not in str(err) and "h:1" in str(err)

@@ -8,15 +8,12 @@ import grpc
 import pytest
 from google.cloud.firestore_v1.types import BatchWriteRequest, BatchWriteResponse, Document, Write
 
-from firebackup.errors import CorruptData, SourceError, SourceUnavailable, UsageError
-from firebackup.firestore.grpc import translate_error
-from firebackup.firestore.writer import (
-    BatchWriter,
-    DocumentRewriter,
-    batch_write_request,
-    quote_field_path,
-    varint,
-)
+from firebackup.errors import CorruptData, SourceAccessDenied, SourceUnavailable, UsageError
+from firebackup.firestore.batch_writer import BatchWriter
+from firebackup.firestore.grpc import FirestoreConnection, translate_error
+from firebackup.firestore.rewrite import DocumentRewriter, quote_field_path
+from firebackup.firestore.wire import batch_write_request, varint
+from firebackup.retry import RetryPolicy
 
 DocPb = Document.pb()
 WritePb = Write.pb()
@@ -165,13 +162,12 @@ class FakeRpcError(grpc.RpcError):
         return self._details
 
 
-class FakeConnection:
-    """Answers BatchWrite from a rule per document id; records every request."""
-
-    emulator = False
-    database_path = DST
+class FakeConnection(FirestoreConnection):
+    """Answers BatchWrite from a rule per document id; records every request (no network)."""
 
     def __init__(self, rule=None, request_error=None):
+        super().__init__(grpc.insecure_channel("127.0.0.1:1"), project="dst-p", database="named-db",
+                         host="fake", emulator=False)
         self.rule = rule or (lambda doc_id, attempt: 0)
         self.request_error = request_error  # (request_number) -> StatusCode | None
         self.requests: list = []
@@ -193,9 +189,8 @@ class FakeConnection:
         return resp.SerializeToString()
 
 
-def run_writer(conn, docs, **kw) -> tuple:
-    kw.setdefault("sleep", lambda s: None)
-    w = BatchWriter(conn, source_database=SRC, **kw)
+def run_writer(conn, docs, *, attempts=8, **kw) -> tuple:
+    w = BatchWriter(conn, source_database=SRC, retry=RetryPolicy(attempts=attempts, sleep=lambda s: None), **kw)
     w.add_many(docs)
     return w.close(), conn
 
@@ -230,7 +225,7 @@ def test_writer_retries_retryable_write_codes_and_counts_them_once():
 
 
 def test_writer_gives_up_after_max_attempts_and_counts_failed():
-    stats, _ = run_writer(FakeConnection(lambda d, a: 4 if d == "d0001" else 0), docs(5), max_attempts=3)
+    stats, _ = run_writer(FakeConnection(lambda d, a: 4 if d == "d0001" else 0), docs(5), attempts=3)
     assert (stats.written, stats.failed) == (4, 1)
     assert "d0001" in stats.errors[0] and "DEADLINE_EXCEEDED after 3 attempts" in stats.errors[0]
 
@@ -264,14 +259,15 @@ def test_whole_request_retryable_failures_are_retried():
 def test_an_unreachable_target_raises_after_the_retries():
     conn = FakeConnection(request_error=lambda n, req: grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(SourceUnavailable):
-        run_writer(conn, docs(3), max_attempts=3)
+        run_writer(conn, docs(3), attempts=3)
     assert len(conn.requests) == 3
 
 
-def test_a_refusing_target_raises_instead_of_counting():
+def test_a_refusing_target_raises_at_once_instead_of_counting():
     conn = FakeConnection(request_error=lambda n, req: grpc.StatusCode.PERMISSION_DENIED)
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceAccessDenied) as e:
         run_writer(conn, docs(3))
+    assert len(conn.requests) == 1 and "\n" not in str(e.value)
 
 
 def test_an_invalid_write_that_spoils_its_request_is_isolated_by_splitting():

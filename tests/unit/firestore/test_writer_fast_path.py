@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from google.cloud.firestore_v1.types import BatchWriteRequest, Document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firebackup.firestore.writer import MODES, BatchWriter, DocumentRewriter, framed_write_name, varint
+from firebackup.firestore.batch_writer import BatchWriter
+from firebackup.firestore.grpc import FirestoreConnection
+from firebackup.firestore.rewrite import MODES, DocumentRewriter
+from firebackup.firestore.wire import framed_write_name, varint
 
 DocPb = Document.pb()
 SRC = "projects/src-p/databases/(default)"
@@ -155,7 +159,7 @@ def test_a_name_that_is_not_utf8_is_refused_as_the_protobuf_path_refuses_it():
 
 def _inner_document(framed: bytes) -> bytes:
     """The Document bytes inside a framed write, taken by length prefixes without parsing them."""
-    from firebackup.firestore.documents import read_varint
+    from firebackup.firestore.wire import read_varint
 
     _, pos = read_varint(framed, 1)  # writes entry length
     n, pos = read_varint(framed, pos + 1)  # Write.update length
@@ -172,13 +176,12 @@ def test_varint_table_and_encoder_agree_at_every_width_boundary():
         assert value == n and out[-1] < 0x80 and all(b >= 0x80 for b in out[:-1])
 
 
-class _Recorder:
-    """A target that accepts every write and keeps each request it was sent."""
-
-    database_path = DST
-    emulator = False
+class _Recorder(FirestoreConnection):
+    """A target that accepts every write and keeps each request it was sent (no network)."""
 
     def __init__(self):
+        super().__init__(grpc.insecure_channel("127.0.0.1:1"), project="dst-p", database="named-db",
+                         host="fake", emulator=False)
         self.requests: list[bytes] = []
 
     def batch_write(self, request: bytes, *, timeout=None) -> bytes:

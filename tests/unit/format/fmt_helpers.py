@@ -94,7 +94,7 @@ class FakeKmsClient(KmsClient):
             raise gexc.NotFound(f"CryptoKey {name} not found.")
         return self.keys[name]
 
-    def encrypt(self, request):
+    def encrypt(self, request, *, retry=None, timeout=None):
         import os
         from types import SimpleNamespace
 
@@ -104,7 +104,7 @@ class FakeKmsClient(KmsClient):
         ct = nonce + AESGCM(k).encrypt(nonce, request["plaintext"], request.get("additional_authenticated_data") or None)
         return SimpleNamespace(ciphertext=ct, verified_plaintext_crc32c="plaintext_crc32c" in request)
 
-    def decrypt(self, request):
+    def decrypt(self, request, *, retry=None, timeout=None):
         from types import SimpleNamespace
 
         self.calls.append("decrypt")

@@ -9,7 +9,8 @@ import stat
 import pytest
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey, KmsKey, LocalKey, key_file_is_private, write_key_file
-from firebackup.errors import BadKey, OperationFailed, WrongKeyOrTampered
+from firebackup.errors import BadKey, KmsAccessDenied, KmsError, KmsUnavailable, OperationFailed, WrongKeyOrTampered, is_transient
+from firebackup.retry import RetryPolicy
 from fmt_helpers import KMS_NAME, FakeKmsClient
 
 CTX = b"20261128T025000Z-0123abcd"
@@ -133,9 +134,15 @@ def test_kms_unwrap_of_a_locally_wrapped_key_says_wrong_key():
         KmsKey(KMS_NAME, FakeKmsClient([KMS_NAME])).unwrap(w, CTX)
 
 
-def test_kms_permission_denied_is_a_bad_key_saying_which_role():
-    with pytest.raises(BadKey, match="cryptoKeyEncrypterDecrypter"):
-        KmsKey(KMS_NAME, FakeKmsClient([KMS_NAME], denied=True)).wrap(DataKey.generate(), CTX)
+def test_kms_permission_denied_is_reported_as_access_denied_saying_which_role_not_as_a_wrong_key():
+    client = FakeKmsClient([KMS_NAME])
+    wrapped = KmsKey(KMS_NAME, client).wrap(DataKey.generate(), CTX)
+    client.denied = True
+    for call in (lambda k: k.wrap(DataKey.generate(), CTX), lambda k: k.unwrap(wrapped, CTX)):
+        with pytest.raises(KmsAccessDenied, match="cryptoKeyEncrypterDecrypter") as e:
+            call(KmsKey(KMS_NAME, client, retry=RetryPolicy(sleep=lambda s: None)))
+        assert e.value.exit_code == 2 and not is_transient(e.value)
+    assert client.calls == ["encrypt", "encrypt", "decrypt"], "a permanent error is not retried"
 
 
 def test_kms_unknown_key_is_a_bad_key():
@@ -143,22 +150,60 @@ def test_kms_unknown_key_is_a_bad_key():
         KmsKey(KMS_NAME, FakeKmsClient([])).wrap(DataKey.generate(), CTX)
 
 
-def test_kms_transient_failure_is_an_operation_failure_not_a_vendor_error():
+class Unavailable(FakeKmsClient):
+    """Cloud KMS answering UNAVAILABLE to the first `failures` calls."""
+
+    def __init__(self, names, failures):
+        super().__init__(names)
+        self.failures = failures
+
+    def _key(self, name):
+        from google.api_core import exceptions as gexc
+
+        if self.failures:
+            self.failures -= 1
+            raise gexc.ServiceUnavailable("The service is currently unavailable.")
+        return super()._key(name)
+
+
+def test_kms_unavailable_is_retried_under_the_policy_and_then_succeeds():
+    sleeps: list[float] = []
+    client = Unavailable([KMS_NAME], failures=2)
+    kek, dek = KmsKey(KMS_NAME, client, retry=RetryPolicy(sleep=sleeps.append)), DataKey.generate()
+    wrapped = kek.wrap(dek, CTX)
+    client.failures = 2
+    assert kek.unwrap(wrapped, CTX) == dek
+    assert client.calls == ["encrypt"] * 3 + ["decrypt"] * 3 and len(sleeps) == 4
+
+
+def test_kms_unavailable_for_good_is_transient_not_a_wrong_key_nor_a_vendor_error():
+    client = Unavailable([KMS_NAME], failures=0)
+    wrapped = KmsKey(KMS_NAME, client).wrap(DataKey.generate(), CTX)
+    client.failures = 99
+    with pytest.raises(KmsUnavailable, match="retry later.*gave up after 3 attempts") as e:
+        KmsKey(KMS_NAME, client, retry=RetryPolicy(attempts=3, sleep=lambda s: None)).unwrap(wrapped, CTX)
+    assert is_transient(e.value) and e.value.exit_code == 1 and "\n" not in str(e.value)
+
+
+def test_a_disabled_kms_key_version_is_refused_as_such_not_as_a_wrong_key():
     from google.api_core import exceptions as gexc
 
-    class Flaky(FakeKmsClient):
-        def encrypt(self, request):
-            raise gexc.ServiceUnavailable("try again")
+    class Disabled(FakeKmsClient):
+        def decrypt(self, request, *, retry=None, timeout=None):
+            raise gexc.FailedPrecondition("The request cannot be fulfilled: CryptoKeyVersion 1 is not enabled.")
 
-    with pytest.raises(OperationFailed, match="retry"):
-        KmsKey(KMS_NAME, Flaky([KMS_NAME])).wrap(DataKey.generate(), CTX)
+    client = Disabled([KMS_NAME])
+    wrapped = KmsKey(KMS_NAME, client).wrap(DataKey.generate(), CTX)
+    with pytest.raises(KmsError, match="enabled") as e:
+        KmsKey(KMS_NAME, client).unwrap(wrapped, CTX)
+    assert not isinstance(e.value, WrongKeyOrTampered) and not is_transient(e.value)
 
 
 def test_kms_response_damaged_in_transit_is_refused():
     from types import SimpleNamespace
 
     class Damaging(FakeKmsClient):
-        def encrypt(self, request):
+        def encrypt(self, request, *, retry=None, timeout=None):
             r = super().encrypt(request)
             return SimpleNamespace(ciphertext=r.ciphertext, verified_plaintext_crc32c=True, ciphertext_crc32c=1)
 

@@ -9,7 +9,8 @@ from firebackup.engine.ports import BackupRepository
 from firebackup.engine.restore.model import RestoreTask
 from firebackup.errors import FireBackupError, IntegrityError, StorageError
 from firebackup.firestore.grpc import FirestoreConnection
-from firebackup.firestore.writer import BatchWriter, WriteStats, database_path
+from firebackup.firestore.batch_writer import BatchWriter, WriteStats
+from firebackup.firestore.rewrite import database_path
 from firebackup.format.manifest import ChunkEntry, Manifest
 
 # Batches in flight per chunk task; with DEFAULT_THREADS tasks that keeps ~8-16 requests at

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from firebackup.errors import UsageError
-from firebackup.firestore.writer import MODES, WriteStats
+from firebackup.firestore.batch_writer import WriteStats
+from firebackup.firestore.rewrite import MODES
 
 ERROR_LIMIT = 100
 
