@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from firebackup.crypto.keys import LocalKey
 from firebackup.db.models import Backup, BackupKey, Project, Restore, StorageDestination, new_id
 from firebackup.engine.backup import BackupHandlers, BackupJob, BackupRequest
-from firebackup.engine.jobs import one_line
+from firebackup.engine.jobs import Clock, one_line, utcnow
 from firebackup.engine.restore import RestoreHandlers, RestoreJob, RestoreRequest
 from firebackup.engine.sources import FirestoreSource
 from firebackup.errors import BackupNotFound, FireBackupError
@@ -42,14 +42,13 @@ Handler = Callable[[dict], Any]
 class Workers:
     """Every control-plane task handler, bound to a session factory and the ports."""
 
-    def __init__(self, factory: sessionmaker[Session], ports: Ports, *, threads: int = 2):
+    def __init__(self, factory: sessionmaker[Session], ports: Ports, *, threads: int = 2, clock: Clock = utcnow):
         self.factory, self.ports, self.threads = factory, ports, max(1, threads)
-        settings = ports.settings
-        lease = settings.lease_seconds
-        self.backups = BackupHandlers(store=DbJobStore(factory, ports, Backup, lease_seconds=lease),
-                                      queue=ports.queue, jobs=_Backups(self))
-        self.restores = RestoreHandlers(store=DbJobStore(factory, ports, Restore, lease_seconds=lease),
-                                        queue=ports.queue, jobs=_Restores(self))
+        lease = ports.settings.lease_seconds
+        self.backups = BackupHandlers(store=DbJobStore(factory, ports, Backup, clock=clock, lease_seconds=lease),
+                                      queue=ports.queue, jobs=_Backups(self), clock=clock)
+        self.restores = RestoreHandlers(store=DbJobStore(factory, ports, Restore, clock=clock, lease_seconds=lease),
+                                        queue=ports.queue, jobs=_Restores(self), clock=clock)
 
     def handlers(self) -> dict[str, Handler]:
         return {**self.backups.handlers(), **self.restores.handlers(), "verify": self.verify,

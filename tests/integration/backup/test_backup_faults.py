@@ -6,71 +6,21 @@ document exactly once, in order; a PERMISSION_DENIED is raised at once, in one l
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import grpc
 import pytest
 
 from firebackup.engine.backup import BackupRequest, run_backup
+from firebackup.engine.sources import FirestoreSource
 from firebackup.errors import SourceAccessDenied
 from firebackup.firestore.documents import parse_rfc3339
 from firebackup.firestore.grpc import FirestoreConnection
 
+from tests.integration.grpc_faults import FaultInjector
 from backup_helpers import backup_records, direct_documents, rel_names, seed_collection
 
 pytestmark = pytest.mark.integration
-
-
-class InjectedError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return f"{self._code.name} injected by the test\nafter the real server's responses"
-
-
-class FaultyCall:
-    """The real server stream, cut after `after` responses by an injected error."""
-
-    def __init__(self, call: Any, after: int, code: grpc.StatusCode) -> None:
-        self._call, self._after, self._code = call, after, code
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._responses()
-
-    def _responses(self) -> Iterator[bytes]:
-        for i, resp in enumerate(self._call):
-            if i == self._after:
-                self._call.cancel()  # the connection "drops": the server stream ends too
-                raise InjectedError(self._code)
-            yield resp
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-
-class FaultInjector(grpc.UnaryStreamClientInterceptor):
-    """Cuts RunQuery call number k (1-based) after faults[k] = (responses, status code)."""
-
-    def __init__(self, faults: dict[int, tuple[int, grpc.StatusCode]]) -> None:
-        self.faults = faults
-        self.run_queries = 0
-        self.injected = 0
-
-    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        call = continuation(client_call_details, request)
-        method = client_call_details.method
-        if not (method.decode() if isinstance(method, bytes) else method).endswith("/RunQuery"):
-            return call
-        self.run_queries += 1
-        fault = self.faults.get(self.run_queries)
-        if fault is None:
-            return call
-        self.injected += 1
-        return FaultyCall(call, *fault)
 
 
 @pytest.fixture
@@ -88,7 +38,7 @@ def test_an_unavailable_stream_mid_backup_is_resumed_from_its_cursor_with_exact_
     source, injector = faulty
     # The backup's RunQuery streams break twice: after 7 documents, then 11 more (the resumed query).
     injector.faults = {1: (7, grpc.StatusCode.UNAVAILABLE), 2: (11, grpc.StatusCode.UNAVAILABLE)}
-    result = run_backup(BackupRequest(project=conn.project, chunk_docs=10), repo=repo, source=source)
+    result = run_backup(BackupRequest(project=conn.project, chunk_docs=10), repo=repo, source=FirestoreSource(source))
 
     assert injector.injected == 2 and injector.run_queries >= 3
     assert result.documents == len(paths) == 50
@@ -102,7 +52,7 @@ def test_permission_denied_mid_backup_is_raised_at_once_in_one_line(conn, faulty
     source, injector = faulty
     injector.faults = {1: (5, grpc.StatusCode.PERMISSION_DENIED)}
     with pytest.raises(SourceAccessDenied) as e:
-        run_backup(BackupRequest(project=conn.project, chunk_docs=10), repo=repo, source=source)
+        run_backup(BackupRequest(project=conn.project, chunk_docs=10), repo=repo, source=FirestoreSource(source))
 
     assert injector.run_queries == 1, "a permanent error is not retried"
     message = str(e.value)

@@ -11,86 +11,13 @@ import sqlalchemy as sa
 
 from firebackup.bootstrap import api_app as build_app
 from firebackup.crypto.secrets import LocalMasterKey, Sealer
-from firebackup.db.models import ApiToken, AuditLog, Backup, BackupChunk, BackupKey, Organization, new_id
+from firebackup.db.models import AuditLog, Backup, BackupChunk, BackupKey
 from firebackup.db.session import make_session_factory
-from firebackup.services.identity import hash_token, new_api_token
 from firebackup.services.ports import RecordingQueue
 from firebackup.services.workers import Workers
-from firebackup.settings import Settings
 from tests.integration.controlplane.conftest import FakeFirestoreProber, FakeGoogleOAuth
+from tests.integration.controlplane.jobs_world import Org, drain, make_org, seed, settings_for
 from tests.integration.controlplane.world import SA_KEY
-
-
-def seed(project: str) -> int:
-    """Two root collections and a subcollection, written with the client library (not the code under test)."""
-    from google.cloud import firestore
-
-    client = firestore.Client(project=project)
-    batch = client.batch()
-    n = 0
-    for i in range(25):
-        batch.set(client.collection("users").document(f"u{i:03d}"), {"n": i, "name": f"user {i}"})
-        n += 1
-    for i in range(10):
-        batch.set(client.collection("orders").document(f"o{i:03d}"), {"total": i * 1.5})
-        batch.set(client.collection("orders").document(f"o{i:03d}").collection("lines").document("l1"), {"q": i})
-        n += 2
-    batch.commit()
-    client.close()
-    return n
-
-
-class Org:
-    def __init__(self, app, factory, token: str, org_id: str, tmp: Path):
-        self.app, self.factory, self.token, self.id, self.tmp = app, factory, token, org_id, tmp
-        self.queue = app.extensions["firebackup_queue"]
-
-    def call(self, method: str, path: str, body=None):
-        return self.app.test_client().open(f"/v1/orgs/{self.id}{path}", method=method, json=body,
-                                           headers={"Authorization": f"Bearer {self.token}"})
-
-    def ok(self, method: str, path: str, body=None, status: int = 200) -> dict:
-        r = self.call(method, path, body)
-        assert r.status_code == status, r.get_data(as_text=True)
-        return r.get_json() if r.status_code != 204 else {}
-
-    def project(self, gcp_project_id: str) -> str:
-        return self.ok("POST", "/projects", {"name": gcp_project_id, "gcp_project_id": gcp_project_id,
-                                             "service_account_key": SA_KEY}, 201)["id"]
-
-    def destination(self, folder: Path) -> str:
-        return self.ok("POST", "/destinations", {"name": folder.name, "kind": "local", "url": folder.as_uri()}, 201)["id"]
-
-    def run(self) -> None:
-        """Wait for every task the API enqueued (and their follow-ups) to finish."""
-        self.queue.join()
-
-
-def _org(app, factory, tmp: Path) -> Org:
-    tok = new_api_token()
-    with factory() as s, s.begin():
-        org = Organization(id=new_id("org"), name="Acme")
-        s.add(org)
-        s.flush()
-        s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(tok),
-                       prefix=tok[:10]))
-    return Org(app, factory, tok, org.id, tmp)
-
-
-def _settings(engine: sa.Engine, key: bytes, **kw) -> Settings:
-    """The test's settings; the Firestore emulator is the one the fixture started (None: real Firestore)."""
-    kw.setdefault("firestore_emulator_host", os.environ.get("FIRESTORE_EMULATOR_HOST"))
-    return Settings(database_url=str(engine.url), master_key=key, allow_local_storage=True, **kw)
-
-
-def drain(queue: RecordingQueue, workers: Workers) -> list[str]:
-    """Run every recorded task and its follow-ups, as a worker fed by the queue would; return their names."""
-    handlers, ran = workers.handlers(), []
-    while queue.tasks:
-        name, payload = queue.tasks.pop(0)
-        handlers[name](payload)
-        ran.append(name)
-    return ran
 
 
 @pytest.fixture
@@ -98,9 +25,9 @@ def org(engine, firestore_emulator, monkeypatch, tmp_path) -> Org:
     """The API as deployed by default (FIREBACKUP_QUEUE=local): tasks run in this process."""
     firestore_emulator.apply(monkeypatch)
     key = os.urandom(32)
-    app = build_app(_settings(engine, key), engine=engine, sealer=Sealer(LocalMasterKey(key)),
+    app = build_app(settings_for(engine, key), engine=engine, sealer=Sealer(LocalMasterKey(key)),
                     oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    o = _org(app, make_session_factory(engine), tmp_path)
+    o = make_org(app, make_session_factory(engine), tmp_path)
     yield o
     o.queue.close()
 
@@ -223,16 +150,16 @@ def test_a_backup_cancelled_before_its_task_runs_stays_cancelled_and_writes_noth
     key = os.urandom(32)
     queue = RecordingQueue()
     sealer = Sealer(LocalMasterKey(key))
-    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
+    app = build_app(settings_for(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
                     oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    org = _org(app, make_session_factory(engine), tmp_path)
+    org = make_org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     assert org.ok("POST", f"/backups/{started['id']}/cancel")["state"] == "cancelled"
     assert queue.tasks == [("backup.plan", {"job": started["id"]})]
     from firebackup.bootstrap import ports as build_ports
 
-    assert drain(queue, Workers(org.factory, build_ports(_settings(engine, key), sealer=sealer, queue=queue))) == [
+    assert drain(queue, Workers(org.factory, build_ports(settings_for(engine, key), sealer=sealer, queue=queue))) == [
         "backup.plan"]
     got = org.ok("GET", f"/backups/{started['id']}")
     assert got["state"] == "cancelled" and _repo_id(org, started["id"]) is None
@@ -245,12 +172,12 @@ def test_a_backup_cancelled_before_its_task_runs_stays_cancelled_and_writes_noth
 def test_the_default_app_runs_tasks_in_process_and_recording_keeps_them(engine) -> None:
     key = os.urandom(32)
     kw = dict(engine=engine, sealer=Sealer(LocalMasterKey(key)), oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    local = build_app(_settings(engine, key), **kw).extensions["firebackup_queue"]
+    local = build_app(settings_for(engine, key), **kw).extensions["firebackup_queue"]
     assert set(local.inner._handlers) == {
         "backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "restore.plan", "restore.chunk",
         "restore.auth", "restore.finalize", "verify", "delete_backup", "webhook_deliver"}
     local.close()
-    assert isinstance(build_app(_settings(engine, key, queue="recording"), **kw).extensions["firebackup_queue"],
+    assert isinstance(build_app(settings_for(engine, key, queue="recording"), **kw).extensions["firebackup_queue"],
                       RecordingQueue)
 
 
@@ -261,14 +188,14 @@ def test_a_backup_cancelled_between_chunks_is_not_completed_and_leaves_no_object
     key = os.urandom(32)
     queue = RecordingQueue()
     sealer = Sealer(LocalMasterKey(key))
-    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
+    app = build_app(settings_for(engine, key, queue="recording"), engine=engine, sealer=sealer, queue=queue,
                     oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    org = _org(app, make_session_factory(engine), tmp_path)
+    org = make_org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     from firebackup.bootstrap import ports as build_ports
 
-    workers = Workers(org.factory, build_ports(_settings(engine, key, chunk_docs=10), sealer=sealer, queue=queue))
+    workers = Workers(org.factory, build_ports(settings_for(engine, key, chunk_docs=10), sealer=sealer, queue=queue))
     store, cancelled = workers.backups.store, []
     record = store.record_chunk
 
@@ -305,9 +232,9 @@ def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engi
     count = seed(project_id)
     key = os.urandom(32)
     queue = RecordingQueue()
-    app = build_app(_settings(engine, key, queue="recording"), engine=engine, sealer=Sealer(LocalMasterKey(key)),
+    app = build_app(settings_for(engine, key, queue="recording"), engine=engine, sealer=Sealer(LocalMasterKey(key)),
                     queue=queue, oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    org = _org(app, make_session_factory(engine), tmp_path)
+    org = make_org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     monkeypatch.setenv("FIREBACKUP_DATABASE_URL", engine.url.render_as_string(hide_password=False))
@@ -326,9 +253,9 @@ def test_a_real_project_whose_service_account_key_is_rejected_fails_with_a_one_l
                                                                                          project_id):
     # Not the emulator: the worker unseals the project's key and builds credentials from it.
     key = os.urandom(32)
-    app = build_app(_settings(engine, key, firestore_emulator_host=None), engine=engine,
+    app = build_app(settings_for(engine, key, firestore_emulator_host=None), engine=engine,
                     sealer=Sealer(LocalMasterKey(key)), oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-    org = _org(app, make_session_factory(engine), tmp_path)
+    org = make_org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(org.tmp / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     org.run()
