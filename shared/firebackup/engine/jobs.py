@@ -27,7 +27,7 @@ import datetime as dt
 import enum
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, ContextManager, Generic, Iterator, Protocol, TypeVar
 
 from firebackup.errors import FireBackupError, TransientError, is_transient
@@ -69,6 +69,7 @@ class Claim:
 
     state: ClaimState
     attempt: int = 0
+    _: KW_ONLY
     job_state: str = "running"  # for GONE: cancelled, failed or completed (a missing job counts as cancelled)
     resume_seq: int | None = None  # the next chunk seq an earlier attempt did not record
     resume_after: str | None = None  # ... and the last document name it recorded
@@ -102,6 +103,9 @@ class JobStore(Protocol):
 
     def results(self, job_id: str) -> dict[str, dict[str, Any]]:
         """Each finished task's result, by task key."""
+
+    def release(self, job_id: str, task_key: str) -> None:
+        """Give up the task's lease: its attempt ended with an error and runs no more (a retry may claim it)."""
 
     def complete(self, job_id: str, summary: dict[str, Any]) -> bool:
         """running -> completed with the summary; False if the job is no longer running."""
@@ -176,7 +180,7 @@ class MemoryJobStore:
                 return Claim(ClaimState.BUSY, task.attempts)
             task.lease_until = now + self._lease
             task.attempts += 1
-            return Claim(ClaimState.RUN, task.attempts, task.resume_seq, task.resume_after)
+            return Claim(ClaimState.RUN, task.attempts, resume_seq=task.resume_seq, resume_after=task.resume_after)
 
     def load_plan(self, job_id: str) -> dict[str, Any] | None:
         return self.job(job_id).plan
@@ -213,6 +217,12 @@ class MemoryJobStore:
             if job.state != "running":
                 raise JobCancelled(job_id)
             return all(t.done for t in job.tasks.values())
+
+    def release(self, job_id: str, task_key: str) -> None:
+        with self._lock:
+            task = self._jobs.setdefault(job_id, _Job()).tasks.get(task_key)
+            if task is not None and not task.done:
+                task.lease_until = None
 
     def entries(self, job_id: str) -> list[ChunkEntry]:
         with self._lock:
@@ -319,6 +329,8 @@ class TaskRunner(Generic[J]):
                     self.discard(job_id, job)
         except Exception as e:
             if is_transient(e):
+                # This attempt is over: let the queue's next delivery take the task at once.
+                self.store.release(job_id, key)
                 raise
             self._fail(job_id, key, e)  # the job's adapters could not even be opened
 

@@ -61,7 +61,7 @@ class DbJobStore:
                 return Claim(ClaimState.DONE if task.done else ClaimState.BUSY, task.attempts)
             s.execute(sa.update(self.model).where(self.model.id == job_id)
                       .values(attempts=self.model.attempts + 1, heartbeat_at=now, lease_until=now + self.lease))
-            return Claim(ClaimState.RUN, task.attempts, task.resume_seq, task.resume_after)
+            return Claim(ClaimState.RUN, task.attempts, resume_seq=task.resume_seq, resume_after=task.resume_after)
 
     def _ensure_task(self, job_id: str, task_key: str) -> None:
         with self.factory.begin() as s:
@@ -153,6 +153,11 @@ class DbJobStore:
     def _pending(s: Session, job_id: str) -> int:
         return s.scalar(sa.select(sa.func.count()).select_from(JobTask).where(
             JobTask.job_id == job_id, JobTask.done.is_(False))) or 0
+
+    def release(self, job_id: str, task_key: str) -> None:
+        with self.factory.begin() as s:
+            s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key,
+                                               JobTask.done.is_(False)).values(lease_until=None))
 
     def entries(self, job_id: str) -> list[ChunkEntry]:
         with self.factory() as s:

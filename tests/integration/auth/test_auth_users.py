@@ -179,21 +179,22 @@ def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkey
     host = firestore_emulator.env["FIRESTORE_EMULATOR_HOST"]
     source = FirestoreSource(open_firestore(project_id, emulator_host=host))
     target = open_firestore(DEFAULT_AUTH_PROJECT, emulator_host=host)
+    firebase_auth = FirebaseAuthUsers(emulator_host=emulator.env["FIREBASE_AUTH_EMULATOR_HOST"])
     backup = run_backup(BackupRequest(project=project_id, include_auth=True), source=source, repo=repo,
-                        auth=FirebaseAuthUsers())
+                        auth=firebase_auth)
     source.close()
     assert backup.auth_users == len(users)
     result = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True), repo=repo, target=target,
-                         auth=FirebaseAuthUsers())
+                         auth=firebase_auth)
     assert result.auth_users == len(users) and result.auth_users_failed == 0
     ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
     assert ok.status_code == 200
     again = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True, mode="skip"), repo=repo,
-                        target=target, auth=FirebaseAuthUsers())
+                        target=target, auth=firebase_auth)
     assert (again.auth_users, again.auth_users_skipped, again.auth_users_failed) == (0, len(users), 0)
     assert again.to_dict()["auth_users_skipped"] == len(users)
     replaced = run_restore(RestoreRequest(backup_id=backup.backup_id, project=DEFAULT_AUTH_PROJECT, include_auth=True), repo=repo, target=target,
-                         auth=FirebaseAuthUsers())
+                         auth=firebase_auth)
     assert (replaced.auth_users, replaced.auth_users_failed) == (len(users), 0)
     assert "auth_users_skipped" not in replaced.to_dict()
 

@@ -28,7 +28,7 @@ def test_auth_users_are_backed_up_encrypted_in_auth_chunks_beside_the_documents(
     kek = LocalKey.from_text(LocalKey.generate_text())
 
     result = run_backup(BackupRequest(project=conn.project, include_auth=True), repo=repo, kek=kek, source=FirestoreSource(conn),
-                        auth=FirebaseAuthUsers())
+                        auth=FirebaseAuthUsers(emulator_host=auth_emulator.env["FIREBASE_AUTH_EMULATOR_HOST"]))
 
     assert (result.auth_users, result.documents, result.chunks) == (3, 1, 2)
     manifest, _ = repo.read_manifest(result.backup_id, kek)

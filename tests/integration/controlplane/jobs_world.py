@@ -159,13 +159,14 @@ class World:
     """One organization's API and workers with a hookable destination, a test-driven queue and clock."""
 
     def __init__(self, engine: sa.Engine, tmp: Path, *, sources: ProjectSources | None = None,
-                 chunk_docs: int = 5) -> None:
+                 chunk_docs: int = 5, chunks_per_task: int = 1) -> None:
         key = os.urandom(32)
         self.clock, self.queue, self.lock = Clock(), RecordingQueue(), threading.Lock()
         self.uploads: dict[str, int] = {}
         self.hooks: dict[str, Any] = {}
         opener = DestinationStorageOpener()
-        settings = settings_for(engine, key, queue="recording", chunk_docs=chunk_docs, lease_seconds=LEASE)
+        settings = settings_for(engine, key, queue="recording", chunk_docs=chunk_docs, chunks_per_task=chunks_per_task,
+                                lease_seconds=LEASE)
         ports: dict[str, Any] = dict(sealer=Sealer(LocalMasterKey(key)), queue=self.queue, oauth=FakeGoogleOAuth(),
                                      prober=FakeFirestoreProber(),
                                      open_storage=lambda *a: Watched(opener(*a), self))

@@ -83,6 +83,33 @@ def test_a_chunk_task_killed_mid_upload_is_redelivered_after_its_lease_and_the_b
             AuditLog.resource_id == backup_id, AuditLog.action == "backup.completed")) == 1
 
 
+def test_a_task_killed_after_recording_chunks_resumes_after_them_when_redelivered(
+        engine, firestore_emulator, monkeypatch, tmp_path, project_id):
+    firestore_emulator.apply(monkeypatch)
+    world = World(engine, tmp_path, chunks_per_task=4)  # each task writes up to four chunks
+    count = seed(project_id)
+    backup_id = world.start(project_id)
+
+    def die() -> None:
+        raise Killed()
+
+    world.hooks["d00000-00002.fbc"] = die  # chunks 0 and 1 are recorded; the instance dies in chunk 2
+    world.drain()
+    assert [name for name, _ in world.lost] == ["backup.chunk"]
+    name, payload = world.lost.pop()
+    before = dict(world.uploads)
+    world.clock.advance(LEASE + 1)
+    world.handlers[name](payload)
+    world.drain()
+    row = world.row(backup_id)
+    assert row.state == "completed" and row.documents == count, row.error
+    again = {k for k, v in world.uploads.items() if v != before.get(k, 0)}
+    assert "d00000-00000.fbc" not in again and "d00000-00001.fbc" not in again  # resumed after them
+    assert {"d00000-00002.fbc", "d00000-00003.fbc"} <= again
+    names = world.backed_up_names(backup_id)
+    assert len(names) == len(set(names)) == count
+
+
 def test_the_same_chunk_task_delivered_twice_at_once_is_written_once(world, project_id):
     count = seed(project_id)
     backup_id = world.start(project_id)

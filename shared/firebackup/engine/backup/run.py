@@ -100,7 +100,9 @@ def run_backup(
             # benchmarks and --json runs (NoProgress) must not pay for.
             totals.append(_DocumentTotal(job.source.snapshot(p.read_time), p.requested_collections, progress))
 
-    queue = LocalQueue(threads=max(1, threads))
+    # One delivery per task: inside it every call already retries transient errors (retry.RetryPolicy);
+    # a second delivery would only repeat that wait before the same one-line error.
+    queue = LocalQueue(threads=max(1, threads), max_attempts=1)
     handlers = BackupHandlers(store=job_store, queue=queue, progress=progress, on_plan=planned,
                               jobs=OneJob(BackupJob(request, source, repo, kek, auth, read_time)))
     for name, handler in handlers.handlers().items():

@@ -52,7 +52,9 @@ def run_restore(
         if set_total is not None and request.collections is None:
             set_total(documents=sum(e.records for e in manifest.chunks if e.kind == "docs"))
 
-    queue = LocalQueue(threads=max(1, threads))
+    # One delivery per task: inside it every call already retries transient errors (retry.RetryPolicy);
+    # a second delivery would only repeat that wait before the same one-line error.
+    queue = LocalQueue(threads=max(1, threads), max_attempts=1)
     handlers = RestoreHandlers(store=job_store, queue=queue, jobs=OneJob(job), progress=progress, on_plan=planned)
     for name, handler in handlers.handlers().items():
         queue.register(name, handler)
