@@ -50,7 +50,7 @@ def _timestamp_field_pattern() -> bytes:
 # The end of a Document as Firestore serializes it: create_time (field 3) then update_time
 # (field 4), the last two fields. Searched for in the last 38 bytes; the leftmost
 # match is the real one: the timestamps' own bytes cannot be read as a longer such tail
-# (tests/unit/firestore/test_writer_fast_path.py holds this path to the protobuf one).
+# (tests/unit/firestore/test_rewrite_fast_path.py holds this path to the protobuf one).
 _TS = _timestamp_field_pattern()
 _TAIL = re.compile(rb"\x1a" + _TS + rb"\x22" + _TS + rb"\Z")
 

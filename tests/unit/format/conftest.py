@@ -15,6 +15,6 @@ def built() -> Built:
 @pytest.fixture
 def fake_kms_key():
     from firebackup.crypto.keys import KmsKey
-    from fmt_helpers import KMS_NAME, FakeKmsClient
+    from tests.unit.crypto.kms_fakes import KMS_NAME, FakeKmsClient
 
     return KmsKey(KMS_NAME, FakeKmsClient([KMS_NAME]))

@@ -11,7 +11,7 @@ import pytest
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey, KmsKey, LocalKey, key_file_is_private, write_key_file
 from firebackup.errors import BadKey, KmsAccessDenied, KmsError, KmsUnavailable, OperationFailed, WrongKeyOrTampered, is_transient
 from firebackup.retry import RetryPolicy
-from fmt_helpers import KMS_NAME, FakeKmsClient
+from tests.unit.crypto.kms_fakes import KMS_NAME, FakeKmsClient
 
 CTX = b"20261128T025000Z-0123abcd"
 
