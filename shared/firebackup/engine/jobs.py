@@ -176,7 +176,7 @@ class MemoryJobStore:
                 return Claim(ClaimState.BUSY, task.attempts)
             task.lease_until = now + self._lease
             task.attempts += 1
-            return Claim(ClaimState.RUN, task.attempts, task.resume_seq, task.resume_after)
+            return Claim(ClaimState.RUN, task.attempts, resume_seq=task.resume_seq, resume_after=task.resume_after)
 
     def load_plan(self, job_id: str) -> dict[str, Any] | None:
         return self.job(job_id).plan
@@ -244,12 +244,13 @@ class MemoryJobStore:
 
 
 J = TypeVar("J")
+J_co = TypeVar("J_co", covariant=True)
 Work = Callable[[J, "tuple[int, str | None] | None"], None]
 Handler = Callable[[dict[str, Any]], None]
 
 
-class Jobs(Protocol[J]):
-    def open(self, job_id: str) -> ContextManager[J]:
+class Jobs(Protocol[J_co]):
+    def open(self, job_id: str) -> ContextManager[J_co]:
         """The job's request and adapters for one task, closed when the task ends."""
 
 

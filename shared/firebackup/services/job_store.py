@@ -61,7 +61,7 @@ class DbJobStore:
                 return Claim(ClaimState.DONE if task.done else ClaimState.BUSY, task.attempts)
             s.execute(sa.update(self.model).where(self.model.id == job_id)
                       .values(attempts=self.model.attempts + 1, heartbeat_at=now, lease_until=now + self.lease))
-            return Claim(ClaimState.RUN, task.attempts, task.resume_seq, task.resume_after)
+            return Claim(ClaimState.RUN, task.attempts, resume_seq=task.resume_seq, resume_after=task.resume_after)
 
     def _ensure_task(self, job_id: str, task_key: str) -> None:
         with self.factory.begin() as s:
