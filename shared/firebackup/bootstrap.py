@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from firebackup.engine.repository import Repository
     from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
+    from firebackup.firestore.grpc import FirestoreConnection
     from firebackup.services.context import Ports
     from firebackup.services.workers import Workers
 
@@ -61,7 +62,7 @@ class Cli:
 
         return FirestoreSource(self.firestore(project, database))
 
-    def firestore(self, project: str, database: str) -> Any:
+    def firestore(self, project: str, database: str) -> FirestoreConnection:
         """A Firestore connection: the emulator when set, else Application Default Credentials."""
         from firebackup.firestore.grpc import open_firestore
 

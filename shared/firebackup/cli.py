@@ -15,10 +15,14 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from firebackup import __version__
 from firebackup.errors import BadKey, FireBackupError, UsageError
+
+if TYPE_CHECKING:  # imported where used: the CLI's other commands start without the engine's imports
+    from firebackup.engine.repository import Repository
+    from firebackup.progress import NoProgress, TerminalProgress
 
 PROG = "firebackup"
 
@@ -47,7 +51,7 @@ def _json_default(o: Any) -> Any:
         return o.hex()
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
-    if dataclasses.is_dataclass(o):
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)
     if hasattr(o, "to_dict"):
         return o.to_dict()
@@ -70,19 +74,6 @@ def _contract_order(out: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any
     ordered = {k: out.get(k) for k in keys}
     ordered.update({k: v for k, v in out.items() if k not in ordered})
     return ordered
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    """Engine results may be dicts, dataclasses or objects with to_dict(); the CLI needs a dict."""
-    if result is None:
-        return {}
-    if isinstance(result, dict):
-        return dict(result)
-    if hasattr(result, "to_dict"):
-        return dict(result.to_dict())
-    if dataclasses.is_dataclass(result):
-        return dataclasses.asdict(result)
-    return {k: v for k, v in vars(result).items() if not k.startswith("_")}
 
 
 # -- argument parsing --------------------------------------------------------------------
@@ -279,19 +270,17 @@ def load_key(path: str | None):
     return key
 
 
-def _progress(label: str):
+def _progress(label: str) -> TerminalProgress | NoProgress:
     from firebackup.progress import progress_for
 
     return progress_for(label)
 
 
-def _close_repo(repo) -> None:
-    close = getattr(repo.storage, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # closing is best effort; the result is already decided
-            pass
+def _close_repo(repo: Repository) -> None:
+    try:
+        repo.storage.close()
+    except Exception:  # closing is best effort; the result is already decided
+        pass
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -490,7 +479,7 @@ def cmd_show(args) -> int:
     out["backup_id"] = args.backup_id
     out["encrypted"] = bool(summary.get("encrypted"))
     if manifest is not None:
-        body = _as_dict(manifest)
+        body = manifest.to_dict()
         if body.get("auth_hash_config"):
             body["auth_hash_config"] = redact_hash_config(body["auth_hash_config"])
         for k, v in body.items():
@@ -530,7 +519,6 @@ def _print_show(out: dict[str, Any]) -> None:
         print(f"chunks:            {len(chunks)}")
         print(f"  {'CHUNK':<16} {'KIND':<5} {'RECORDS':>8} {'RAW':>10} {'STORED':>10}  SHA256")
         for c in chunks:
-            c = _as_dict(c)
             print(f"  {c.get('chunk_id', '?'):<16} {c.get('kind', '?'):<5} {c.get('records', 0):>8} "
                   f"{_human_bytes(c.get('bytes_raw')):>10} {_human_bytes(c.get('bytes_stored')):>10}  "
                   f"{str(c.get('sha256', ''))[:16]}")

@@ -1,8 +1,9 @@
 """Progress reporting the engines can receive as a callback: `progress(documents=n, bytes=m)`.
 
-Engines call the callback with increments (not totals) from any thread; `set_total` may be
-called once the size of the job is known. The terminal bar redraws at most a few times a
-second, so calling it once per chunk or per batch costs nothing measurable.
+Engines call the callback with increments (not totals) from any thread. A ProgressBar also
+takes `set_total` once the size of the job is known; engines give it one only to a bar. The
+terminal bar redraws at most a few times a second, so calling it once per chunk or per batch
+costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Callable, Protocol, TextIO
+from typing import Callable, Protocol, TextIO, runtime_checkable
 
 
 class ProgressCallback(Protocol):
     def __call__(self, documents: int = 0, bytes: int = 0) -> None:
         """Add `documents` and `bytes` to what has been done so far."""
+
+
+@runtime_checkable
+class ProgressBar(ProgressCallback, Protocol):
+    """A callback that can also show how much there is to do (a percentage, an ETA)."""
+
+    def set_total(self, documents: int | None = None, bytes: int | None = None) -> None:
+        """The job's size, in documents or bytes (None: that one stays unknown)."""
 
 
 class NoProgress:

@@ -14,12 +14,14 @@ from typing import Any, Callable, Iterator
 
 from firebackup.crypto.keys import KeyEncryptionKey
 from firebackup.engine.backup import BackupRequest, BackupResult, run_backup
-from firebackup.engine.ports import BackupRepository, Snapshot
+from firebackup.engine.ports import BackupRepository, ServerStream, Snapshot
 from firebackup.firestore.reader import DocRange, name_sort_key
 from firebackup.firestore.wire import varint
+from firebackup.progress import ProgressCallback
 
 
 def _document_classes() -> tuple[Any, Any]:
+    # proto-plus's .pb() classes are made at run time: untyped, like firestore/protos.py's.
     from google.cloud.firestore_v1.types import document
 
     return document.Document.pb(), document.Value.pb()
@@ -114,7 +116,7 @@ class _GeneratedSnapshot:
         return _Responses(self._docs, rng, after, limit)
 
     def count_documents(self, collections: list[str] | None = None, *,
-                        on_stream: Callable[[Any], None] | None = None) -> int:
+                        on_stream: Callable[[ServerStream], None] | None = None) -> int:
         return len(self._docs)
 
 
@@ -145,7 +147,7 @@ def backup_generated(repo: BackupRepository, *, documents: int, chunk_docs: int 
                      project: str = "demo-firebackup", database: str = "(default)",
                      compression: str | None = None, level: int | None = None,
                      kek: KeyEncryptionKey | None = None, seed: int = 0,
-                     progress: Callable[..., None] | None = None) -> BackupResult:
+                     progress: ProgressCallback | None = None) -> BackupResult:
     """Write a complete backup of generated documents into repo, through the backup handlers."""
     source = GeneratedSource(documents, collections=collections, project=project, database=database, seed=seed)
     request = BackupRequest(project=project, database=database, compression=compression, level=level,

@@ -254,12 +254,13 @@ class MemoryJobStore:
 
 
 J = TypeVar("J")
+J_co = TypeVar("J_co", covariant=True)
 Work = Callable[[J, "tuple[int, str | None] | None"], None]
 Handler = Callable[[dict[str, Any]], None]
 
 
-class Jobs(Protocol[J]):
-    def open(self, job_id: str) -> ContextManager[J]:
+class Jobs(Protocol[J_co]):
+    def open(self, job_id: str) -> ContextManager[J_co]:
         """The job's request and adapters for one task, closed when the task ends."""
 
 

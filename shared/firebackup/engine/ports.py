@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Callable, Iterable, Iterator, Mapping, Protocol, TypeAlias, runtime_checkable
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
+from firebackup.errors import FireBackupError
 from firebackup.format.chunk import ChunkWriter
 from firebackup.firestore.reader import DocRange
 from firebackup.format.manifest import ChunkEntry, Manifest
@@ -31,6 +32,7 @@ from firebackup.storage.base import ObjectInfo, Storage
 __all__ = [
     "BackupRepository",
     "ChunkUploadHandle",
+    "committed_entry",
     "DocumentSource",
     "DocumentTarget",
     "Snapshot",
@@ -204,6 +206,14 @@ class ChunkUploadHandle(Protocol):
     @property
     def entry(self) -> ChunkEntry | None:
         """The manifest entry of the committed chunk; None until the block ended normally."""
+
+
+def committed_entry(upload: ChunkUploadHandle) -> ChunkEntry:
+    """The entry of an upload whose block has ended normally (the contract above sets it then)."""
+    entry = upload.entry
+    if entry is None:
+        raise FireBackupError("a chunk upload ended without its manifest entry; this is a bug, please report it")
+    return entry
 
 
 @runtime_checkable

@@ -15,8 +15,11 @@ import datetime as dt
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator
 
+from firebackup.crypto.keys import DataKey, KeyEncryptionKey
+from firebackup.engine.ports import committed_entry
 from firebackup.errors import (
     BackupNotFound,
     BadKey,
@@ -26,7 +29,11 @@ from firebackup.errors import (
     UsageError,
     WrongKeyOrTampered,
 )
-from firebackup.storage.base import ObjectInfo, Storage
+from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage
+
+if TYPE_CHECKING:
+    from firebackup.format.chunk import ChunkWriter
+    from firebackup.format.manifest import ChunkEntry, Manifest
 
 BACKUPS_PREFIX = "backups/"
 MANIFEST_NAME = "manifest.fbm"
@@ -101,11 +108,11 @@ class _CountingSink:
 
     __slots__ = ("_writer", "written")
 
-    def __init__(self, writer):
+    def __init__(self, writer: ObjectWriter) -> None:
         self._writer = writer
         self.written = 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         n = len(data)
         if n:
             self._writer.write(bytes(data) if not isinstance(data, bytes) else data)
@@ -116,14 +123,13 @@ class _CountingSink:
 class ChunkUpload:
     """Context manager from Repository.open_chunk_writer.
 
-    `with upload as writer:` yields H1's ChunkWriter streaming into storage; leaving the block
-    normally finishes the chunk, commits the object and sets `upload.entry` (a ChunkEntry);
-    leaving it with an exception aborts the upload, so nothing appears at the key.
-    The entry is also set on the writer as `writer.entry` when the writer allows it.
+    `with upload as writer:` yields a format.chunk.ChunkWriter streaming into storage; leaving
+    the block normally finishes the chunk, commits the object and sets `upload.entry` (a
+    ChunkEntry); leaving it with an exception aborts the upload, so nothing appears at the key.
     """
 
-    def __init__(self, repo: "Repository", backup_id: str, chunk_id: str, *, kind: str,
-                 codec: str | None, level: int | None, data_key, frame_size: int | None):
+    def __init__(self, repo: Repository, backup_id: str, chunk_id: str, *, kind: str,
+                 codec: str | None, level: int | None, data_key: DataKey | None, frame_size: int | None):
         self.repo = repo
         self.backup_id = backup_id
         self.chunk_id = chunk_id
@@ -133,17 +139,15 @@ class ChunkUpload:
         self._level = level
         self._data_key = data_key
         self._frame_size = frame_size
-        self._upload = None
-        self._sink: _CountingSink | None = None
-        self.writer = None
-        self.entry = None
+        self._open: tuple[ObjectWriter, _CountingSink, ChunkWriter] | None = None
+        self.entry: ChunkEntry | None = None
         self.info: ObjectInfo | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> ChunkWriter:
         from firebackup.format.chunk import ChunkWriter
 
-        self._upload = self.repo.storage.open_write(self.key)
-        self._sink = _CountingSink(self._upload)
+        upload = self.repo.storage.open_write(self.key)
+        sink = _CountingSink(upload)
         kwargs: dict[str, Any] = {
             "backup_id": self.backup_id,
             "chunk_id": self.chunk_id,
@@ -156,29 +160,32 @@ class ChunkUpload:
         if self._frame_size is not None:
             kwargs["frame_size"] = self._frame_size
         try:
-            self.writer = ChunkWriter(self._sink, **kwargs)
+            writer = ChunkWriter(sink, **kwargs)
         except BaseException:
-            self._upload.abort()
+            upload.abort()
             raise
-        return self.writer
+        self._open = (upload, sink, writer)
+        return writer
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        upload, self._upload = self._upload, None
-        if upload is None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        opened, self._open = self._open, None
+        if opened is None:
             return
+        upload, sink, writer = opened
         if exc_type is not None:
             upload.abort()
             return
         try:
-            stats = self.writer.finish()
+            stats = writer.finish()
             self.info = upload.close()
         except BaseException:
             upload.abort()
             raise
-        if self._sink.written != stats.bytes_stored:
+        if sink.written != stats.bytes_stored:
             raise FireBackupError(
                 f"chunk {self.chunk_id}: writer reported {stats.bytes_stored} bytes but "
-                f"{self._sink.written} were uploaded to {self.key}; this is a bug, please report it"
+                f"{sink.written} were uploaded to {self.key}; this is a bug, please report it"
             )
         from firebackup.format.manifest import ChunkEntry
 
@@ -191,10 +198,6 @@ class ChunkUpload:
             bytes_stored=stats.bytes_stored,
             sha256=stats.sha256,
         )
-        try:
-            self.writer.entry = self.entry
-        except AttributeError:  # a writer with __slots__; upload.entry is the contract
-            pass
 
 
 class Repository:
@@ -205,7 +208,7 @@ class Repository:
 
     @property
     def url(self) -> str:
-        return getattr(self.storage, "url", "<storage>")
+        return self.storage.url
 
     # -- names ---------------------------------------------------------------------------
 
@@ -237,7 +240,7 @@ class Repository:
     # -- chunks --------------------------------------------------------------------------
 
     def open_chunk_writer(self, backup_id: str, chunk_id: str, *, kind: str = "docs",
-                          codec: str | None = None, level: int | None = None, data_key=None,
+                          codec: str | None = None, level: int | None = None, data_key: DataKey | None = None,
                           frame_size: int | None = None) -> ChunkUpload:
         """Stream one chunk into storage: `with repo.open_chunk_writer(...) as w: w.add(rec)`.
 
@@ -247,19 +250,23 @@ class Repository:
         return ChunkUpload(self, backup_id, chunk_id, kind=kind, codec=codec, level=level,
                            data_key=data_key, frame_size=frame_size)
 
-    def write_chunk(self, backup_id: str, chunk_id: str, records, **kwargs):
+    def write_chunk(self, backup_id: str, chunk_id: str, records: Iterable[bytes], *, kind: str = "docs",
+                    codec: str | None = None, level: int | None = None, data_key: DataKey | None = None,
+                    frame_size: int | None = None) -> ChunkEntry:
         """Write an iterable of records as one chunk and return its ChunkEntry."""
-        upload = self.open_chunk_writer(backup_id, chunk_id, **kwargs)
+        upload = self.open_chunk_writer(backup_id, chunk_id, kind=kind, codec=codec, level=level,
+                                        data_key=data_key, frame_size=frame_size)
         with upload as writer:
             writer.add_many(records)
-        return upload.entry
+        return committed_entry(upload)
 
-    def iter_records(self, backup_id: str, entry, data_key) -> Iterator[bytes]:
+    def iter_records(self, backup_id: str, entry: ChunkEntry, data_key: DataKey | None) -> Iterator[bytes]:
         """Yield the chunk's records in order, streaming; integrity errors name chunk and frame."""
         for records in self.iter_record_batches(backup_id, entry, data_key):
             yield from records
 
-    def iter_record_batches(self, backup_id: str, entry, data_key) -> Iterator[list[bytes]]:
+    def iter_record_batches(self, backup_id: str, entry: ChunkEntry,
+                            data_key: DataKey | None) -> Iterator[list[bytes]]:
         """iter_records() in lists of records as they complete (for hot loops: no step per record)."""
         from firebackup.format.chunk import read_chunk_batches
 
@@ -270,7 +277,7 @@ class Repository:
         finally:
             stream.close()
 
-    def open_chunk(self, entry):
+    def open_chunk(self, entry: ChunkEntry) -> BinaryIO:
         """Open the chunk object of a manifest entry for reading (the caller closes it)."""
         try:
             return self.storage.open_read(entry.key)
@@ -285,7 +292,8 @@ class Repository:
 
     # -- manifests -----------------------------------------------------------------------
 
-    def write_manifest(self, manifest, data_key, kek) -> ObjectInfo:
+    def write_manifest(self, manifest: Manifest, data_key: DataKey | None,
+                       kek: KeyEncryptionKey | None) -> ObjectInfo:
         """Seal and store the manifest. Call it LAST: its presence is what makes a backup complete.
 
         First checks (one listing) that every chunk it names is stored with the recorded size,
@@ -329,16 +337,16 @@ class Repository:
         from firebackup.format.manifest import read_manifest_summary
 
         data = self.read_manifest_bytes(backup_id)
-        return _summary_dict(read_manifest_summary(data, where=self.manifest_key(backup_id)))
+        return read_manifest_summary(data, where=self.manifest_key(backup_id))
 
-    def read_manifest(self, backup_id: str, kek):
+    def read_manifest(self, backup_id: str, kek: KeyEncryptionKey | None) -> tuple[Manifest, DataKey | None]:
         """Return (Manifest, DataKey | None); BackupNotFound, BadKey, WrongKeyOrTampered on failure."""
         from firebackup.format.manifest import decode_manifest, read_manifest_summary
 
         key = self.manifest_key(backup_id)
         data = self.read_manifest_bytes(backup_id)
         if kek is None:
-            summary = _summary_dict(read_manifest_summary(data, where=key))
+            summary = read_manifest_summary(data, where=key)
             if summary.get("encrypted"):
                 raise BadKey(
                     f"backup {backup_id} is encrypted (key {summary.get('kek_id')}): "
@@ -396,7 +404,7 @@ class Repository:
         for backup_id in complete:
             key = self.manifest_key(backup_id)
             try:
-                summary = _summary_dict(read_manifest_summary(self.storage.get(key), where=key))
+                summary = read_manifest_summary(self.storage.get(key), where=key)
                 if summary.get("backup_id", backup_id) != backup_id:
                     raise FireBackupError(
                         f"manifest names backup {summary.get('backup_id')}, not {backup_id}"
@@ -434,14 +442,6 @@ class Repository:
 
 
 _SUMMARY_FIELDS = ("backup_id", "created_at", "read_time", "documents", "bytes_stored", "encrypted")
-
-
-def _summary_dict(summary: Any) -> dict[str, Any]:
-    if isinstance(summary, dict):
-        return dict(summary)
-    if hasattr(summary, "to_dict"):
-        return dict(summary.to_dict())
-    return {k: getattr(summary, k) for k in _SUMMARY_FIELDS if hasattr(summary, k)}
 
 
 def _summary_from_dict(backup_id: str, d: dict[str, Any]) -> BackupSummary:

@@ -12,8 +12,10 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
+from firebackup.crypto.keys import DataKey, KeyEncryptionKey
+from firebackup.engine.ports import BackupRepository
 from firebackup.errors import (
     FireBackupError,
     IntegrityError,
@@ -22,6 +24,8 @@ from firebackup.errors import (
     UnsupportedFormat,
     WrongKeyOrTampered,
 )
+from firebackup.format.manifest import ChunkEntry
+from firebackup.progress import NoProgress, ProgressBar, ProgressCallback
 from firebackup.storage.base import iter_bytes
 
 DOCS = "docs"
@@ -62,7 +66,7 @@ class _ChunkResult:
 class _HashingReader:
     """Hashes and counts the bytes the chunk reader pulls, so the object is read only once."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.sha = hashlib.sha256()
         self.size = 0
@@ -74,7 +78,7 @@ class _HashingReader:
             self.size += len(data)
         return data
 
-    def readinto(self, buf) -> int:
+    def readinto(self, buf: bytearray | memoryview) -> int:
         data = self.read(len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -92,22 +96,23 @@ class _HashingReader:
         self._stream.close()
 
 
-def _one_line(text: Any) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _document_parser() -> Callable[[bytes], Any]:
+def _document_parser() -> Callable[[bytes], object]:
     from firebackup.firestore.protos import Document
 
-    return Document.FromString
+    parse: Callable[[bytes], object] = Document.FromString  # a class generated at run time (protos.py)
+    return parse
 
 
-def _check_chunk(repo, backup_id: str, entry, data_key, parse_doc, progress) -> _ChunkResult:
+def _check_chunk(repo: BackupRepository, backup_id: str, entry: ChunkEntry, data_key: DataKey | None,
+                 parse_doc: Callable[[bytes], object], progress: ProgressCallback) -> _ChunkResult:
     from firebackup.format.chunk import read_chunk
 
     result = _ChunkResult()
-    cid, key = entry.chunk_id, entry.key
-    kind = getattr(entry, "kind", DOCS)
+    cid, key, kind = entry.chunk_id, entry.key, entry.kind
     try:
         raw = repo.storage.open_read(key)
     except ObjectNotFound:
@@ -172,11 +177,10 @@ def _check_chunk(repo, backup_id: str, entry, data_key, parse_doc, progress) -> 
     return result
 
 
-def verify(repo, backup_id: str, kek, *, progress=None, workers: int = 4) -> VerifyReport:
+def verify(repo: BackupRepository, backup_id: str, kek: KeyEncryptionKey | None, *,
+           progress: ProgressCallback | None = None, workers: int = 4) -> VerifyReport:
     """Read every chunk of the backup and check it against its manifest; see the module docstring."""
-    from firebackup.progress import NoProgress
-
-    progress = progress or NoProgress()
+    on_progress: ProgressCallback = progress if progress is not None else NoProgress()
     try:
         manifest, data_key = repo.read_manifest(backup_id, kek)
     except (WrongKeyOrTampered, UnsupportedFormat):
@@ -186,10 +190,9 @@ def verify(repo, backup_id: str, kek, *, progress=None, workers: int = 4) -> Ver
         return VerifyReport(backup_id=backup_id, ok=False, chunks_checked=0, documents=0,
                             problems=[_one_line(f"manifest: {e}")])
     entries = list(manifest.chunks)
-    manifest_docs = _count(manifest, "documents", sum(e.records for e in entries if e.kind == DOCS))
-    manifest_auth = _count(manifest, "auth_users", sum(e.records for e in entries if e.kind == AUTH))
-    if hasattr(progress, "set_total"):
-        progress.set_total(documents=manifest_docs, bytes=sum(e.bytes_stored for e in entries))
+    manifest_docs, manifest_auth = manifest.documents, manifest.auth_users
+    if isinstance(on_progress, ProgressBar):
+        on_progress.set_total(documents=manifest_docs, bytes=sum(e.bytes_stored for e in entries))
 
     problems: list[str] = []
     try:
@@ -200,20 +203,20 @@ def verify(repo, backup_id: str, kek, *, progress=None, workers: int = 4) -> Ver
 
     seen_ids: set[str] = set()
     expected_keys: set[str] = set()
-    for e in entries:
-        if e.chunk_id in seen_ids:
-            problems.append(f"chunk {e.chunk_id}: listed twice in the manifest")
-        seen_ids.add(e.chunk_id)
-        expected_keys.add(e.key)
-        if e.key != repo.chunk_key(backup_id, e.chunk_id):
-            problems.append(f"chunk {e.chunk_id}: manifest points at {e.key}, outside this backup's layout")
+    for entry in entries:
+        if entry.chunk_id in seen_ids:
+            problems.append(f"chunk {entry.chunk_id}: listed twice in the manifest")
+        seen_ids.add(entry.chunk_id)
+        expected_keys.add(entry.key)
+        if entry.key != repo.chunk_key(backup_id, entry.chunk_id):
+            problems.append(f"chunk {entry.chunk_id}: manifest points at {entry.key}, outside this backup's layout")
 
     parse_doc = _document_parser()
 
-    def check(entry):
+    def check(entry: ChunkEntry) -> _ChunkResult:
         if listed is not None and entry.key not in listed:
             return _ChunkResult(problems=[f"chunk {entry.chunk_id}: missing (no object at {entry.key})"])
-        return _check_chunk(repo, backup_id, entry, data_key, parse_doc, progress)
+        return _check_chunk(repo, backup_id, entry, data_key, parse_doc, on_progress)
 
     # Chunks are independent; a few threads overlap storage latency with decoding.
     if workers > 1 and len(entries) > 1:
@@ -251,12 +254,3 @@ def verify(repo, backup_id: str, kek, *, progress=None, workers: int = 4) -> Ver
         encrypted=data_key is not None,
     )
 
-
-def _count(manifest, name: str, default: int) -> int:
-    value = getattr(manifest, name, None)
-    if isinstance(value, int):
-        return value
-    counts = getattr(manifest, "counts", None)
-    if isinstance(counts, dict) and isinstance(counts.get(name), int):
-        return counts[name]
-    return default

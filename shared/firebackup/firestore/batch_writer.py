@@ -17,14 +17,17 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from firebackup.errors import TRANSIENT_CODES, SourceError, UsageError
 from firebackup.firestore import protos
-from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.firestore.rewrite import DocumentRewriter
 from firebackup.firestore.wire import framed_write_name, len_field, status_code_name
+from firebackup.progress import ProgressCallback
 from firebackup.retry import RetryPolicy
+
+if TYPE_CHECKING:  # the engine's port, which firestore.grpc.FirestoreConnection implements
+    from firebackup.engine.ports import DocumentTarget
 
 # Firestore accepts at most 500 writes per Commit / BatchWrite request.
 MAX_WRITES_PER_BATCH = 500
@@ -92,7 +95,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        conn: FirestoreConnection,
+        conn: DocumentTarget,
         *,
         source_database: str,
         mode: str = "overwrite",
@@ -104,7 +107,7 @@ class BatchWriter:
         max_bytes: int | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         timeout: float | None = 120.0,
-        progress: Callable[..., None] | None = None,
+        progress: ProgressCallback | None = None,
         executor: ThreadPoolExecutor | None = None,
     ):
         if not 1 <= max_writes <= MAX_WRITES_PER_BATCH:

@@ -25,8 +25,9 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 from firebackup.errors import is_transient
 
-Handler = Callable[[dict], Any]
-GiveUp = Callable[[str, dict, BaseException], None]
+Payload = dict[str, Any]  # JSON-serializable: Cloud Tasks carries it as the request body
+Handler = Callable[[Payload], object]
+GiveUp = Callable[[str, Payload, BaseException], None]
 
 DEFAULT_MAX_ATTEMPTS = 5
 _BASE_DELAY, _MAX_DELAY = 0.2, 10.0
@@ -34,7 +35,7 @@ _BASE_DELAY, _MAX_DELAY = 0.2, 10.0
 
 @runtime_checkable
 class TaskQueue(Protocol):
-    def enqueue(self, name: str, payload: dict) -> None:
+    def enqueue(self, name: str, payload: Payload) -> None:
         """Schedule handler `name` to run once (at least once, in the cloud) with payload."""
 
 
@@ -67,7 +68,7 @@ class LocalQueue:
     def register(self, name: str, handler: Handler) -> None:
         self._handlers[name] = handler
 
-    def enqueue(self, name: str, payload: dict) -> None:
+    def enqueue(self, name: str, payload: Payload) -> None:
         if name not in self._handlers:
             raise KeyError(f"no handler registered for task {name!r}")
         with self._lock:
@@ -76,7 +77,7 @@ class LocalQueue:
             self._outstanding += 1
         self._submit(name, payload, 1)
 
-    def _submit(self, name: str, payload: dict, attempt: int) -> None:
+    def _submit(self, name: str, payload: Payload, attempt: int) -> None:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="firebackup-task")
@@ -90,7 +91,7 @@ class LocalQueue:
     def _full_jitter(self, attempt: int) -> float:
         return self._random.uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2 ** (attempt - 1)))
 
-    def _run(self, name: str, payload: dict, attempt: int) -> None:
+    def _run(self, name: str, payload: Payload, attempt: int) -> None:
         try:
             if self._error is None:
                 self._handlers[name](payload)
@@ -106,7 +107,7 @@ class LocalQueue:
                         self._error = e
         self._done()
 
-    def _retry_later(self, name: str, payload: dict, attempt: int) -> None:
+    def _retry_later(self, name: str, payload: Payload, attempt: int) -> None:
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)

@@ -11,7 +11,7 @@ A task's result replaces an earlier attempt's; chunk rows are keyed by (backup, 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,16 +22,18 @@ from firebackup.firestore.documents import parse_rfc3339
 from firebackup.format.manifest import ChunkEntry
 from firebackup.services.context import Ctx, Ports
 
-Job = Backup | Restore
+# One store serves one kind of job row; the type variable keeps that kind through s.get().
+JobRow = TypeVar("JobRow", Backup, Restore)
 _ACTIVE = ("pending", "running")
 
 
-class DbJobStore:
+class DbJobStore(Generic[JobRow]):
     """A JobStore over the metadata database for one kind of job row (Backup or Restore)."""
 
-    def __init__(self, factory: sessionmaker[Session], ports: Ports, model: type[Backup] | type[Restore], *,
+    def __init__(self, factory: sessionmaker[Session], ports: Ports, model: type[JobRow], *,
                  clock: Callable[[], dt.datetime] = utcnow, lease_seconds: float = DEFAULT_LEASE_SECONDS):
-        self.factory, self.ports, self.model = factory, ports, model
+        self.factory, self.ports = factory, ports
+        self.model: type[JobRow] = model
         self.clock = clock
         self.lease = dt.timedelta(seconds=lease_seconds)
 
@@ -49,7 +51,9 @@ class DbJobStore:
                           .values(state="running", started_at=now))
         self._ensure_task(job_id, task_key)
         with self.factory.begin() as s:
-            took = s.execute(
+            # Through the session's connection: its execute() is typed to return the CursorResult
+            # that has rowcount (Session.execute returns one too, but is typed as Result).
+            took = s.connection().execute(
                 sa.update(JobTask)
                 .where(JobTask.job_id == job_id, JobTask.task_key == task_key, JobTask.done.is_(False),
                        sa.or_(JobTask.lease_until.is_(None), JobTask.lease_until <= now))

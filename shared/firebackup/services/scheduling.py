@@ -40,6 +40,8 @@ def apply_retention(ctx: Ctx, schedule_id: str, now: datetime) -> list[str]:
     Rows go now; the objects are removed by a `delete_backup` task.
     """
     sch = ctx.session.get(Schedule, schedule_id)
+    if sch is None:
+        return []  # the schedule was deleted since: nothing of it to apply
     rules = sch.retention or {}
     keep_last, keep_days = rules.get("keep_last"), rules.get("keep_days")
     if not keep_last and not keep_days:

@@ -69,7 +69,7 @@ def _gcs_client(credentials: Mapping[str, Any]) -> dict[str, Any]:
         from google.oauth2 import service_account
 
         info = credentials["service_account_key"]
-        creds = service_account.Credentials.from_service_account_info(info)  # type: ignore[no-untyped-call]
+        creds = service_account.Credentials.from_service_account_info(info)
         return {"client": Client(project=info.get("project_id"), credentials=creds)}
     except (ValueError, KeyError, TypeError, AttributeError):
         # The vendor's message could quote the key: say only what to do.

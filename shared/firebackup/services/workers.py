@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -116,7 +116,7 @@ class Workers:
         problems: list[str]
         try:
             with self._tx() as ctx:
-                storage = self.open_storage(ctx, ctx.session.get(StorageDestination, dest_id))
+                storage = self.open_storage(ctx, _existing(ctx, StorageDestination, dest_id, "storage destination"))
             try:
                 report = verify(Repository(storage), repo_id, self.kek(org_id), workers=self.threads)
             finally:
@@ -152,6 +152,17 @@ class Workers:
             deliver(ctx, payload["delivery_id"])
 
 
+_Row = TypeVar("_Row")
+
+
+def _existing(ctx: Ctx, model: type[_Row], row_id: str, what: str) -> _Row:
+    """The row a job refers to; a permanent error, in one line, when it has been deleted since."""
+    row = ctx.session.get(model, row_id)
+    if row is None:
+        raise FireBackupError(f"{what} {row_id} no longer exists")
+    return row
+
+
 class _Backups:
     """Jobs[BackupJob]: a backup row's request and adapters, opened for one task."""
 
@@ -160,15 +171,14 @@ class _Backups:
 
     @contextlib.contextmanager
     def open(self, job_id: str) -> Iterator[BackupJob]:
+        from firebackup.engine.backup import DEFAULT_CHUNK_DOCS
         from firebackup.engine.repository import Repository
 
         w, settings = self.w, self.w.ports.settings
         with w._tx() as ctx:
-            row = ctx.session.get(Backup, job_id)
-            if row is None:
-                raise FireBackupError(f"backup {job_id} no longer exists")
-            project = ctx.session.get(Project, row.project_id)
-            dest = ctx.session.get(StorageDestination, row.destination_id)
+            row = _existing(ctx, Backup, job_id, "backup")
+            project = _existing(ctx, Project, row.project_id, "project")
+            dest = _existing(ctx, StorageDestination, row.destination_id, "storage destination")
             org_id, collections, include_auth = row.org_id, row.collections, row.include_auth
             gcp, database, kind = project.gcp_project_id, project.database_id or "(default)", project.auth_kind
             secret = w.project_secret(ctx, project)
@@ -178,7 +188,7 @@ class _Backups:
             try:
                 request = BackupRequest(project=gcp, database=database, collections=collections,
                                         include_auth=include_auth, chunks_per_task=settings.chunks_per_task,
-                                        **({"chunk_docs": settings.chunk_docs} if settings.chunk_docs else {}))
+                                        chunk_docs=settings.chunk_docs or DEFAULT_CHUNK_DOCS)
                 auth = w.ports.sources.auth(gcp, kind, secret) if include_auth else None
                 yield BackupJob(request, source, Repository(storage), w.kek(org_id), auth)
             finally:
@@ -199,12 +209,12 @@ class _Restores:
 
         w = self.w
         with w._tx() as ctx:
-            row = ctx.session.get(Restore, job_id)
-            if row is None:
-                raise FireBackupError(f"restore {job_id} no longer exists")
-            backup = ctx.session.get(Backup, row.backup_id)
-            target = ctx.session.get(Project, row.target_project_id)
-            dest = ctx.session.get(StorageDestination, backup.destination_id)
+            row = _existing(ctx, Restore, job_id, "restore")
+            backup = _existing(ctx, Backup, row.backup_id, "backup")
+            target = _existing(ctx, Project, row.target_project_id, "project")
+            dest = _existing(ctx, StorageDestination, backup.destination_id, "storage destination")
+            if backup.repo_backup_id is None:
+                raise FireBackupError(f"backup {backup.id} has no objects in storage to restore from")
             request = RestoreRequest(backup_id=backup.repo_backup_id, project=target.gcp_project_id,
                                      database=row.target_database or target.database_id,
                                      collections=row.collections, mode=row.mode,

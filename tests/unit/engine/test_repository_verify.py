@@ -26,7 +26,7 @@ def doc_bytes(i: int, prefix: str = "users") -> bytes:
 
 
 def make_backup(repo: Repository, kek=None, *, chunks: int = 3, per_chunk: int = 40, auth_users: int = 0,
-                doc_records=None, manifest_documents: int | None = None):
+                doc_records=None, manifest_documents: int | None = None, manifest_auth_users: int | None = None):
     backup_id = repo.new_backup_id()
     dek = DataKey.generate() if kek is not None else None
     entries = []
@@ -40,7 +40,8 @@ def make_backup(repo: Repository, kek=None, *, chunks: int = 3, per_chunk: int =
     manifest = Manifest(
         backup_id=backup_id, created_at="2026-11-28T02:00:00Z", read_time="2026-11-28T02:00:00Z",
         source={"project": "p", "database": "(default)"}, collections=["users"],
-        documents=docs if manifest_documents is None else manifest_documents, auth_users=auth_users,
+        documents=docs if manifest_documents is None else manifest_documents,
+        auth_users=auth_users if manifest_auth_users is None else manifest_auth_users,
         compression="zstd", level=None, encrypted=dek is not None, chunks=entries,
     )
     repo.write_manifest(manifest, dek, kek)
@@ -160,6 +161,16 @@ def test_verify_compares_the_document_count_with_the_manifest(repo):
     report = verify(repo, backup_id, None)
     assert report.ok is False
     assert report.problems == [f"backup {backup_id}: 120 documents readable, manifest says 999"]
+
+
+def test_verify_compares_the_auth_user_count_with_the_manifest_and_counts_users_apart_from_documents(repo, kek):
+    intact, _ = make_backup(repo, kek, auth_users=7)
+    wrong, _ = make_backup(repo, kek, auth_users=7, manifest_auth_users=9)
+
+    good, bad = verify(repo, intact, kek), verify(repo, wrong, kek)
+
+    assert (good.ok, good.documents, good.auth_users) == (True, 120, 7)
+    assert bad.problems == [f"backup {wrong}: 7 auth users readable, manifest says 9"]
 
 
 def test_verify_of_an_unknown_backup_raises_backup_not_found(repo):

@@ -10,7 +10,7 @@
 
 from firebackup.engine.backup.chunk import backup_auth_users, run_chunk
 from firebackup.engine.backup.finalize import backup_result, finalize
-from firebackup.engine.backup.handlers import AUTH, CHUNK, FINALIZE, PLAN, AuthUsers, BackupHandlers, BackupJob
+from firebackup.engine.backup.handlers import AuthUsers, BackupHandlers, BackupJob
 from firebackup.engine.jobs import OneJob
 from firebackup.engine.backup.model import (
     AUTH_CHUNK_USERS,
@@ -29,6 +29,10 @@ from firebackup.engine.backup.model import (
 )
 from firebackup.engine.backup.plan import plan
 from firebackup.engine.backup.run import run_backup
+from firebackup.engine.tasks import BACKUP_AUTH as AUTH
+from firebackup.engine.tasks import BACKUP_CHUNK as CHUNK
+from firebackup.engine.tasks import BACKUP_FINALIZE as FINALIZE
+from firebackup.engine.tasks import BACKUP_PLAN as PLAN
 
 __all__ = [
     "AUTH", "AUTH_CHUNK_USERS", "BACKUP_RESULT_KEYS", "CHUNK", "DEFAULT_CHUNK_BYTES", "DEFAULT_CHUNK_DOCS",

@@ -12,6 +12,7 @@ of the whole database, so per-chunk queries would make a backup quadratic.)
 
 from __future__ import annotations
 
+import enum
 import queue as queue_mod
 import threading
 import time
@@ -25,15 +26,20 @@ from firebackup.engine.backup.model import (
     auth_chunk_id,
     docs_chunk_id,
 )
-from firebackup.engine.ports import BackupRepository, DocumentSource, ServerStream, Snapshot
+from firebackup.engine.ports import BackupRepository, DocumentSource, ServerStream, Snapshot, committed_entry
 from firebackup.firestore.documents import document_name, root_collection, run_query_document
 from firebackup.format.manifest import ChunkEntry
-
-Progress = Callable[..., None]
+from firebackup.progress import ProgressCallback
 
 _BATCH_DOCS = 512  # documents handed from the reading thread to the writing thread at once
 _BATCH_BYTES = 1 << 20  # ... or fewer, when documents are large
 _QUEUE_BATCHES = 16  # bounded: at most this many batches wait between reader and writer
+
+
+class _End(enum.Enum):
+    """The reading thread's last item: the stream has ended (an enum member, so the queue's type can name it)."""
+
+    END = enum.auto()
 
 
 class _Prefetch:
@@ -44,16 +50,14 @@ class _Prefetch:
     close() cancels the server stream and stops the thread, from any point.
     """
 
-    _END = object()
-
     def __init__(self, stream: ServerStream):
         self._stream = stream
-        self._q: queue_mod.Queue[object] = queue_mod.Queue(maxsize=_QUEUE_BATCHES)
+        self._q: queue_mod.Queue[list[bytes] | BaseException | _End] = queue_mod.Queue(maxsize=_QUEUE_BATCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="firebackup-read", daemon=True)
         self._thread.start()
 
-    def _put(self, item: object) -> bool:
+    def _put(self, item: list[bytes] | BaseException | _End) -> bool:
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=0.1)
@@ -79,7 +83,7 @@ class _Prefetch:
                     batch, size = [], 0
             if batch and not self._put(batch):
                 return
-            self._put(self._END)
+            self._put(_End.END)
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
             if not self._stop.is_set():  # after close() a cancelled stream is expected
                 self._put(e)
@@ -87,7 +91,7 @@ class _Prefetch:
     def __iter__(self) -> Iterator[list[bytes]]:
         while True:
             item = self._q.get()
-            if item is self._END:
+            if item is _End.END:
                 return
             if isinstance(item, BaseException):
                 raise item
@@ -109,7 +113,7 @@ class _ChunkOut:
     """One chunk being written: counts records, raw bytes and documents per root collection."""
 
     def __init__(self, p: BackupPlan, task: ChunkTask, seq: int, repo: BackupRepository, prefix_len: int,
-                 progress: Progress | None):
+                 progress: ProgressCallback | None):
         self.chunk_id = docs_chunk_id(task.partition, seq)
         self.seq = seq
         self._task = task
@@ -172,7 +176,7 @@ class _ChunkOut:
 
     def close(self) -> ChunkEntry:
         self._upload.__exit__(None, None, None)
-        entry = self._upload.entry
+        entry = committed_entry(self._upload)
         collections = {r.decode("utf-8", "replace"): n for r, n in self.roots.items()}
         entry.extra = {**entry.extra, "partition": self._task.partition, "seq": self.seq, "collections": collections}
         return entry
@@ -190,7 +194,7 @@ def run_chunk(
     resume: tuple[int, str | None] | None = None,
     on_chunk: Callable[[ChunkEntry, int, str | None], None] | None = None,
     on_follow_up: Callable[[ChunkTask], None] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ChunkResult:
     """Stream the task's range from its cursor into chunks seq, seq+1, ...; hand on the rest.
 
@@ -279,7 +283,7 @@ def _hand_on(snapshot: Snapshot, task: ChunkTask, follow: ChunkTask,
 
 
 def backup_auth_users(p: BackupPlan, users: Iterable[bytes], *, repo: BackupRepository,
-                      progress: Progress | None = None) -> tuple[list[ChunkEntry], int]:
+                      progress: ProgressCallback | None = None) -> tuple[list[ChunkEntry], int]:
     """Write auth-user records (one JSON object each) as kind="auth" chunks a<seq:05d>."""
     entries: list[ChunkEntry] = []
     total = 0
@@ -293,7 +297,7 @@ def backup_auth_users(p: BackupPlan, users: Iterable[bytes], *, repo: BackupRepo
         )
         with upload as writer:
             writer.add_many(pending)
-        entries.append(upload.entry)
+        entries.append(committed_entry(upload))
         seq += 1
         pending.clear()
 

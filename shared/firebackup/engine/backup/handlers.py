@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 from firebackup.crypto.keys import KeyEncryptionKey
-from firebackup.engine.backup.chunk import Progress, backup_auth_users, run_chunk
+from firebackup.engine.backup.chunk import backup_auth_users, run_chunk
 from firebackup.engine.backup.finalize import backup_result, finalize
 from firebackup.engine.backup.model import AUTH_TASK, BackupPlan, BackupRequest, ChunkTask
 from firebackup.engine.backup.plan import plan
@@ -29,6 +29,7 @@ from firebackup.engine.jobs import Clock, Handler, JobCancelled, Jobs, JobStore,
 from firebackup.engine.ports import BackupRepository, DocumentSource
 from firebackup.errors import FireBackupError
 from firebackup.format.manifest import ChunkEntry
+from firebackup.progress import ProgressCallback
 from firebackup.runtime.queue import TaskQueue
 
 from firebackup.engine.tasks import BACKUP_AUTH as AUTH
@@ -66,7 +67,8 @@ class BackupHandlers(TaskRunner[BackupJob]):
 
     kind, finalize_task = "backup", FINALIZE
 
-    def __init__(self, *, store: JobStore, queue: TaskQueue, jobs: Jobs[BackupJob], progress: Progress | None = None,
+    def __init__(self, *, store: JobStore, queue: TaskQueue, jobs: Jobs[BackupJob],
+                 progress: ProgressCallback | None = None,
                  on_plan: Callable[[str, BackupPlan, BackupJob], None] | None = None, clock: Clock = utcnow):
         super().__init__(store=store, queue=queue, jobs=jobs, clock=clock)
         self.progress, self.on_plan = progress, on_plan

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import TypeGuard
 
 from firebackup.crypto.keys import KeyEncryptionKey
-from firebackup.engine.backup.chunk import Progress
-from firebackup.engine.backup.handlers import PLAN, AuthUsers, BackupHandlers, BackupJob
+from firebackup.engine.backup.handlers import AuthUsers, BackupHandlers, BackupJob
 from firebackup.engine.jobs import OneJob
 from firebackup.engine.backup.model import BACKUP_RESULT_KEYS, DEFAULT_THREADS, BackupPlan, BackupRequest, BackupResult
 from firebackup.engine.jobs import MemoryJobStore
 from firebackup.engine.ports import BackupRepository, DocumentSource, ServerStream, Snapshot
+from firebackup.engine.tasks import BACKUP_PLAN
 from firebackup.errors import FireBackupError, UsageError
-from firebackup.progress import NoProgress
+from firebackup.progress import NoProgress, ProgressBar, ProgressCallback
 from firebackup.runtime.queue import LocalQueue
 
 JOB = "local"
@@ -28,7 +29,7 @@ class _DocumentTotal:
     count still running (it is an index scan on the server) without waiting for it.
     """
 
-    def __init__(self, reader: Snapshot, collections: list[str] | None, progress: Progress) -> None:
+    def __init__(self, reader: Snapshot, collections: list[str] | None, progress: ProgressBar) -> None:
         self._progress = progress
         self._lock = threading.Lock()
         self._stream: ServerStream | None = None
@@ -63,11 +64,9 @@ class _DocumentTotal:
             stream.cancel()
 
 
-def _someone_watches(progress: Progress | None) -> bool:
+def _someone_watches(progress: ProgressCallback | None) -> TypeGuard[ProgressBar]:
     """True for a progress bar that can show a total (not None, not the silent NoProgress)."""
-    return progress is not None and not isinstance(progress, NoProgress) and callable(
-        getattr(progress, "set_total", None)
-    )
+    return isinstance(progress, ProgressBar) and not isinstance(progress, NoProgress)
 
 
 def run_backup(
@@ -78,7 +77,7 @@ def run_backup(
     kek: KeyEncryptionKey | None = None,
     auth: AuthUsers | None = None,
     threads: int = DEFAULT_THREADS,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     read_time: dt.datetime | None = None,
     store: MemoryJobStore | None = None,
 ) -> BackupResult:
@@ -108,7 +107,7 @@ def run_backup(
     for name, handler in handlers.handlers().items():
         queue.register(name, handler)
     try:
-        queue.enqueue(PLAN, {"job": JOB})
+        queue.enqueue(BACKUP_PLAN, {"job": JOB})
         try:
             queue.join()
         except BaseException:

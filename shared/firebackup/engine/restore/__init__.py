@@ -11,9 +11,13 @@ database follow the data unless keep_references.
 """
 
 from firebackup.engine.restore.chunk import DEFAULT_BATCH_WRITES, DEFAULT_IN_FLIGHT, restore_chunk, source_database
-from firebackup.engine.restore.handlers import AUTH, CHUNK, FINALIZE, PLAN, AuthImport, RestoreHandlers, RestoreJob
+from firebackup.engine.restore.handlers import AuthImport, RestoreHandlers, RestoreJob
 from firebackup.engine.restore.model import ERROR_LIMIT, RESULT_KEYS, RestoreRequest, RestoreResult, RestoreTask
 from firebackup.engine.restore.run import DEFAULT_THREADS, run_restore
+from firebackup.engine.tasks import RESTORE_AUTH as AUTH
+from firebackup.engine.tasks import RESTORE_CHUNK as CHUNK
+from firebackup.engine.tasks import RESTORE_FINALIZE as FINALIZE
+from firebackup.engine.tasks import RESTORE_PLAN as PLAN
 
 __all__ = [
     "AUTH", "CHUNK", "DEFAULT_BATCH_WRITES", "DEFAULT_IN_FLIGHT", "DEFAULT_THREADS", "ERROR_LIMIT", "FINALIZE",

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from firebackup.crypto.keys import DataKey
-from firebackup.engine.ports import BackupRepository
+from firebackup.engine.ports import BackupRepository, DocumentTarget
 from firebackup.engine.restore.model import RestoreTask
 from firebackup.errors import FireBackupError, IntegrityError, StorageError
-from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.firestore.batch_writer import BatchWriter, WriteStats
 from firebackup.firestore.rewrite import database_path
 from firebackup.format.manifest import ChunkEntry, Manifest
+from firebackup.progress import ProgressCallback
 
 # Batches in flight per chunk task; with DEFAULT_THREADS tasks that keeps ~8-16 requests at
 # the server, enough to keep the emulator (and a Firestore database) busy.
@@ -44,10 +42,10 @@ def restore_chunk(
     *,
     repo: BackupRepository,
     data_key: DataKey | None,
-    conn: FirestoreConnection,
+    conn: DocumentTarget,
     in_flight: int = DEFAULT_IN_FLIGHT,
     batch_writes: int = DEFAULT_BATCH_WRITES,
-    progress: Callable[..., None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> WriteStats:
     """Write one chunk's documents into conn's database; exact counts (raises only if the target fails)."""
     writer = BatchWriter(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
 from firebackup.engine.jobs import Clock, Handler, Jobs, JobStore, TaskRunner, utcnow
-from firebackup.engine.ports import BackupRepository
+from firebackup.engine.ports import BackupRepository, DocumentTarget
 from firebackup.engine.restore.chunk import (
     DEFAULT_BATCH_WRITES,
     DEFAULT_IN_FLIGHT,
@@ -26,25 +26,27 @@ from firebackup.engine.restore.chunk import (
     source_database,
 )
 from firebackup.engine.restore.model import ERROR_LIMIT, RestoreRequest, RestoreResult, RestoreTask
-from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.format.manifest import Manifest
+from firebackup.progress import ProgressCallback
 from firebackup.runtime.queue import TaskQueue
 
 from firebackup.engine.tasks import RESTORE_AUTH as AUTH
 from firebackup.engine.tasks import RESTORE_CHUNK as CHUNK
 from firebackup.engine.tasks import RESTORE_FINALIZE as FINALIZE
 from firebackup.engine.tasks import RESTORE_PLAN as PLAN
-_PLAN_KEY, _AUTH_KEY, _FINALIZE_KEY = "plan", "auth", "finalize"
 
-Progress = Callable[..., None]
+if TYPE_CHECKING:
+    from firebackup.firestore.auth import ImportOutcome
+
+_PLAN_KEY, _AUTH_KEY, _FINALIZE_KEY = "plan", "auth", "finalize"
 
 
 class AuthImport(Protocol):
     """Firebase Auth of the target project, as a restore writes it."""
 
     def import_users(self, project: str, records: Iterable[bytes], hash_config: dict[str, Any] | None, *,
-                     dry_run: bool, mode: str) -> Any:
-        """Import the records; the outcome has imported, failed, skipped and errors (firestore.auth.ImportOutcome)."""
+                     dry_run: bool, mode: str) -> ImportOutcome:
+        """Import the records; how many were imported, failed and skipped, and the first errors."""
 
 
 @dataclass
@@ -52,7 +54,7 @@ class RestoreJob:
     """What one restore's tasks work with: its request and the adapters opened for it."""
 
     request: RestoreRequest
-    target: FirestoreConnection
+    target: DocumentTarget
     repo: BackupRepository
     kek: KeyEncryptionKey | None = None
     auth: AuthImport | None = None
@@ -73,7 +75,7 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
     kind, finalize_task = "restore", FINALIZE
 
     def __init__(self, *, store: JobStore, queue: TaskQueue, jobs: Jobs[RestoreJob],
-                 progress: Progress | None = None,
+                 progress: ProgressCallback | None = None,
                  on_plan: Callable[[str, Manifest, RestoreJob], None] | None = None, clock: Clock = utcnow):
         super().__init__(store=store, queue=queue, jobs=jobs, clock=clock)
         self.progress, self.on_plan = progress, on_plan

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from firebackup.crypto.keys import KeyEncryptionKey
 from firebackup.engine.jobs import MemoryJobStore, OneJob
-from firebackup.engine.ports import BackupRepository
+from firebackup.engine.ports import BackupRepository, DocumentTarget
 from firebackup.engine.restore.chunk import DEFAULT_BATCH_WRITES, DEFAULT_IN_FLIGHT
-from firebackup.engine.restore.handlers import PLAN, AuthImport, RestoreHandlers, RestoreJob
+from firebackup.engine.restore.handlers import AuthImport, RestoreHandlers, RestoreJob
 from firebackup.engine.restore.model import RestoreRequest, RestoreResult
+from firebackup.engine.tasks import RESTORE_PLAN
 from firebackup.errors import FireBackupError
-from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.format.manifest import Manifest
+from firebackup.progress import ProgressBar, ProgressCallback
 from firebackup.runtime.queue import LocalQueue
 
 DEFAULT_THREADS = 4
@@ -22,14 +21,14 @@ JOB = "local"
 def run_restore(
     request: RestoreRequest,
     *,
-    target: FirestoreConnection,
+    target: DocumentTarget,
     repo: BackupRepository,
     kek: KeyEncryptionKey | None = None,
     auth: AuthImport | None = None,
     threads: int = DEFAULT_THREADS,
     in_flight: int = DEFAULT_IN_FLIGHT,
     batch_writes: int = DEFAULT_BATCH_WRITES,
-    progress: Callable[..., None] | None = None,
+    progress: ProgressCallback | None = None,
     store: MemoryJobStore | None = None,
 ) -> RestoreResult:
     """Restore a backup on a LocalQueue; returns the CLI's result (documents_failed > 0 means exit 1).
@@ -48,9 +47,8 @@ def run_restore(
         # backup of one big chunk gets all of them in its one task.
         running = max(1, min(threads, chunks))
         opened.in_flight = max(in_flight, -(-threads * in_flight // running))
-        set_total = getattr(progress, "set_total", None)
-        if set_total is not None and request.collections is None:
-            set_total(documents=sum(e.records for e in manifest.chunks if e.kind == "docs"))
+        if isinstance(progress, ProgressBar) and request.collections is None:
+            progress.set_total(documents=sum(e.records for e in manifest.chunks if e.kind == "docs"))
 
     # One delivery per task: inside it every call already retries transient errors (retry.RetryPolicy);
     # a second delivery would only repeat that wait before the same one-line error.
@@ -59,7 +57,7 @@ def run_restore(
     for name, handler in handlers.handlers().items():
         queue.register(name, handler)
     try:
-        queue.enqueue(PLAN, {"job": JOB})
+        queue.enqueue(RESTORE_PLAN, {"job": JOB})
         queue.join()
     finally:
         queue.close()
