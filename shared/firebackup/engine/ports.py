@@ -25,7 +25,9 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, TypeAlias, r
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
 from firebackup.errors import FireBackupError
 from firebackup.format.chunk import ChunkWriter
+from firebackup.firestore.grpc import RequestAfter
 from firebackup.firestore.reader import DocRange
+from firebackup.retry import RetryPolicy
 from firebackup.format.manifest import ChunkEntry, Manifest
 from firebackup.storage.base import ObjectInfo, Storage
 
@@ -147,6 +149,10 @@ class SourceConnection(Protocol):
 
     def run_query(self, request: WireRequest, *, timeout: float | None = None) -> ServerStream:
         """Stream RunQueryResponse bytes for a RunQueryRequest."""
+
+    def resumable_query(self, request_after: RequestAfter, *, retry: RetryPolicy) -> ServerStream:
+        """Stream RunQueryResponse bytes; after a transient error the query is issued again after the
+        last document it yielded (request_after(cursor) builds that request), within retry's budget."""
 
     def run_aggregation_query(self, request: WireRequest, *, timeout: float | None = None) -> ServerStream:
         """Stream RunAggregationQueryResponse bytes (a COUNT for a progress total)."""
