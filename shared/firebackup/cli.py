@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     def key_flag(sp, what: str):
         sp.add_argument("--key-file", metavar="FILE", help=what)
 
+    def unencrypted_flag(sp):
+        sp.add_argument("--allow-unencrypted", action="store_true",
+                        help="with --key-file, also read a backup that turns out NOT to be encrypted (refused by "
+                             "default: an unencrypted backup could have been swapped in under the same id)")
+
     sp = sub.add_parser("keygen", help="write a new 256-bit key (base64, one line)",
                         description="Write a new 256-bit key (base64, one line) to FILE "
                                     "(mode 0600, never overwriting) or to stdout.")
@@ -178,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leave references that point into the source database as they are "
                          "(default: remap them to the target)")
     key_flag(sp, "the key the backup was made with")
+    unencrypted_flag(sp)
     json_flag(sp)
     sp.set_defaults(func=cmd_restore)
 
@@ -185,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("backup_id", metavar="BACKUP_ID")
     sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
     key_flag(sp, "the key the backup was made with")
+    unencrypted_flag(sp)
     json_flag(sp)
     sp.set_defaults(func=cmd_verify)
 
@@ -197,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("backup_id", metavar="BACKUP_ID")
     sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
     key_flag(sp, "the key the backup was made with (without it only the public summary is shown)")
+    unencrypted_flag(sp)
     json_flag(sp)
     sp.set_defaults(func=cmd_show)
 
@@ -207,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
     sp.add_argument("--limit", type=_non_negative_int, metavar="N", help="stop after N documents")
     key_flag(sp, "the key the backup was made with")
+    unencrypted_flag(sp)
     sp.set_defaults(func=cmd_cat)
 
     # Not in the contract: backs up generated documents without Firestore (demos, tests, benchmarks).
@@ -368,13 +377,16 @@ def cmd_restore(args) -> int:
 
     request = RestoreRequest(backup_id=args.backup_id, project=args.project, database=args.database,
                              collections=args.collections, mode=args.mode, include_auth=args.include_auth,
-                             dry_run=args.dry_run, keep_references=args.keep_references)
+                             dry_run=args.dry_run, keep_references=args.keep_references,
+                             allow_unencrypted=args.allow_unencrypted)
     kek = load_key(args.key_file)
     cli = _adapters()
     repo = cli.repository(args.location)
     progress = _progress("restore")
     started = time.monotonic()
     try:
+        # The backup is checked (found, key right, not downgraded) before the target is touched.
+        repo.read_manifest(args.backup_id, kek, allow_unencrypted=args.allow_unencrypted)
         target = cli.firestore(args.project, args.database)
         try:
             result = run_restore(request, target=target, repo=repo, kek=kek,
@@ -416,7 +428,7 @@ def cmd_verify(args) -> int:
     repo = open_repository(args.location)
     progress = _progress("verify")
     try:
-        report = verify(repo, args.backup_id, kek, progress=progress)
+        report = verify(repo, args.backup_id, kek, progress=progress, allow_unencrypted=args.allow_unencrypted)
     finally:
         progress.close()
         _close_repo(repo)
@@ -472,7 +484,7 @@ def cmd_show(args) -> int:
         summary = repo.read_summary(args.backup_id)
         manifest = None
         if kek is not None or not summary.get("encrypted"):
-            manifest, _ = repo.read_manifest(args.backup_id, kek)
+            manifest, _ = repo.read_manifest(args.backup_id, kek, allow_unencrypted=args.allow_unencrypted)
     finally:
         _close_repo(repo)
     out: dict[str, Any] = dict(summary)
@@ -538,7 +550,7 @@ def cmd_cat(args) -> int:
     parse = Document.FromString
     printed = 0
     try:
-        manifest, data_key = repo.read_manifest(args.backup_id, kek)
+        manifest, data_key = repo.read_manifest(args.backup_id, kek, allow_unencrypted=args.allow_unencrypted)
         for entry in manifest.chunks:
             if entry.kind != "docs":
                 continue  # auth records hold password hashes: never printed by a convenience command

@@ -283,8 +283,12 @@ class BackupRepository(Protocol):
         or has another size than its entry says.
         """
 
-    def read_manifest(self, backup_id: str, kek: KeyEncryptionKey | None) -> tuple[Manifest, DataKey | None]:
-        """The checked manifest and its unwrapped data key (None for an unencrypted backup)."""
+    def read_manifest(self, backup_id: str, kek: KeyEncryptionKey | None, *,
+                      allow_unencrypted: bool = False) -> tuple[Manifest, DataKey | None]:
+        """The checked manifest and its unwrapped data key (None for an unencrypted backup).
+
+        Given a kek, an unencrypted manifest raises BadKey unless allow_unencrypted: no downgrade.
+        """
 
     def delete_backup(self, backup_id: str) -> int:
         """Delete the manifest first (the backup stops being complete), then its chunks.

@@ -339,8 +339,12 @@ class Repository:
         data = self.read_manifest_bytes(backup_id)
         return read_manifest_summary(data, where=self.manifest_key(backup_id))
 
-    def read_manifest(self, backup_id: str, kek: KeyEncryptionKey | None) -> tuple[Manifest, DataKey | None]:
-        """Return (Manifest, DataKey | None); BackupNotFound, BadKey, WrongKeyOrTampered on failure."""
+    def read_manifest(self, backup_id: str, kek: KeyEncryptionKey | None, *,
+                      allow_unencrypted: bool = False) -> tuple[Manifest, DataKey | None]:
+        """Return (Manifest, DataKey | None); BackupNotFound, BadKey, WrongKeyOrTampered on failure.
+
+        With a kek, an unencrypted backup is refused (BadKey) unless allow_unencrypted (format.md).
+        """
         from firebackup.format.manifest import decode_manifest, read_manifest_summary
 
         key = self.manifest_key(backup_id)
@@ -352,7 +356,7 @@ class Repository:
                     f"backup {backup_id} is encrypted (key {summary.get('kek_id')}): "
                     f"pass --key-file with the key it was made with"
                 )
-        manifest, data_key = decode_manifest(data, kek=kek, where=key)
+        manifest, data_key = decode_manifest(data, kek=kek, where=key, allow_unencrypted=allow_unencrypted)
         if manifest.backup_id != backup_id:
             raise WrongKeyOrTampered(
                 f"manifest names backup {manifest.backup_id}: it was copied from another backup",

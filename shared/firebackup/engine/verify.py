@@ -178,11 +178,11 @@ def _check_chunk(repo: BackupRepository, backup_id: str, entry: ChunkEntry, data
 
 
 def verify(repo: BackupRepository, backup_id: str, kek: KeyEncryptionKey | None, *,
-           progress: ProgressCallback | None = None, workers: int = 4) -> VerifyReport:
+           progress: ProgressCallback | None = None, workers: int = 4, allow_unencrypted: bool = False) -> VerifyReport:
     """Read every chunk of the backup and check it against its manifest; see the module docstring."""
     on_progress: ProgressCallback = progress if progress is not None else NoProgress()
     try:
-        manifest, data_key = repo.read_manifest(backup_id, kek)
+        manifest, data_key = repo.read_manifest(backup_id, kek, allow_unencrypted=allow_unencrypted)
     except (WrongKeyOrTampered, UnsupportedFormat):
         raise  # a wrong key looks exactly like tampering; the caller must decide (exit 2)
     except IntegrityError as e:

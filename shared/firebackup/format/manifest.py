@@ -221,15 +221,23 @@ def read_manifest_summary(data: bytes, *, where: str = "manifest") -> dict[str, 
 
 
 def decode_manifest(
-    data: bytes, *, kek: KeyEncryptionKey | None, where: str = "manifest"
+    data: bytes, *, kek: KeyEncryptionKey | None, where: str = "manifest", allow_unencrypted: bool = False
 ) -> tuple[Manifest, DataKey | None]:
     """Check and decode a manifest; return it and (if encrypted) the unwrapped data key.
 
-    Raises BadKey if the manifest is encrypted and no kek is given, WrongKeyOrTampered for the
-    wrong KEK or altered bytes, CorruptData / UnsupportedFormat for damaged or unknown input.
-    An unencrypted manifest decodes with or without a kek.
+    Raises BadKey if the manifest is encrypted and no kek is given, and also if a kek is given
+    but the manifest is NOT encrypted, unless allow_unencrypted: whoever can write to the bucket
+    could otherwise swap in an unencrypted backup under the same id, and a reader holding the
+    key would take it without any authentication. WrongKeyOrTampered for the wrong KEK or
+    altered bytes, CorruptData / UnsupportedFormat for damaged or unknown input.
     """
     enc, head, header, body = _split(data, where)
+    if enc != ENC_AES256GCM and kek is not None and not allow_unencrypted:
+        raise BadKey(
+            f"{where}: backup {header.get('backup_id')} is NOT encrypted, but a key was given: an unencrypted "
+            "backup where an encrypted one is expected may have been swapped in; if you know it was made "
+            "without a key, read it with --allow-unencrypted"
+        )
     dek: DataKey | None = None
     if enc == ENC_AES256GCM:
         if kek is None:

@@ -265,3 +265,30 @@ def test_cat_reads_every_document_back_as_json_lines(site):
     assert edge["nan"] == {"doubleValue": "NaN"}
     limited = fb("cat", bid, "--from", site["url"], "--key-file", str(site["key"]), "--limit", "3")
     assert limited.stdout.splitlines() == lines[:3]
+
+
+def test_an_unencrypted_backup_swapped_in_under_an_encrypted_ones_id_is_refused_to_a_key_holder(site):
+    """The attack: whoever can write to the bucket replaces an encrypted backup by an unencrypted one with
+    the same id; a restore or verify with the key must not take it without authentication."""
+    from firebackup.engine.repository import Repository
+    from firebackup.format.manifest import Manifest
+    from firebackup.storage import open_storage
+
+    dest, url = damaged_copy(site, "swapped")
+    bid = site["enc"]["backup_id"]
+    repo = Repository(open_storage(url))
+    repo.delete_backup(bid)
+    from firebackup.firestore.protos import Document
+
+    forged = Document(name="projects/demo-firebackup/databases/(default)/documents/users/evil").SerializeToString()
+    entry = repo.write_chunk(bid, "d00000-00000", [forged], kind="docs", codec="zstd", level=None,
+                             data_key=None, frame_size=None)
+    repo.write_manifest(Manifest(backup_id=bid, chunks=[entry], documents=1, collections=["users"],
+                                 source={"project": "demo-firebackup", "database": "(default)"}), None, None)
+    for command in (["verify", bid, "--from", url], ["show", bid, "--from", url],
+                    ["restore", bid, "--from", url, "--project", "nowhere", "--dry-run"]):
+        proc = fb(*command, "--key-file", str(site["key"]), expect=2)
+        assert proc.stderr.count("\n") == 1 and "NOT encrypted, but a key was given" in proc.stderr
+        assert "--allow-unencrypted" in proc.stderr
+    opted_in = fb_json("verify", bid, "--from", url, "--key-file", str(site["key"]), "--allow-unencrypted")
+    assert opted_in["ok"] is True and opted_in["documents"] == 1

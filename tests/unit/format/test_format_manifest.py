@@ -89,6 +89,15 @@ def test_decode_of_an_encrypted_manifest_without_a_kek_asks_for_the_key():
         decode_manifest(data, kek=None)
 
 
+def test_a_key_given_for_an_unencrypted_manifest_is_refused_unless_the_reader_opts_in():
+    data = encode_manifest(sample(), data_key=None, kek=None)
+    with pytest.raises(BadKey, match="NOT encrypted, but a key was given") as e:
+        decode_manifest(data, kek=new_kek())
+    assert "--allow-unencrypted" in str(e.value) and "\n" not in str(e.value)
+    m, dek = decode_manifest(data, kek=new_kek(), allow_unencrypted=True)
+    assert dek is None and m.encrypted is False and m.chunks == sample().chunks
+
+
 def test_encode_needs_both_keys_or_neither():
     with pytest.raises(UsageError):
         encode_manifest(sample(), data_key=DataKey.generate(), kek=None)

@@ -65,7 +65,8 @@ class RestoreJob:
     def manifest(self) -> tuple[Manifest, DataKey | None]:
         """The authenticated manifest and data key, read once per opened job."""
         if self._manifest is None:
-            self._manifest = self.repo.read_manifest(self.request.backup_id, self.kek)
+            self._manifest = self.repo.read_manifest(self.request.backup_id, self.kek,
+                                                     allow_unencrypted=self.request.allow_unencrypted)
         return self._manifest
 
 

@@ -34,6 +34,7 @@ class RestoreRequest:
     include_auth: bool = False
     dry_run: bool = False
     keep_references: bool = False  # default: references into the source database follow the data
+    allow_unencrypted: bool = False  # with a key: read a backup that turns out unencrypted (format.md: no downgrade)
 
     def __post_init__(self) -> None:
         if not self.project:
