@@ -130,8 +130,21 @@ def _membership(ctx: Ctx, org_id: str, user_id: str) -> UserOrganization:
 
 
 def _owners(ctx: Ctx, org_id: str) -> int:
+    """How many owners the org has, counted under the org's lock (see _lock_owners)."""
+    _lock_owners(ctx, org_id)
     return ctx.session.scalar(sa.select(sa.func.count()).select_from(UserOrganization).where(
         UserOrganization.org_id == org_id, UserOrganization.role == "owner")) or 0
+
+
+def _lock_owners(ctx: Ctx, org_id: str) -> None:
+    """Serialize every change that could remove an owner of this org until the transaction ends.
+
+    Counting and then writing is a race: two owners demoting each other at once both count two.
+    A no-op UPDATE of the organization row takes its row lock on PostgreSQL and the database's
+    write lock on SQLite (where SELECT ... FOR UPDATE does nothing), so the second transaction
+    counts only after the first has committed.
+    """
+    ctx.session.execute(sa.update(Organization).where(Organization.id == org_id).values(name=Organization.name))
 
 
 def change_role(ctx: Ctx, org_id: str, user_id: str, cmd: ChangeRole) -> dict[str, Any]:
