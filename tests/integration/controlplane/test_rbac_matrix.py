@@ -22,6 +22,9 @@ SUCCESS = {"GET": 200, "DELETE": 204}
 # Exceptions to "the route's own success status": the business rule that applies instead.
 SPECIAL = {
     ("leave", "owner"): 409,  # the last owner cannot leave
+    # The matrix's restore is in overwrite mode: it can overwrite data, which needs admin; a member may
+    # dry-run it or restore in skip mode (tests/unit/services/test_jobs.py covers those).
+    ("start_restore", "member"): 403,
 }
 
 
