@@ -232,4 +232,14 @@ def list_audit(ctx: Ctx, org_id: str, q: AuditFilter) -> tuple[list[AuditLog], s
 
 
 def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    """The filter instant in UTC (naive means UTC); one past what datetime holds in UTC clamps to that limit.
+
+    0001-01-01T00:00+01:00 is a valid instant whose UTC form is before year 1: as a lower bound it
+    means "from the beginning", and 9999-12-31T23:59-01:00 as an upper bound "until the end".
+    """
+    aware = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:
+        return aware.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if aware.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
