@@ -73,7 +73,8 @@ def test_a_built_folder_holds_the_function_the_package_and_the_requirements_and_
 def test_the_real_package_is_copied_whole_into_each_folder(tmp_path: Path) -> None:
     source = ROOT / "shared" / "firebackup"
     expected = sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
-                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+                      if p.is_file() and not build_functions.SKIP_DIRS & set(p.relative_to(source).parts)
+                      and not p.name.endswith(build_functions.SKIP_SUFFIXES))
     for b in build_functions.build(tmp_path):
         copied = b.path / "firebackup"
         assert sorted(p.relative_to(copied).as_posix() for p in copied.rglob("*") if p.is_file()) == expected
