@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
@@ -71,7 +71,7 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
 def _parse_body(route: Route) -> ApiRequest:
     if request.mimetype != "application/json":
         raise _Http(415, "unsupported_media_type", "send the body as application/json")
-    raw = request.get_data(cache=False)
+    raw = _body_bytes()
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
@@ -84,6 +84,29 @@ def _parse_body(route: Route) -> ApiRequest:
         return route.body.model_validate(data)
     except ValidationError as e:
         raise _Http(422, "invalid", "the body does not match the schema", _clean_errors(e)) from None
+
+
+def _body_bytes() -> bytes:
+    """The request body, or 413 when it is over max_request_bytes, however it was sent.
+
+    A body with Content-Length was checked against the limit before the view ran. A chunked one
+    has no length: werkzeug's limited stream then stops reading at MAX_CONTENT_LENGTH and hands
+    over the first bytes as if they were the whole body, so read one byte past the limit from
+    the server's own (de-chunked) input and refuse rather than parse a cut body.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    stream = request.environ["wsgi.input"]
+    raw = bytearray()
+    while len(raw) <= limit:
+        piece = stream.read(limit + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
+    if len(raw) > limit:
+        raise _Http(413, "request_too_large", f"the body is over {limit} bytes")
+    return bytes(raw)
 
 
 def _bad_text(value: Any, loc: tuple[Any, ...] = ()) -> list[str] | None:
