@@ -2,7 +2,7 @@
 
     settings = Settings.from_env()               # the edge reads the environment, once
     cli = bootstrap.cli(settings)                # firebackup ...: sources, repositories, Auth
-    plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers
+    plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers, metrics
     app = bootstrap.api_app(settings)            # functions/api: the Flask app over the control plane
 
 Below this module nothing reads the environment or picks an adapter; everything is passed down.
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from firebackup.engine.repository import Repository
     from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
     from firebackup.firestore.grpc import FirestoreConnection
+    from firebackup.runtime.metrics import Metrics, QueueDepth
     from firebackup.services.context import Ports
     from firebackup.services.workers import Workers
 
@@ -96,6 +97,7 @@ class ControlPlane:
 def ports(settings: Settings, **overrides: Any) -> Ports:
     """The control plane's ports; tests replace any of them by name (a fake that subclasses the port)."""
     from firebackup.crypto.secrets import Sealer
+    from firebackup.runtime.metrics import NullMetrics
     from firebackup.services.context import Ports
     from firebackup.services.ports import FirebaseIdTokenVerifier, FirestoreProber, GoogleOAuthClient, RecordingQueue
     from firebackup.services.source_opener import ProjectSources
@@ -119,10 +121,23 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
             firestore_emulator_host=settings.firestore_emulator_host,
             auth_emulator_host=settings.auth_emulator_host,
             oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret)),
+        # control_plane() passes the configured adapter: its queue gauges need the database.
+        "metrics": pick("metrics", NullMetrics),
     }
     if overrides:
         raise TypeError(f"unknown ports: {sorted(overrides)}")
     return Ports(**parts)
+
+
+def metrics(settings: Settings, factory: sessionmaker[Session]) -> Metrics:
+    """The Metrics adapter settings.metrics names; its queue gauges count job rows in this database."""
+    from firebackup.runtime.metrics import LogMetrics, PrometheusMetrics
+    from firebackup.services.job_store import queue_depth
+
+    def read() -> list[QueueDepth]:
+        return queue_depth(factory)
+
+    return LogMetrics(read) if settings.metrics == "log" else PrometheusMetrics(read)
 
 
 def control_plane(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> ControlPlane:
@@ -144,6 +159,8 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
 
         upgrade(engine)
     factory = make_session_factory(engine)
+    if overrides.get("metrics") is None:
+        overrides["metrics"] = metrics(settings, factory)
     in_process = overrides.get("queue") is None and settings.queue == "local"
     if in_process:
         overrides["queue"] = local_queue(settings.worker_threads)

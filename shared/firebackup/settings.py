@@ -51,6 +51,9 @@ class Settings:
     # None: AWS itself.
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # Metrics: "prometheus" serves them at the API's /metrics (the embedded default); "log" writes
+    # one JSON line per event on stdout for Cloud Logging's log-based metrics, and has no /metrics.
+    metrics: str = "prometheus"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -90,10 +93,12 @@ class Settings:
             debug=env.get("FIREBACKUP_DEBUG", "") == "1",
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
+            metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),
         )
 
 
 QUEUES = ("local", "recording")
+METRICS = ("prometheus", "log")
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
@@ -19,6 +20,7 @@ from firebackup.api.openapi import build_openapi
 from firebackup.api.routes import ROUTES, Route
 from firebackup.api.schemas import ApiRequest
 from firebackup.db.models import AuditLog
+from firebackup.runtime.metrics import Metrics, PrometheusMetrics
 from firebackup.services.context import Ctx, Ports
 from firebackup.services.errors import PermissionDenied, ServiceError
 from firebackup.services.identity import authenticate, authorize
@@ -52,6 +54,8 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
         app.add_url_rule(rule, endpoint=f"{route.method} {route.path}", view_func=_view(route, ports, session_factory),
                          methods=[route.method])
 
+    _add_metrics(app, ports.metrics)
+
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         code = re.sub(r"\W+", "_", (e.name or "error").lower()).strip("_")
@@ -66,6 +70,49 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
         return error_response(500, "internal", "internal error; the request was not applied")
 
     return app
+
+
+def _add_metrics(app: Flask, metrics: Metrics) -> None:
+    """Time every request by route template; serve /metrics when the adapter is scraped (Prometheus).
+
+    /metrics needs no token: it holds counts and timings, and no tenant data beyond opaque ids
+    (runtime/metrics.py says why those are acceptable). The "log" adapter writes its lines instead.
+    """
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started: float | None = g.get("request_started")
+        if started is not None:
+            metrics.request_served(_route_label(), str(response.status_code), time.perf_counter() - started)
+        return response
+
+    if isinstance(metrics, PrometheusMetrics):
+        prometheus = metrics
+
+        @app.get("/metrics")
+        def scrape() -> Response:
+            body, content_type = prometheus.exposition(request.headers.get("Accept"))
+            return Response(body, status=200, content_type=content_type)
+
+
+def _route_label() -> str:
+    """The matched route's template ("GET /v1/orgs/{org_id}/backups"), or "unmatched".
+
+    Never the raw path: ids (or anything a client invents) in a label would mint a series per value.
+    The method is taken only from a matched rule, so it is one of the few that rule allows.
+    """
+    rule = request.url_rule
+    if rule is None:
+        return "unmatched"
+    template = _RULE_PARAM.sub(r"{\1}", rule.rule)
+    return f"{request.method} {template}"
+
+
+_RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
 
 
 def _parse_body(route: Route) -> ApiRequest:

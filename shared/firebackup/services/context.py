@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from firebackup.crypto.secrets import Sealer
 from firebackup.db.models import AuditLog
+from firebackup.runtime.metrics import Metrics, NullMetrics
 from firebackup.runtime.queue import TaskQueue
 from firebackup.services.errors import Invalid
 from firebackup.services.ports import IdTokenVerifier, OAuthClient, ProjectProber
@@ -64,6 +65,8 @@ class Ports:
     prober: ProjectProber
     open_storage: Callable[..., Any]
     sources: ProjectSources  # connected projects' Firestore and Auth, with their own credentials
+    # bootstrap always builds the configured adapter; the default serves Ports built by hand (unit tests).
+    metrics: Metrics = field(default_factory=NullMetrics)
 
 
 @dataclass
