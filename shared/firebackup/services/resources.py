@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from firebackup.crypto.secrets import fingerprint
 from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
 from firebackup.errors import FireBackupError
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
@@ -59,7 +58,7 @@ def _new_project(ctx: Ctx, org_id: str, name: str, gcp: str, db: str, kind: str,
     pid = new_id("prj")
     row = Project(id=pid, org_id=org_id, name=name, gcp_project_id=gcp, database_id=db, auth_kind=kind,
                   credentials_sealed=ctx.ports.sealer.seal(secret, _context(Project, "credentials_sealed", pid)),
-                  credentials_fingerprint=fingerprint(secret), created_by=ctx.actor_id)
+                  credentials_fingerprint=ctx.ports.sealer.fingerprint(secret), created_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("project.connect", "project", pid, {"auth": kind, "gcp_project_id": gcp, "database_id": db})
@@ -156,7 +155,7 @@ def create_destination(ctx: Ctx, org_id: str, cmd: AddDestination) -> StorageDes
     if cmd.credentials is not None:
         secret = json.dumps(cmd.credentials.as_dict(), sort_keys=True).encode()
         row.credentials_sealed = ctx.ports.sealer.seal(secret, _context(StorageDestination, "credentials_sealed", did))
-        row.credentials_fingerprint = fingerprint(secret)
+        row.credentials_fingerprint = ctx.ports.sealer.fingerprint(secret)
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("destination.create", "storage_destination", did, {"kind": cmd.kind})
@@ -273,7 +272,7 @@ def create_webhook(ctx: Ctx, org_id: str, cmd: AddWebhook) -> Webhook:
     wid = new_id("whk")
     row = Webhook(id=wid, org_id=org_id, url=cmd.url, events=list(dict.fromkeys(cmd.events)),
                   secret_sealed=ctx.ports.sealer.seal(cmd.secret, _context(Webhook, "secret_sealed", wid)),
-                  secret_fingerprint=fingerprint(cmd.secret))
+                  secret_fingerprint=ctx.ports.sealer.fingerprint(cmd.secret))
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("webhook.create", "webhook", wid, {"events": row.events})

@@ -49,7 +49,7 @@ def test_a_webhook_secret_is_sealed_and_only_its_fingerprint_is_returned(api) ->
     assert r.status_code == 201
     out = r.get_json()
     assert out["events"] == ["backup.completed", "restore.failed"] and "secret" not in out
-    assert out["secret_fingerprint"].startswith("sha256:") and secret not in r.get_data(as_text=True)
+    assert out["secret_fingerprint"].startswith("hmac:") and secret not in r.get_data(as_text=True)
     with api.session() as s:
         row = s.get(Webhook, out["id"])
         assert row.secret_sealed.startswith("fbs1.") and secret not in row.secret_sealed

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 
 from firebackup.db.models import Backup, Webhook, WebhookDelivery, new_id
-from firebackup.crypto.secrets import fingerprint
 from firebackup.services.context import Ctx
 from firebackup.services.jobs import record_outcome
 from firebackup.services.webhooks import MAX_ATTEMPTS, deliver
@@ -51,7 +50,7 @@ def _add_hook(api, org: str, url: str, events: list[str]) -> str:
     with api.session() as s, s.begin():
         s.add(Webhook(id=wid, org_id=org, url=url, events=events,
                       secret_sealed=api.sealer.seal(SECRET, f"webhooks.secret_sealed:{wid}"),
-                      secret_fingerprint=fingerprint(SECRET)))
+                      secret_fingerprint=api.sealer.fingerprint(SECRET)))
     return wid
 
 
