@@ -47,6 +47,13 @@ class Settings:
     # A task's lease: another delivery of the task waits this long before it may take over.
     lease_seconds: float = 600.0
     debug: bool = False  # tracebacks on stderr for unexpected errors (the CLI)
+    # The API's view of its callers (api/limits.py): how many proxies' X-Forwarded-For entries to
+    # believe (1 behind Google's front end; 0 when nothing is in front), and request limits per
+    # address and per bearer token ("" turns one off), counted in a flask-limiter store.
+    trusted_proxy_hops: int = 0
+    rate_limit_per_address: str = "600/minute"
+    rate_limit_per_token: str = "1200/minute"
+    rate_limit_storage: str = "memory://"
     # Tenant S3 destinations without an endpoint of their own use this one (development: moto);
     # None: AWS itself.
     s3_endpoint_url: str | None = None
@@ -91,6 +98,10 @@ class Settings:
             chunks_per_task=_int(env, "FIREBACKUP_CHUNKS_PER_TASK", cls.chunks_per_task),
             lease_seconds=float(_int(env, "FIREBACKUP_LEASE_SECONDS", int(cls.lease_seconds))),
             debug=env.get("FIREBACKUP_DEBUG", "") == "1",
+            trusted_proxy_hops=_int(env, "FIREBACKUP_TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops),
+            rate_limit_per_address=env.get("FIREBACKUP_RATE_LIMIT_PER_ADDRESS", cls.rate_limit_per_address).strip(),
+            rate_limit_per_token=env.get("FIREBACKUP_RATE_LIMIT_PER_TOKEN", cls.rate_limit_per_token).strip(),
+            rate_limit_storage=env.get("FIREBACKUP_RATE_LIMIT_STORAGE", cls.rate_limit_storage).strip(),
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
             metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),

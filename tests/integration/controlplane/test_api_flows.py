@@ -190,7 +190,7 @@ def test_connecting_a_project_seals_the_key_and_test_connection_uses_it(api, wor
         "name": "staging", "gcp_project_id": "acme-staging", "database_id": "orders-db", "service_account_key": SA_KEY})
     assert r.status_code == 201
     p = r.get_json()
-    assert "service_account_key" not in p and p["credentials_fingerprint"].startswith("sha256:")
+    assert "service_account_key" not in p and p["credentials_fingerprint"].startswith("hmac:")
     assert api.call("POST", f"/v1/orgs/{world.org}/projects", tok, json={
         "name": "again", "gcp_project_id": "acme-staging", "database_id": "orders-db", "service_account_key": SA_KEY}).status_code == 409
     res = api.call("POST", f"/v1/orgs/{world.org}/projects/{p['id']}/test", tok).get_json()
