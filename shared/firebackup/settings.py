@@ -51,6 +51,15 @@ class Settings:
     # None: AWS itself.
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # The maintenance reaper fails a running job whose lease has expired and whose last heartbeat
+    # is older than this: no worker is on it any more (killed instance, lost task).
+    reap_after_seconds: float = 1800.0
+    # Cloud Scheduler publishes the ticks to these Pub/Sub topics (`python -m firebackup.services.ticks
+    # ensure` creates the two jobs in this project and location).
+    scheduler_topic: str = "firebackup-scheduler-tick"
+    maintenance_topic: str = "firebackup-maintenance-tick"
+    gcp_project: str | None = None
+    scheduler_location: str = "us-central1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -90,6 +99,11 @@ class Settings:
             debug=env.get("FIREBACKUP_DEBUG", "") == "1",
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
+            reap_after_seconds=float(_int(env, "FIREBACKUP_REAP_AFTER_SECONDS", int(cls.reap_after_seconds))),
+            scheduler_topic=env.get("FIREBACKUP_SCHEDULER_TOPIC") or cls.scheduler_topic,
+            maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
+            gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
+            scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
         )
 
 
