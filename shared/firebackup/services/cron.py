@@ -88,13 +88,31 @@ def parse_cron(expr: str, tz: str = "UTC") -> Cron:
     elif len(text.split()) != 5:
         raise Invalid(f"cron {expr!r} has {len(text.split())} fields; use 5: minute hour day-of-month month "
                       f"day-of-week (or a macro such as @daily)")
-    try:
-        croniter(text, datetime(2000, 1, 1, tzinfo=zone))
-    except (CroniterError, ValueError, KeyError, IndexError) as e:
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise Invalid(f"cron {expr!r} is not valid ({reason}); use numbers, names, *, ranges, lists and steps") from None
+    if not _accepted(text):
+        raise Invalid(_what_is_wrong(expr, text))
     minute, hour = _MACRO_TIMES.get(text.lower(), text.split()[:2])
     return Cron(text, zone, fixed=not (minute.startswith("*") or hour.startswith("*")))
+
+
+_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31 or L"), ("month", "1-12 or jan-dec"),
+           ("day-of-week", "0-7 or sun-sat"))
+
+
+def _accepted(text: str) -> bool:
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=_UTC))
+    except (CroniterError, ValueError, KeyError, IndexError):
+        return False
+    return True
+
+
+def _what_is_wrong(expr: str, text: str) -> str:
+    """One line naming the first field croniter refuses on its own (croniter's own messages name none)."""
+    parts = text.split()
+    for i, (name, allowed) in enumerate(_FIELDS):
+        if not _accepted(" ".join(parts[i] if j == i else "*" for j in range(5))):
+            return f"cron {name} field {parts[i]!r} is not valid; use {allowed}, *, ranges (a-b), lists (a,b) and steps (*/n)"
+    return f"cron {expr!r} is not valid; check each field: minute hour day-of-month month day-of-week"
 
 
 # The minute and hour fields of croniter's macros: @hourly follows elapsed time, the others fixed times.

@@ -50,6 +50,13 @@ def test_invalid_cron_expressions_are_rejected_with_a_clear_error(expr: str) -> 
         parse_cron(expr)
 
 
+@pytest.mark.parametrize("expr,field", [("61 3 * * *", "minute"), ("0 24 * * *", "hour"), ("0 3 0 * *", "day-of-month"),
+                                        ("0 3 * 13 *", "month"), ("0 3 * * funday", "day-of-week")])
+def test_the_error_names_the_field_that_is_wrong_and_what_it_takes(expr: str, field: str) -> None:
+    with pytest.raises(Invalid, match=f"^cron {field} field .* is not valid; use "):
+        parse_cron(expr)
+
+
 @pytest.mark.parametrize("tz", ["Mars/Olympus", "../../etc/passwd", "", "UTC\x00"])
 def test_unknown_time_zones_are_rejected(tz: str) -> None:
     with pytest.raises(Invalid, match="time zone"):
