@@ -12,8 +12,10 @@ An unknown setting is an error at start-up (Settings.from_env), never a silent f
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from firebackup.settings import Settings
 
@@ -170,6 +172,27 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     else:
         workers = Workers(factory, built, threads=settings.worker_threads)
     return ControlPlane(settings, engine, factory, built, workers)
+
+
+T = TypeVar("T")
+
+
+def once(build: Callable[[], T]) -> Callable[[], T]:
+    """`build()` on the first call, the same object on every later one (thread-safe).
+
+    A function instance builds its control plane on its first event, not at import time, and
+    then keeps it for every later event it serves.
+    """
+    lock = threading.Lock()
+    built: list[T] = []
+
+    def get() -> T:
+        with lock:
+            if not built:
+                built.append(build())
+            return built[0]
+
+    return get
 
 
 def api_app(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> Flask:

@@ -61,6 +61,15 @@ class Settings:
     # Metrics: "prometheus" serves them at the API's /metrics (the embedded default); "log" writes
     # one JSON line per event on stdout for Cloud Logging's log-based metrics, and has no /metrics.
     metrics: str = "prometheus"
+    # The maintenance reaper fails a running job whose lease has expired and whose last heartbeat
+    # is older than this: no worker is on it any more (killed instance, lost task).
+    reap_after_seconds: float = 1800.0
+    # Cloud Scheduler publishes the ticks to these Pub/Sub topics (`python -m firebackup.services.ticks
+    # ensure` creates the two jobs in this project and location).
+    scheduler_topic: str = "firebackup-scheduler-tick"
+    maintenance_topic: str = "firebackup-maintenance-tick"
+    gcp_project: str | None = None
+    scheduler_location: str = "us-central1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -105,6 +114,11 @@ class Settings:
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
             metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),
+            reap_after_seconds=float(_int(env, "FIREBACKUP_REAP_AFTER_SECONDS", int(cls.reap_after_seconds))),
+            scheduler_topic=env.get("FIREBACKUP_SCHEDULER_TOPIC") or cls.scheduler_topic,
+            maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
+            gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
+            scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
         )
 
 

@@ -338,12 +338,25 @@ class RestoreOut(Out):
 
 # --- schedules, webhooks, tokens, audit --------------------------------------------------------
 
-class Retention(In):
-    keep_last: int | None = Field(None, ge=1, le=10000)
-    keep_days: int | None = Field(None, ge=1, le=3650)
+Count = Annotated[int, Field(ge=1, le=10000)]
 
+
+class RetentionRules(BaseModel):
+    """restic `forget` rules; a backup any rule keeps is kept (see services/retention.py)."""
+
+    keep_last: Count | None = None
+    keep_hourly: Count | None = None
+    keep_daily: Count | None = None
+    keep_weekly: Count | None = None
+    keep_monthly: Count | None = None
+    keep_yearly: Count | None = None
+    keep_within: Annotated[str, StringConstraints(pattern=r"^([0-9]{1,5}[ymdh]){1,4}$")] | None = Field(
+        default=None, description='a duration counted back from the newest backup: "30d", "12h", "1y6m"')
+
+
+class Retention(RetentionRules, In):
     def to_value(self) -> c.Retention:
-        return c.Retention(keep_last=self.keep_last, keep_days=self.keep_days)
+        return c.Retention(**self.model_dump())
 
 
 class ScheduleIn(ApiRequest):
@@ -352,7 +365,7 @@ class ScheduleIn(ApiRequest):
     destination_id: Id
     cron: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
-    retention: Retention = Retention(keep_last=None, keep_days=None)
+    retention: Retention = Retention()
     collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
     enabled: bool = True
 
@@ -377,9 +390,29 @@ class SchedulePatch(ApiRequest):
                                 enabled=_if_sent(self, "enabled", self.enabled))
 
 
-class RetentionOut(Out):
-    keep_last: int | None = None
-    keep_days: int | None = None
+class RetentionOut(RetentionRules, Out):
+    pass
+
+
+class KeptBackupOut(Out):
+    backup_id: str
+    time: datetime
+    reasons: list[str]
+
+
+class RemovedBackupOut(Out):
+    backup_id: str
+    time: datetime
+
+
+class RetentionPreviewOut(Out):
+    """A dry run of the schedule's retention: what would be removed now, and why each other backup stays."""
+
+    schedule_id: str
+    timezone: str
+    rules: RetentionOut
+    keep: list[KeptBackupOut]
+    remove: list[RemovedBackupOut]
 
 
 class ScheduleOut(Out):

@@ -221,10 +221,23 @@ class Schedule(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     cron: Mapped[str] = mapped_column(sa.String(120))
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
-    retention: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # {keep_last, keep_days}
+    # keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within ("30d")
+    retention: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     collections: Mapped[list | None] = mapped_column(sa.JSON)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the latest due instant started
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One due instant of a schedule, started once: the unique (schedule, due_at) row is the decision."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (sa.UniqueConstraint("schedule_id", "due_at"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    backup_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("backups.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

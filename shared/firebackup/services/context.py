@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from firebackup.crypto.secrets import Sealer
 from firebackup.db.models import AuditLog
@@ -106,6 +108,23 @@ class Ctx:
         )
         self.session.add(row)
         self.audited.append(row)
+
+
+SystemTx = Callable[[], ContextManager[Ctx]]  # `with tx() as ctx:` one short transaction, as the system
+
+
+def system_transactions(factory: sessionmaker[Session], ports: Ports) -> SystemTx:
+    """A SystemTx over a session factory: each `with` commits on success and rolls back on an exception.
+
+    For callers that are no request (the scheduler, maintenance): no principal, audited as `system`.
+    """
+
+    @contextlib.contextmanager
+    def tx() -> Iterator[Ctx]:
+        with factory.begin() as session:
+            yield Ctx(session, ports)
+
+    return tx
 
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
 from firebackup.errors import FireBackupError
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
-                                          PageRequest, Unset, UpdateSchedule)
+                                          PageRequest, Retention, Unset, UpdateSchedule)
 from firebackup.services.context import Ctx, page
 from firebackup.services.cron import parse_cron
 from firebackup.services.errors import Conflict, Invalid, NotFound
@@ -220,8 +220,15 @@ def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict[str, Any]:
     return _schedule_out(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
 
 
+def _check_retention(rules: Retention) -> None:
+    from firebackup.services.retention import check_rules  # retention builds on this module
+
+    check_rules(rules)
+
+
 def create_schedule(ctx: Ctx, org_id: str, cmd: CreateSchedule) -> dict[str, Any]:
     parse_cron(cmd.cron, cmd.timezone)
+    _check_retention(cmd.retention)
     get_project(ctx, org_id, cmd.project_id)
     get_destination(ctx, org_id, cmd.destination_id)
     row = Schedule(id=new_id("sch"), org_id=org_id, name=cmd.name, project_id=cmd.project_id,
@@ -246,6 +253,8 @@ def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, cmd: UpdateSchedule
     if isinstance(cmd.enabled, bool):
         row.enabled = cmd.enabled
     if not isinstance(cmd.retention, Unset):
+        if cmd.retention is not None:
+            _check_retention(cmd.retention)
         row.retention = cmd.retention.as_dict() if cmd.retention is not None else {}
     ctx.audit("schedule.update", "schedule", schedule_id, {"fields": cmd.given()})
     return _schedule_out(row)
