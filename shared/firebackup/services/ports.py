@@ -15,17 +15,21 @@ except ImportError:  # pragma: no cover - only while runtime/ is absent
     class TaskQueue(Protocol):  # type: ignore[no-redef]
         """Enqueue one named task with a JSON-able payload (Cloud Tasks in production)."""
 
-        def enqueue(self, name: str, payload: dict) -> None: ...
+        def enqueue(self, name: str, payload: dict, *, delay_seconds: float = 0.0) -> None: ...
 
 
 class RecordingQueue:
-    """In-process queue that keeps tasks for a worker (or a test) to take."""
+    """In-process queue that keeps tasks for a worker (or a test) to take.
+
+    A delay is not kept: the taker runs tasks when it likes, and a delayed task (a webhook
+    retry) checks for itself whether it is due.
+    """
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
 
-    def enqueue(self, name: str, payload: dict) -> None:
+    def enqueue(self, name: str, payload: dict, *, delay_seconds: float = 0.0) -> None:
         with self._lock:
             self.tasks.append((name, dict(payload)))
 
