@@ -3,12 +3,10 @@ and a real HTTP receiver on 127.0.0.1 that answers from a script."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from firebackup.runtime.queue import TaskQueue
 from firebackup.services.workers import Workers
 from tests.integration.controlplane.conftest import db_url, engine  # noqa: F401 - fixtures used here
 from tests.integration.controlplane.jobs_world import Org, make_org, settings_for
+from tests.integration.local_http import QuietHandler, serving
 
 
 class DelayedQueue(TaskQueue):
@@ -73,23 +72,11 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     rx = Receiver("", [(200, b"ok")])
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            rx.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            status, answer = rx.answers[min(len(rx.got), len(rx.answers)) - 1]
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            rx.got.append(({k.lower(): v for k, v in self.headers.items()}, self.body()))
+            self.answer(*rx.answers[min(len(rx.got), len(rx.answers)) - 1])
 
-        def log_message(self, *args: Any) -> None:  # keep test output clean
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rx.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield rx
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as base:
+        rx.url = base + "/hook"
+        yield rx
