@@ -96,7 +96,7 @@ class Workers:
     def project_secret(self, ctx: Ctx, project: Project) -> bytes:
         from firebackup.services.resources import project_credentials
 
-        if self.ports.sources.firestore_emulator_host:
+        if not self.ports.sources.needs_credentials:
             return b""  # the emulator takes no credentials: never unseal what is not needed
         return project_credentials(ctx, project)
 
