@@ -109,20 +109,23 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         given = overrides.pop(name, None)
         return given if given is not None else build()
 
+    sources = pick("sources", lambda: ProjectSources(
+        firestore_emulator_host=settings.firestore_emulator_host,
+        auth_emulator_host=settings.auth_emulator_host,
+        oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret,
+        oauth_token_uri=settings.oauth_token_uri,
+        firestore_emulator_credentials=settings.firestore_emulator_credentials))
     parts = {
         "settings": settings,
         "sealer": pick("sealer", lambda: Sealer.from_settings(settings)),
         "queue": pick("queue", RecordingQueue),
         "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(settings.firebase_project_id)),
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
-                                                         settings.oauth_redirect_uri)),
-        "prober": pick("prober", FirestoreProber),
+                                                         settings.oauth_redirect_uri, settings.oauth_token_uri)),
+        "prober": pick("prober", lambda: FirestoreProber(sources)),
         "open_storage": pick("open_storage", lambda: DestinationStorageOpener(
             default_s3_endpoint=settings.s3_endpoint_url, default_region=settings.aws_region)),
-        "sources": pick("sources", lambda: ProjectSources(
-            firestore_emulator_host=settings.firestore_emulator_host,
-            auth_emulator_host=settings.auth_emulator_host,
-            oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret)),
+        "sources": sources,
         # control_plane() passes the configured adapter: its queue gauges need the database.
         "metrics": pick("metrics", NullMetrics),
     }

@@ -33,6 +33,9 @@ class Settings:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
+    # Where a connected project's refresh token is exchanged for access tokens. Google's; tests
+    # point it at a fake token endpoint on 127.0.0.1.
+    oauth_token_uri: str = "https://oauth2.googleapis.com/token"
     # Task queue: "local" runs tasks in-process (the embedded default), "recording" only keeps
     # them (for a separate worker, or tests). Anything else is refused at start-up.
     queue: str = "local"
@@ -40,6 +43,9 @@ class Settings:
     # Emulators (development and tests); None: the real services with their credentials.
     firestore_emulator_host: str | None = None
     auth_emulator_host: str | None = None
+    # Tests only: send connected projects' own credentials to the Firestore emulator (it accepts
+    # Google access tokens) instead of using none, so the credentials path runs locally.
+    firestore_emulator_credentials: bool = False
     # Where a control-plane backup cuts its chunks and hands on (one chunk per task keeps each
     # task well inside a function's timeout); None: the engine's defaults.
     chunk_docs: int | None = None
@@ -99,10 +105,13 @@ class Settings:
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
+            oauth_token_uri=env.get("FIREBACKUP_OAUTH_TOKEN_URI") or cls.oauth_token_uri,
             queue=_choice(env, "FIREBACKUP_QUEUE", QUEUES, cls.queue),
             worker_threads=_int(env, "FIREBACKUP_WORKER_THREADS", cls.worker_threads),
             firestore_emulator_host=_host(env.get("FIRESTORE_EMULATOR_HOST")),
             auth_emulator_host=_host(env.get("FIREBASE_AUTH_EMULATOR_HOST")),
+            firestore_emulator_credentials=env.get("FIREBACKUP_FIRESTORE_EMULATOR_CREDENTIALS", "").lower()
+            in ("1", "true", "yes"),
             chunk_docs=_int(env, "FIREBACKUP_CHUNK_DOCS", 0) or None,
             chunks_per_task=_int(env, "FIREBACKUP_CHUNKS_PER_TASK", cls.chunks_per_task),
             lease_seconds=float(_int(env, "FIREBACKUP_LEASE_SECONDS", int(cls.lease_seconds))),

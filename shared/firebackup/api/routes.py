@@ -12,7 +12,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from firebackup.api import schemas as s
-from firebackup.services import jobs, orgs, resources, retention
+from firebackup.services import jobs, orgs, resources, retention, webhooks
 from firebackup.services.context import Role
 
 
@@ -98,6 +98,8 @@ ROUTES: list[Route] = [
     Route("POST", ORG + "/webhooks", resources.create_webhook, A, s.WebhookOut, 201, s.WebhookIn),
     Route("GET", ORG + "/webhooks/{webhook_id}", resources.get_webhook, V, s.WebhookOut),
     Route("DELETE", ORG + "/webhooks/{webhook_id}", resources.delete_webhook, A),
+    _list(ORG + "/webhooks/{webhook_id}/deliveries", webhooks.list_webhook_deliveries, V, s.WebhookDeliveryOut,
+          summary="The webhook's delivery log, newest first"),
     _list(ORG + "/audit", orgs.list_audit, A, s.AuditOut, s.AuditQuery, summary="Audit log, newest first"),
     _list(ORG + "/tokens", orgs.list_tokens, A, s.TokenOut),
     Route("POST", ORG + "/tokens", orgs.create_token, A, s.TokenCreatedOut, 201, s.TokenIn,

@@ -450,6 +450,24 @@ class WebhookOut(Out):
     created_at: datetime
 
 
+class WebhookDeliveryOut(Out):
+    """One delivery in a webhook's log: its state and its last attempt (never the secret or the whole answer)."""
+
+    id: str
+    webhook_id: str
+    event: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    status_code: int | None = Field(description="the receiver's HTTP status at the last attempt")
+    error: str | None = Field(description="why the last attempt failed, in one line")
+    response_excerpt: str | None = Field(description="the start of the receiver's last answer, sanitized")
+    duration_ms: int | None = Field(description="how long the last attempt took")
+    created_at: datetime
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="when a pending delivery is tried again")
+    delivered_at: datetime | None
+
+
 class TokenIn(ApiRequest):
     name: Name
     role: RoleName

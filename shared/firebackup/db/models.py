@@ -255,6 +255,8 @@ class Webhook(Base):
 
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
+    # Maintenance looks for pending deliveries whose next attempt is overdue (a lost task).
+    __table_args__ = (sa.Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("whd"))
     webhook_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
     event: Mapped[str] = mapped_column(sa.String(64))
@@ -265,6 +267,10 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None once delivered or failed
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(sa.Integer)  # the last attempt's, answer excerpt included
+    response_excerpt: Mapped[str | None] = mapped_column(sa.String(256))  # sanitized start of the last answer
 
 
 class AuditLog(Base):

@@ -138,12 +138,15 @@ def _fail_lost(tx: SystemTx, model: type[JobRow], job_id: str, now: dt.datetime,
 # --- hooks for what other modules own -----------------------------------------------------------------
 
 def redeliver_webhooks(tx: SystemTx, now: dt.datetime) -> int:
-    """Hand webhook deliveries that are due again to the webhook queue; returns how many.
+    """Hand the webhook deliveries whose task was lost (overdue) back to the webhook queue; returns how many.
 
-    The hook for the webhook module's redelivery entry point (its backoff decides what is due);
-    until that module has one, there is nothing to redeliver from here and it returns 0.
+    The queue's delayed tasks space the attempts; this only catches the ones a lost task or a dead
+    local timer left behind (services.webhooks.redeliver_due decides which).
     """
-    return 0
+    from firebackup.services.webhooks import redeliver_due
+
+    with tx() as ctx:
+        return len(redeliver_due(ctx, now))
 
 
 def compact_pitr(tx: SystemTx, now: dt.datetime) -> None:

@@ -30,13 +30,15 @@ SA_KEY = {"type": "service_account", "client_email": "b@p.iam.gserviceaccount.co
 
 
 class RecordedQueue(TaskQueue):
-    """Keeps every task instead of running it."""
+    """Keeps every task instead of running it, and the delay it was enqueued with."""
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, dict[str, Any]]] = []
+        self.delays: list[float] = []
 
-    def enqueue(self, name: str, payload: dict[str, Any]) -> None:
+    def enqueue(self, name: str, payload: dict[str, Any], *, delay_seconds: float = 0.0) -> None:
         self.tasks.append((name, dict(payload)))
+        self.delays.append(delay_seconds)
 
 
 class TableVerifier(IdTokenVerifier):

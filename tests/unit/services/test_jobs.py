@@ -182,7 +182,7 @@ def test_a_finished_backup_queues_one_delivery_per_enabled_webhook_subscribed_to
     deliveries = world.session.scalars(sa.select(WebhookDelivery)).all()
     assert [(d.webhook_id, d.event, d.payload["data"]["backup_id"]) for d in deliveries] == [
         (done.id, "backup.completed", b)]
-    assert queue.tasks == [("webhook_deliver", {"delivery_id": deliveries[0].id})]
+    assert queue.tasks == [("webhook_deliver", {"delivery_id": deliveries[0].id, "attempt": 1})]
     audit = world.session.scalar(sa.select(AuditLog).where(AuditLog.action == "backup.completed"))
     assert (audit.org_id, audit.actor_type, audit.result) == (org.id, "system", "success")
 
