@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from firebackup.firestore.grpc import FirestoreConnection
     from firebackup.runtime.metrics import Metrics, QueueDepth
     from firebackup.services.context import Ports
+    from firebackup.services.local_ticks import LocalTicker
     from firebackup.services.workers import Workers
 
 def prepare_process(settings: Settings) -> None:
@@ -207,3 +208,16 @@ def api_app(settings: Settings, *, engine: Engine | None = None, **overrides: An
     app.extensions["firebackup_queue"] = plane.ports.queue
     app.extensions["firebackup_control_plane"] = plane
     return app
+
+
+def local_ticker(plane: ControlPlane) -> LocalTicker:
+    """The embedded platform's scheduler and maintenance ticks, in this process (not started)."""
+    import datetime as dt
+
+    from firebackup.services.context import system_transactions
+    from firebackup.services.local_ticks import LocalTicker
+
+    s = plane.settings
+    return LocalTicker(system_transactions(plane.factory, plane.ports), plane.ports, every=s.local_tick_seconds,
+                       maintenance_every=s.local_maintenance_seconds,
+                       reap_after=dt.timedelta(seconds=s.reap_after_seconds))

@@ -67,6 +67,10 @@ class Settings:
     # Metrics: "prometheus" serves them at the API's /metrics (the embedded default); "log" writes
     # one JSON line per event on stdout for Cloud Logging's log-based metrics, and has no /metrics.
     metrics: str = "prometheus"
+    # The embedded platform's stand-in for Cloud Scheduler (services/local_ticks.py): how often the
+    # scheduler and maintenance run in this process.
+    local_tick_seconds: float = 30.0
+    local_maintenance_seconds: float = 3600.0
     # The maintenance reaper fails a running job whose lease has expired and whose last heartbeat
     # is older than this: no worker is on it any more (killed instance, lost task).
     reap_after_seconds: float = 1800.0
@@ -123,6 +127,9 @@ class Settings:
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
             metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),
+            local_tick_seconds=_float(env, "FIREBACKUP_LOCAL_TICK_SECONDS", cls.local_tick_seconds),
+            local_maintenance_seconds=_float(env, "FIREBACKUP_LOCAL_MAINTENANCE_SECONDS",
+                                             cls.local_maintenance_seconds),
             reap_after_seconds=float(_int(env, "FIREBACKUP_REAP_AFTER_SECONDS", int(cls.reap_after_seconds))),
             scheduler_topic=env.get("FIREBACKUP_SCHEDULER_TOPIC") or cls.scheduler_topic,
             maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
@@ -158,6 +165,19 @@ def _b64key(text: str, name: str) -> bytes:
     if len(key) != 32:
         raise BadKey(f"{name} decodes to {len(key)} bytes, not 32; set it to 32 random bytes, base64-encoded")
     return key
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name}={raw!r} is not a positive number of seconds; set e.g. 30")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
