@@ -113,8 +113,7 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
                                                          settings.oauth_redirect_uri)),
         "prober": pick("prober", FirestoreProber),
-        "open_storage": pick("open_storage", lambda: DestinationStorageOpener(
-            default_s3_endpoint=settings.s3_endpoint_url, default_region=settings.aws_region)),
+        "open_storage": pick("open_storage", lambda: DestinationStorageOpener.from_settings(settings)),
         "sources": pick("sources", lambda: ProjectSources(
             firestore_emulator_host=settings.firestore_emulator_host,
             auth_emulator_host=settings.auth_emulator_host,
