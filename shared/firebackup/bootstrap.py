@@ -124,8 +124,7 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
                                                          settings.oauth_redirect_uri, settings.oauth_token_uri)),
         "prober": pick("prober", lambda: FirestoreProber(sources)),
-        "open_storage": pick("open_storage", lambda: DestinationStorageOpener(
-            default_s3_endpoint=settings.s3_endpoint_url, default_region=settings.aws_region)),
+        "open_storage": pick("open_storage", lambda: DestinationStorageOpener.from_settings(settings)),
         "sources": sources,
         # control_plane() passes the configured adapter: its queue gauges need the database.
         "metrics": pick("metrics", NullMetrics),

@@ -26,6 +26,9 @@ class Settings:
     firebase_project_id: str = "demo-firebackup"
     max_request_bytes: int = 1_048_576
     allow_local_storage: bool = False
+    # The one folder local destinations must stay under (symlinks resolved); with allow_local_storage
+    # on and no root, local destinations are refused.
+    local_storage_root: str | None = None
     allow_http_webhooks: bool = False  # development only: production webhooks must use https
     # Development only: accept the Auth emulator's unverified e-mail addresses, so invitations by e-mail
     # can be accepted locally. Never in production: an unverified address can be claimed by anyone.
@@ -60,8 +63,17 @@ class Settings:
     rate_limit_per_address: str = "600/minute"
     rate_limit_per_token: str = "1200/minute"
     rate_limit_storage: str = "memory://"
-    # Tenant S3 destinations without an endpoint of their own use this one (development: moto);
-    # None: AWS itself.
+    # Development only: tenant destinations may come without credentials and then use the server's
+    # own identity (AWS default chain, Application Default Credentials), and the environment's
+    # endpoints (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST) apply to them. Never in production: any
+    # member could then write to every bucket the platform can reach (a confused deputy).
+    allow_ambient_storage: bool = False
+    # Development only: the egress guard lets calls to loopback, private and link-local addresses
+    # and plain http through (moto or MinIO on 127.0.0.1). Never in production: tenants would reach
+    # the metadata server and the platform's own network.
+    allow_private_egress: bool = False
+    # With allow_ambient_storage, tenant S3 destinations without an endpoint of their own use this
+    # one (development: moto); otherwise they use AWS's regional endpoint.
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     # Metrics: "prometheus" serves them at the API's /metrics (the embedded default); "log" writes
@@ -104,6 +116,7 @@ class Settings:
             or cls.firebase_project_id,
             max_request_bytes=_int(env, "FIREBACKUP_MAX_REQUEST_BYTES", cls.max_request_bytes),
             allow_local_storage=env.get("FIREBACKUP_ALLOW_LOCAL_STORAGE", "").lower() in ("1", "true", "yes"),
+            local_storage_root=env.get("FIREBACKUP_LOCAL_STORAGE_ROOT") or None,
             allow_http_webhooks=env.get("FIREBACKUP_ALLOW_HTTP_WEBHOOKS", "").lower() in ("1", "true", "yes"),
             trust_emulator_tokens=env.get("FIREBACKUP_TRUST_EMULATOR_TOKENS", "").lower() in ("1", "true", "yes"),
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
@@ -124,6 +137,8 @@ class Settings:
             rate_limit_per_address=env.get("FIREBACKUP_RATE_LIMIT_PER_ADDRESS", cls.rate_limit_per_address).strip(),
             rate_limit_per_token=env.get("FIREBACKUP_RATE_LIMIT_PER_TOKEN", cls.rate_limit_per_token).strip(),
             rate_limit_storage=env.get("FIREBACKUP_RATE_LIMIT_STORAGE", cls.rate_limit_storage).strip(),
+            allow_ambient_storage=_flag(env, "FIREBACKUP_ALLOW_AMBIENT_STORAGE"),
+            allow_private_egress=_flag(env, "FIREBACKUP_ALLOW_PRIVATE_EGRESS"),
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
             metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),
@@ -147,6 +162,11 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     if value not in allowed:
         raise UsageError(f"{name}={value!r} is not one of {', '.join(allowed)}; set one of them or unset it")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A development switch: on only when explicitly set to 1, true or yes."""
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def _host(raw: str | None) -> str | None:

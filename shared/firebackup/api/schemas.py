@@ -16,7 +16,14 @@ from firebackup.services import commands as c
 from firebackup.services.context import Role
 
 # Patterns stay in the subset where JSON Schema (ECMA) and pydantic (Rust regex) agree: no \s, \S, \w.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\u0000-\u0020\u007f-\u00a0]")]
+# What no name may contain, anywhere: control characters, and the invisible ones that make a name
+# read as another (bidi embeddings, overrides and isolates, zero-width characters, the BOM).
+_NEVER_IN_A_NAME = (r"\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069"
+                    r"\ufeff")
+# The one rule for every name (organizations, projects, destinations, schedules, tokens): none of the
+# above, and at least one character that is not a space.
+NAME_PATTERN = rf"^[^{_NEVER_IN_A_NAME}]*[^{_NEVER_IN_A_NAME}\u0020\u00a0][^{_NEVER_IN_A_NAME}]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 RoleName = Literal["owner", "admin", "member", "viewer"]
 CollectionId = Annotated[str, StringConstraints(min_length=1, max_length=1500, pattern=r"^[^/]+$")]

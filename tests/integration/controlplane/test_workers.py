@@ -239,6 +239,8 @@ def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engi
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
     monkeypatch.setenv("FIREBACKUP_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("FIREBACKUP_MASTER_KEY", base64.b64encode(key).decode())
+    monkeypatch.setenv("FIREBACKUP_ALLOW_LOCAL_STORAGE", "1")  # the worker opens the local folder too
+    monkeypatch.setenv("FIREBACKUP_LOCAL_STORAGE_ROOT", str(tmp_path))
     root = Path(__file__).resolve().parents[3]
     worker = functions_framework.create_app(target="backup_worker",
                                             source=str(root / "functions" / "backup_worker" / "main.py")).test_client()
