@@ -129,7 +129,7 @@ class EgressGuard:
     # What a session's call waits at most (connect, read) when the caller sets no timeout.
     timeout: tuple[float, float] = (5.0, 10.0)
 
-    def check_url(self, url: str, *, what: str = "URL") -> None:
+    def check_url(self, url: str, *, what: str = "URL", must_resolve: bool = True) -> None:
         """Raise EgressRefused (one line naming `what`) unless url may be called now.
 
         Resolves the host and checks every address it resolves to.
@@ -142,6 +142,8 @@ class EgressGuard:
         except (OSError, UnicodeError):
             addresses = []
         if not addresses:
+            if not must_resolve:
+                return  # nothing to check yet; the connection is checked when it is made
             raise EgressRefused(f"{what} host {host} does not resolve; check the name")
         for address in addresses:
             self.check_address(address, host, what=what)

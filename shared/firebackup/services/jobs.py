@@ -8,12 +8,12 @@ import sqlalchemy as sa
 
 from firebackup.db.models import Backup, BackupChunk, Restore, StorageDestination, new_id, utcnow
 from firebackup.engine.tasks import BACKUP_PLAN, RESTORE_PLAN
-from firebackup.errors import FireBackupError
+from firebackup.errors import BackupNotFound, FireBackupError, IntegrityError
 from firebackup.services.commands import PageRequest, StartBackup, StartRestore
 from firebackup.services.context import Ctx, Role, page
 from firebackup.services.errors import Conflict, Invalid
 from firebackup.services.identity import require_role
-from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination
+from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination, probe_failure
 
 ACTIVE = ("pending", "running")
 
@@ -125,13 +125,16 @@ def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict[str, Any] | None, str |
     if dest is None or not row.repo_backup_id:
         return None, "the backup has no storage location on record"
     try:
-        storage = open_destination(ctx, dest)
+        # Inside an API request: one try and short timeouts, like the destination's /test.
+        storage = open_destination(ctx, dest, bounded=True)
         try:
             summary = Repository(storage).read_summary(row.repo_backup_id)
         finally:
             storage.close()
-    except FireBackupError as e:
+    except (BackupNotFound, IntegrityError) as e:  # our own findings about our own format
         return None, str(e).splitlines()[0][:300]
+    except FireBackupError as e:
+        return None, probe_failure(e, "read the manifest")
     keep = ("backup_id", "created_at", "read_time", "documents", "bytes_stored", "encrypted", "kek_id", "dek_id",
             "format_version")
     return {k: summary.get(k) for k in keep}, None

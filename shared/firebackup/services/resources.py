@@ -195,9 +195,9 @@ def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict[str, Any]:
     return {"ok": ok, "message": message}
 
 
-def probe_failure(e: FireBackupError) -> str:
-    """What /test says went wrong, in our words only: a remote server's body or error page never reaches
-    the caller (it could be an internal service's answer, or the server's own credentials' names)."""
+def probe_failure(e: FireBackupError, doing: str = "write a probe object") -> str:
+    """What went wrong with a destination, in our words only: a remote server's body or error page never
+    reaches the caller (it could be an internal service's answer, or the server's own credentials' names)."""
     if isinstance(e, UsageError):  # refused by our own rules before anything was sent
         return f"could not open the destination: {str(e).splitlines()[0][:300]}"
     if isinstance(e, AccessDenied):
@@ -208,7 +208,7 @@ def probe_failure(e: FireBackupError) -> str:
         reason = "no answer in time, or the service is unavailable"
     else:
         reason = "the storage service refused the request"
-    return f"could not write a probe object: {reason}"
+    return f"could not {doing}: {reason}"
 
 
 # --- schedules -----------------------------------------------------------------------------------
@@ -290,6 +290,13 @@ def get_webhook(ctx: Ctx, org_id: str, webhook_id: str) -> Webhook:
 def create_webhook(ctx: Ctx, org_id: str, cmd: AddWebhook) -> Webhook:
     if not cmd.url.startswith("https://") and not ctx.ports.settings.allow_http_webhooks:
         raise Invalid("webhook URLs must use https (the payload and its signature would travel in clear)")
+    from firebackup.services.webhooks import egress_guard
+
+    try:  # checked again at every delivery, on the address actually connected to (DNS rebinding)
+        # A name that does not resolve yet is taken: every delivery checks the address it connects to.
+        egress_guard(ctx.ports.settings).check_url(cmd.url, what="webhook URL", must_resolve=False)
+    except EgressRefused as e:
+        raise Invalid(str(e)) from None
     wid = new_id("whk")
     row = Webhook(id=wid, org_id=org_id, url=cmd.url, events=list(dict.fromkeys(cmd.events)),
                   secret_sealed=ctx.ports.sealer.seal(cmd.secret, _context(Webhook, "secret_sealed", wid)),

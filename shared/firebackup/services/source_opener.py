@@ -18,6 +18,7 @@ import json
 import threading
 from typing import Any
 
+from firebackup.egress import google_key_info
 from firebackup.engine.sources import FirebaseAuthUsers
 from firebackup.errors import AccessDenied, SourceAccessDenied, SourceUnavailable
 from firebackup.firestore.grpc import SCOPES, FirestoreConnection, open_firestore
@@ -72,7 +73,7 @@ class ProjectSources:
             app = self._apps.get(name)
         if app is None:
             if auth_kind == "service_account":
-                cred: Any = credentials.Certificate(json.loads(secret))
+                cred: Any = credentials.Certificate(google_key_info(json.loads(secret)))
             else:
                 # Not firebase_admin's RefreshToken: it always refreshes at Google's endpoint, for
                 # firebase_admin's own scopes, which a user's consent does not cover.
@@ -87,7 +88,8 @@ class ProjectSources:
         from google.oauth2 import service_account
 
         try:
-            return service_account.Credentials.from_service_account_info(json.loads(secret), scopes=list(SCOPES))
+            return service_account.Credentials.from_service_account_info(google_key_info(json.loads(secret)),
+                                                                          scopes=list(SCOPES))
         except ValueError:  # the message could quote the key: say only what to do
             raise AccessDenied(f"the service-account key of project {gcp_project_id} was rejected; "
                                "reconnect the project with a valid key") from None

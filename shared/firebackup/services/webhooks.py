@@ -38,11 +38,14 @@ from typing import Any, Callable
 import sqlalchemy as sa
 
 from firebackup.db.models import Webhook, WebhookDelivery, utcnow
+from firebackup.egress import EgressGuard
+from firebackup.errors import EgressRefused
 from firebackup.retry import RetryPolicy
 from firebackup.services.commands import PageRequest
 from firebackup.services.context import Ctx, page
 from firebackup.services.errors import Unauthenticated
 from firebackup.services.resources import get_webhook, webhook_secret
+from firebackup.settings import Settings
 
 TASK = "webhook_deliver"
 
@@ -111,15 +114,27 @@ class Reply:
 Poster = Callable[[str, bytes, dict[str, str]], Reply]  # (url, body, headers); OSError when no answer
 
 
-def http_post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
-    """POST without following redirects (a redirect could send the signed payload elsewhere)."""
-    import requests
+def guarded_post(guard: EgressGuard) -> Poster:
+    """POST through the egress guard, without following redirects (a redirect could send the signed
+    payload elsewhere). A refused address and a failed connection raise the same OSError line, so the
+    delivery log cannot be used to tell an open internal port from a closed one."""
 
-    try:
-        with requests.post(url, data=body, headers=headers, timeout=10, allow_redirects=False, stream=True) as r:
-            return Reply(r.status_code, next(r.iter_content(_READ_BYTES), b""))
-    except requests.RequestException as e:
-        raise OSError(type(e).__name__) from None
+    def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        import requests
+
+        try:
+            with guard.session().post(url, data=body, headers=headers, timeout=10, allow_redirects=False,
+                                      stream=True) as r:
+                return Reply(r.status_code, next(r.iter_content(_READ_BYTES), b""))
+        except (requests.RequestException, EgressRefused):
+            raise OSError("the receiver could not be reached") from None
+
+    return post
+
+
+def egress_guard(settings: Settings) -> EgressGuard:
+    """The guard every webhook call goes through (development settings may open loopback and http)."""
+    return EgressGuard(allow_private=settings.allow_private_egress, allow_http=settings.allow_http_webhooks)
 
 
 def queue_event(ctx: Ctx, org_id: str, event: str, payload: dict[str, Any]) -> list[str]:
@@ -139,7 +154,7 @@ def queue_event(ctx: Ctx, org_id: str, event: str, payload: dict[str, Any]) -> l
     return ids
 
 
-def deliver(ctx: Ctx, delivery_id: str, post: Poster = http_post, *, attempt: int | None = None,
+def deliver(ctx: Ctx, delivery_id: str, post: Poster | None = None, *, attempt: int | None = None,
             now: datetime | None = None, retry: RetryPolicy = WEBHOOK_RETRY) -> WebhookDelivery | None:
     """Make attempt number `attempt` of a delivery (the webhook_deliver task); None: whichever is next.
 
@@ -167,8 +182,9 @@ def deliver(ctx: Ctx, delivery_id: str, post: Poster = http_post, *, attempt: in
                "X-FireBackup-Timestamp": str(timestamp), "X-FireBackup-Signature": sign(secret, body, timestamp)}
     started = time.monotonic()
     status: int | None
+    send = post if post is not None else guarded_post(egress_guard(ctx.ports.settings))
     try:
-        reply = post(hook.url, body, headers)
+        reply = send(hook.url, body, headers)
         status, head = reply.status, reply.head
         error = None if 200 <= status < 300 else f"HTTP {status}"
     except OSError as e:

@@ -20,7 +20,7 @@ from tests.integration.oauth.conftest import (CLIENT_ID, CLIENT_SECRET, CODE, CO
 
 def _platform(tmp_path: Path, emulator_host: str, token_uri: str) -> tuple[Flask, Org]:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'firebackup.db'}", master_key=os.urandom(32),
-                        allow_local_storage=True, firestore_emulator_host=emulator_host,
+                        allow_local_storage=True, local_storage_root=str(tmp_path), firestore_emulator_host=emulator_host,
                         firestore_emulator_credentials=True, oauth_client_id=CLIENT_ID,
                         oauth_client_secret=CLIENT_SECRET, oauth_redirect_uri=REDIRECT_URI,
                         oauth_token_uri=token_uri)

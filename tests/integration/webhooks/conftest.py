@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from firebackup.bootstrap import ControlPlane, api_app
 from firebackup.runtime.queue import TaskQueue
 from firebackup.services.workers import Workers
-from tests.integration.controlplane.conftest import db_url, engine  # noqa: F401 - fixtures used here
 from tests.integration.controlplane.jobs_world import Org, make_org, settings_for
 from tests.integration.local_http import QuietHandler, serving
 
@@ -55,7 +54,7 @@ class Plane:
 @pytest.fixture
 def plane(engine: sa.Engine, tmp_path: Path) -> Plane:  # noqa: F811 - the imported fixture
     queue, clock = DelayedQueue(), Clock()
-    app = api_app(settings_for(engine, b"w" * 32, allow_http_webhooks=True), engine=engine, queue=queue)
+    app = api_app(settings_for(engine, b"w" * 32, allow_http_webhooks=True, allow_private_egress=True), engine=engine, queue=queue)
     control: ControlPlane = app.extensions["firebackup_control_plane"]
     workers = Workers(control.factory, control.ports, clock=clock)
     return Plane(make_org(app, control.factory, tmp_path), control, queue, clock, workers)

@@ -117,6 +117,15 @@ def test_plain_http_webhooks_are_refused_unless_the_settings_allow_them(world) -
     assert resources.webhook_secret(_admin(world, org), hook) == b"s" * 16
 
 
+@pytest.mark.parametrize("url", ["https://169.254.169.254/latest/meta-data", "https://metadata.google.internal/x",
+                                 "https://localhost/h", "https://[::1]/h", "https://2130706433/h",
+                                 "https://10.0.0.7/h", "https://u:p@hooks.example.test/h"])
+def test_a_webhook_to_an_internal_address_is_refused_at_creation(world, url) -> None:
+    org = world.org()
+    with pytest.raises(Invalid, match="webhook URL"):
+        resources.create_webhook(_admin(world, org), org.id, AddWebhook(url, ("backup.failed",), "s" * 16))
+
+
 def test_a_schedule_for_another_orgs_project_or_destination_is_not_found(world) -> None:
     mine, theirs = world.org("Mine"), world.org("Theirs")
     for project, dest in ((theirs.project_id, mine.destination_id), (mine.project_id, theirs.destination_id)):
