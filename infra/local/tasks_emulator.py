@@ -53,7 +53,7 @@ DISPATCH_TIMEOUT = 600.0  # Cloud Tasks' default dispatch deadline for HTTP targ
 log = logging.getLogger("tasks-emulator")
 
 
-class State(QueueState):
+class State(QueueState):  # type: ignore[misc]  # the emulator ships no types
     """The emulator's queues and tasks, with Cloud Tasks' name rules and queue updates."""
 
     def __init__(self) -> None:
@@ -73,7 +73,7 @@ class State(QueueState):
         with self.lock:
             if queue.name not in self._queues:
                 return self.create_queue(None, queue)
-            current = self._queues[queue.name]
+            current: Queue = self._queues[queue.name]
             current.rate_limits = queue.rate_limits
             current.retry_config = queue.retry_config
             return current
@@ -81,7 +81,7 @@ class State(QueueState):
     def create_task(self, queue: str, task: Task) -> Task:
         with self.lock:
             if task.name and task.name in self.used:
-                raise AlreadyExists(f"Requested entity already exists: {task.name}")
+                raise AlreadyExists(f"Requested entity already exists: {task.name}")  # type: ignore[no-untyped-call]
             created: Task = super().create_task(queue, task)
             self.used.add(created.name)
             self.due[created.name] = time.monotonic()
@@ -90,7 +90,7 @@ class State(QueueState):
     def list_tasks(self, queue_name: str) -> list[Task]:
         with self.lock:
             if queue_name not in self._queue_tasks:
-                raise NotFound(f"Queue {queue_name} does not exist.")
+                raise NotFound(f"Queue {queue_name} does not exist.")  # type: ignore[no-untyped-call]
             return [*self.sending.get(queue_name, []), *self._queue_tasks[queue_name]]
 
     def take_due(self, queue_name: str) -> list[Task]:

@@ -200,7 +200,7 @@ def seed_collections(project: str) -> dict[str, dict[str, Any]]:
             batch.set(client.collection("events").document(f"e{i:03d}"), {"kind": "tick", "at": i})
         batch.commit()
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
     return documents(project)
 
 
@@ -220,7 +220,7 @@ def documents(project: str) -> dict[str, dict[str, Any]]:
     try:
         walk(client.collections())
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
     return found
 
 

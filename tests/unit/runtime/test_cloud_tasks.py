@@ -41,7 +41,7 @@ class FakeTasksClient(tasks_v2.CloudTasksClient):
             raise self.errors.pop(0)
         assert task is not None and parent is not None
         if task.name in self.tasks:
-            raise AlreadyExists(f"Requested entity already exists: {task.name}")
+            raise AlreadyExists(f"Requested entity already exists: {task.name}")  # type: ignore[no-untyped-call]
         self.parents.append(parent)
         self.tasks[task.name] = task
         return task
@@ -108,7 +108,7 @@ def test_the_worker_secret_is_sent_only_when_configured_and_then_without_a_token
 
 
 def test_task_ids_are_the_same_for_the_same_task_and_differ_for_any_other() -> None:
-    chunk = {"job": "bkp_1", "task": {"partition": 0, "seq": 2, "after": "x"}}
+    chunk: dict[str, Any] = {"job": "bkp_1", "task": {"partition": 0, "seq": 2, "after": "x"}}
     same = task_id("backup.chunk", {"task": {"after": "x", "seq": 2, "partition": 0}, "job": "bkp_1"})
     assert task_id("backup.chunk", chunk) == same
     others = {task_id("backup.chunk", {**chunk, "task": {**chunk["task"], "seq": 3}}),
@@ -128,11 +128,11 @@ def test_enqueuing_the_same_task_twice_is_refused_by_name_and_that_is_success() 
 
 
 def test_an_unavailable_service_is_retried_then_raised_as_a_transient_queue_error() -> None:
-    client = FakeTasksClient([ServiceUnavailable("try later")])
+    client = FakeTasksClient([ServiceUnavailable("try later")])  # type: ignore[no-untyped-call]
     queue = queue_over(client)
     queue.enqueue("backup.plan", {"job": "b1"})
     assert client.calls == 2 and len(client.tasks) == 1
-    client.errors = [ServiceUnavailable("down")] * 3
+    client.errors = [ServiceUnavailable("down")] * 3  # type: ignore[no-untyped-call]
     with pytest.raises(QueueUnavailable) as caught:
         queue.enqueue("backup.plan", {"job": "b2"})
     assert is_transient(caught.value) and "UNAVAILABLE" in str(caught.value)
@@ -140,7 +140,7 @@ def test_an_unavailable_service_is_retried_then_raised_as_a_transient_queue_erro
 
 
 def test_a_missing_queue_is_one_permanent_line_saying_to_create_the_queues() -> None:
-    client = FakeTasksClient([NotFound("Queue does not exist.\nmore detail")])
+    client = FakeTasksClient([NotFound("Queue does not exist.\nmore detail")])  # type: ignore[no-untyped-call]
     with pytest.raises(QueueError) as caught:
         queue_over(client).enqueue("backup.plan", {"job": "b1"})
     assert client.calls == 1 and not is_transient(caught.value)

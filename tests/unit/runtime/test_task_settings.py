@@ -18,9 +18,11 @@ def test_the_defaults_give_each_kind_its_own_queue_and_no_credentials() -> None:
 
 def test_cloud_tasks_settings_are_read_from_their_variables() -> None:
     s = Settings.from_env({
-        "FIREBACKUP_QUEUE": "cloudtasks", "FIREBACKUP_TASKS_PROJECT": "ops", "FIREBACKUP_TASKS_LOCATION": "europe-west1",
+        "FIREBACKUP_QUEUE": "cloudtasks", "FIREBACKUP_TASKS_PROJECT": "ops",
+        "FIREBACKUP_TASKS_LOCATION": "europe-west1",
         "FIREBACKUP_TASKS_RESTORE_QUEUE": "restores-eu", "FIREBACKUP_TASKS_RESTORE_LIMITS": "rate=2.5, attempts=-1",
-        "FIREBACKUP_BACKUP_WORKER_URL": "https://b.example.test/", "FIREBACKUP_RESTORE_WORKER_URL": "http://127.0.0.1:8081",
+        "FIREBACKUP_BACKUP_WORKER_URL": "https://b.example.test/",
+        "FIREBACKUP_RESTORE_WORKER_URL": "http://127.0.0.1:8081",
         "FIREBACKUP_TASKS_SERVICE_ACCOUNT": "inv@ops.iam.gserviceaccount.com",
         "FIREBACKUP_WORKER_SECRET": "0123456789abcdef", "FIREBACKUP_TASKS_EMULATOR_HOST": "http://127.0.0.1:9022/"})
     assert (s.queue, s.tasks_project, s.tasks_location) == ("cloudtasks", "ops", "europe-west1")

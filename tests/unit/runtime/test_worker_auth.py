@@ -68,7 +68,9 @@ def token(private: str = GOOGLE_PRIVATE, **claims: Any) -> str:
     now = int(time.time())
     body = {"iss": "https://accounts.google.com", "aud": URL, "email": SA, "email_verified": True,
             "sub": "1234", "iat": now, "exp": now + 3600, **claims}
-    return jwt.encode(crypt.RSASigner.from_string(private, "key-1"), body).decode()
+    signer = crypt.RSASigner.from_string(private, "key-1")  # type: ignore[no-untyped-call]
+    signed: bytes = jwt.encode(signer, body)  # type: ignore[no-untyped-call]
+    return signed.decode()
 
 
 def bearer(value: str) -> dict[str, str]:
