@@ -37,6 +37,11 @@ if [ ! -x "$sdk_root/platform/cloud-firestore-emulator/cloud_firestore_emulator"
       "(gcloud components install cloud-firestore-emulator, or apt google-cloud-cli-firestore-emulator)"
   exit 1
 fi
+if [ ! -x "$sdk_root/platform/pubsub-emulator/bin/cloud-pubsub-emulator" ]; then
+  log "the Cloud Pub/Sub emulator is missing under $sdk_root; install the Google Cloud CLI component" \
+      "(gcloud components install pubsub-emulator, or apt google-cloud-cli-pubsub-emulator)"
+  exit 1
+fi
 
 # --- unprivileged user for PostgreSQL (initdb refuses root) ---------------------------
 if [ "$(id -u)" = 0 ] && ! id firebackup >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 
     settings = Settings.from_env()               # the edge reads the environment, once
     cli = bootstrap.cli(settings)                # firebackup ...: sources, repositories, Auth
-    plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers
+    plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers, metrics
     app = bootstrap.api_app(settings)            # functions/api: the Flask app over the control plane
     endpoint = bootstrap.task_endpoint(settings, "backup_worker")   # a worker function: one task per request
 
@@ -13,8 +13,10 @@ An unknown setting is an error at start-up (Settings.from_env), never a silent f
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from firebackup.settings import Settings
 
@@ -27,9 +29,11 @@ if TYPE_CHECKING:
     from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
     from firebackup.firestore.grpc import FirestoreConnection
     from firebackup.runtime.cloud_tasks import CloudTasksQueue
+    from firebackup.runtime.metrics import Metrics, QueueDepth
     from firebackup.runtime.worker import TaskEndpoint
     from firebackup.runtime.worker_auth import WorkerAuth
     from firebackup.services.context import Ports
+    from firebackup.services.local_ticks import LocalTicker
     from firebackup.services.workers import Workers
 
 def prepare_process(settings: Settings) -> None:
@@ -100,6 +104,7 @@ class ControlPlane:
 def ports(settings: Settings, **overrides: Any) -> Ports:
     """The control plane's ports; tests replace any of them by name (a fake that subclasses the port)."""
     from firebackup.crypto.secrets import Sealer
+    from firebackup.runtime.metrics import NullMetrics
     from firebackup.services.context import Ports
     from firebackup.services.ports import FirebaseIdTokenVerifier, FirestoreProber, GoogleOAuthClient, RecordingQueue
     from firebackup.services.source_opener import ProjectSources
@@ -109,24 +114,39 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         given = overrides.pop(name, None)
         return given if given is not None else build()
 
+    sources = pick("sources", lambda: ProjectSources(
+        firestore_emulator_host=settings.firestore_emulator_host,
+        auth_emulator_host=settings.auth_emulator_host,
+        oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret,
+        oauth_token_uri=settings.oauth_token_uri,
+        firestore_emulator_credentials=settings.firestore_emulator_credentials))
     parts = {
         "settings": settings,
         "sealer": pick("sealer", lambda: Sealer.from_settings(settings)),
         "queue": pick("queue", RecordingQueue),
         "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(settings.firebase_project_id)),
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
-                                                         settings.oauth_redirect_uri)),
-        "prober": pick("prober", FirestoreProber),
-        "open_storage": pick("open_storage", lambda: DestinationStorageOpener(
-            default_s3_endpoint=settings.s3_endpoint_url, default_region=settings.aws_region)),
-        "sources": pick("sources", lambda: ProjectSources(
-            firestore_emulator_host=settings.firestore_emulator_host,
-            auth_emulator_host=settings.auth_emulator_host,
-            oauth_client_id=settings.oauth_client_id, oauth_client_secret=settings.oauth_client_secret)),
+                                                         settings.oauth_redirect_uri, settings.oauth_token_uri)),
+        "prober": pick("prober", lambda: FirestoreProber(sources)),
+        "open_storage": pick("open_storage", lambda: DestinationStorageOpener.from_settings(settings)),
+        "sources": sources,
+        # control_plane() passes the configured adapter: its queue gauges need the database.
+        "metrics": pick("metrics", NullMetrics),
     }
     if overrides:
         raise TypeError(f"unknown ports: {sorted(overrides)}")
     return Ports(**parts)
+
+
+def metrics(settings: Settings, factory: sessionmaker[Session]) -> Metrics:
+    """The Metrics adapter settings.metrics names; its queue gauges count job rows in this database."""
+    from firebackup.runtime.metrics import LogMetrics, PrometheusMetrics
+    from firebackup.services.job_store import queue_depth
+
+    def read() -> list[QueueDepth]:
+        return queue_depth(factory)
+
+    return LogMetrics(read) if settings.metrics == "log" else PrometheusMetrics(read)
 
 
 def control_plane(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> ControlPlane:
@@ -149,6 +169,8 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
 
         upgrade(engine)
     factory = make_session_factory(engine)
+    if overrides.get("metrics") is None:
+        overrides["metrics"] = metrics(settings, factory)
     chosen = overrides.get("queue") is None
     in_process = chosen and settings.queue == "local"
     if in_process:
@@ -164,6 +186,27 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     else:
         workers = Workers(factory, built, threads=settings.worker_threads)
     return ControlPlane(settings, engine, factory, built, workers)
+
+
+T = TypeVar("T")
+
+
+def once(build: Callable[[], T]) -> Callable[[], T]:
+    """`build()` on the first call, the same object on every later one (thread-safe).
+
+    A function instance builds its control plane on its first event, not at import time, and
+    then keeps it for every later event it serves.
+    """
+    lock = threading.Lock()
+    built: list[T] = []
+
+    def get() -> T:
+        with lock:
+            if not built:
+                built.append(build())
+            return built[0]
+
+    return get
 
 
 # --- Cloud Tasks and the worker functions ------------------------------------------------------------
@@ -260,3 +303,16 @@ def api_app(settings: Settings, *, engine: Engine | None = None, **overrides: An
     app.extensions["firebackup_queue"] = plane.ports.queue
     app.extensions["firebackup_control_plane"] = plane
     return app
+
+
+def local_ticker(plane: ControlPlane) -> LocalTicker:
+    """The embedded platform's scheduler and maintenance ticks, in this process (not started)."""
+    import datetime as dt
+
+    from firebackup.services.context import system_transactions
+    from firebackup.services.local_ticks import LocalTicker
+
+    s = plane.settings
+    return LocalTicker(system_transactions(plane.factory, plane.ports), plane.ports, every=s.local_tick_seconds,
+                       maintenance_every=s.local_maintenance_seconds,
+                       reap_after=dt.timedelta(seconds=s.reap_after_seconds))

@@ -3,6 +3,7 @@
 FireBackupError                   base; str(e) is one line: what, where, what to do; exits 1
 ├── UsageError                    bad usage or bad input; the CLI exits 2
 │   ├── BadURL                    a storage or source URL we cannot use
+│   │   └── EgressRefused         a tenant-chosen host or address the egress guard refuses
 │   ├── BadKey                    a key file or KMS key name that is missing, unreadable or malformed
 │   └── BackupNotFound            no backup with that id at that location
 ├── TransientError                retrying may help (is_transient); exits 1. A marker: every
@@ -54,6 +55,10 @@ class UsageError(FireBackupError):
 
 class BadURL(UsageError):
     pass
+
+
+class EgressRefused(BadURL):
+    """An outbound call to a host a tenant chose would reach the platform's own network (egress.py)."""
 
 
 class BadKey(UsageError):

@@ -39,6 +39,9 @@ class Settings:
     firebase_project_id: str = "demo-firebackup"
     max_request_bytes: int = 1_048_576
     allow_local_storage: bool = False
+    # The one folder local destinations must stay under (symlinks resolved); with allow_local_storage
+    # on and no root, local destinations are refused.
+    local_storage_root: str | None = None
     allow_http_webhooks: bool = False  # development only: production webhooks must use https
     # Development only: accept the Auth emulator's unverified e-mail addresses, so invitations by e-mail
     # can be accepted locally. Never in production: an unverified address can be claimed by anyone.
@@ -46,13 +49,16 @@ class Settings:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
+    # Where a connected project's refresh token is exchanged for access tokens. Google's; tests
+    # point it at a fake token endpoint on 127.0.0.1.
+    oauth_token_uri: str = "https://oauth2.googleapis.com/token"
     # Task queue: "local" runs tasks in-process (the embedded default), "recording" only keeps
     # them (for a separate worker, or tests), "cloudtasks" sends each to Cloud Tasks, which
     # delivers it to a worker function. Anything else is refused at start-up.
     queue: str = "local"
-    # Cloud Tasks: where the queues live (project None: firebase_project_id) and one queue per
-    # kind of task, each with its own rate limits and retries (they are queue properties, set by
-    # bootstrap.ensure_task_queues). Chunk tasks each hold a Firestore stream and a database
+    # Cloud Tasks: where the queues live (project None: gcp_project, else firebase_project_id) and
+    # one queue per kind of task, each with its own rate limits and retries (they are queue
+    # properties, set by bootstrap.ensure_task_queues). Chunk tasks each hold a Firestore stream and a database
     # connection, so concurrency stays well below the database's connection limit.
     tasks_project: str | None = None
     tasks_location: str = "us-central1"
@@ -76,6 +82,9 @@ class Settings:
     # Emulators (development and tests); None: the real services with their credentials.
     firestore_emulator_host: str | None = None
     auth_emulator_host: str | None = None
+    # Tests only: send connected projects' own credentials to the Firestore emulator (it accepts
+    # Google access tokens) instead of using none, so the credentials path runs locally.
+    firestore_emulator_credentials: bool = False
     # Where a control-plane backup cuts its chunks and hands on (one chunk per task keeps each
     # task well inside a function's timeout); None: the engine's defaults.
     chunk_docs: int | None = None
@@ -83,10 +92,42 @@ class Settings:
     # A task's lease: another delivery of the task waits this long before it may take over.
     lease_seconds: float = 600.0
     debug: bool = False  # tracebacks on stderr for unexpected errors (the CLI)
-    # Tenant S3 destinations without an endpoint of their own use this one (development: moto);
-    # None: AWS itself.
+    # The API's view of its callers (api/limits.py): how many proxies' X-Forwarded-For entries to
+    # believe (1 behind Google's front end; 0 when nothing is in front), and request limits per
+    # address and per bearer token ("" turns one off), counted in a flask-limiter store.
+    trusted_proxy_hops: int = 0
+    rate_limit_per_address: str = "600/minute"
+    rate_limit_per_token: str = "1200/minute"
+    rate_limit_storage: str = "memory://"
+    # Development only: tenant destinations may come without credentials and then use the server's
+    # own identity (AWS default chain, Application Default Credentials), and the environment's
+    # endpoints (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST) apply to them. Never in production: any
+    # member could then write to every bucket the platform can reach (a confused deputy).
+    allow_ambient_storage: bool = False
+    # Development only: the egress guard lets calls to loopback, private and link-local addresses
+    # and plain http through (moto or MinIO on 127.0.0.1). Never in production: tenants would reach
+    # the metadata server and the platform's own network.
+    allow_private_egress: bool = False
+    # With allow_ambient_storage, tenant S3 destinations without an endpoint of their own use this
+    # one (development: moto); otherwise they use AWS's regional endpoint.
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # Metrics: "prometheus" serves them at the API's /metrics (the embedded default); "log" writes
+    # one JSON line per event on stdout for Cloud Logging's log-based metrics, and has no /metrics.
+    metrics: str = "prometheus"
+    # The embedded platform's stand-in for Cloud Scheduler (services/local_ticks.py): how often the
+    # scheduler and maintenance run in this process.
+    local_tick_seconds: float = 30.0
+    local_maintenance_seconds: float = 3600.0
+    # The maintenance reaper fails a running job whose lease has expired and whose last heartbeat
+    # is older than this: no worker is on it any more (killed instance, lost task).
+    reap_after_seconds: float = 1800.0
+    # Cloud Scheduler publishes the ticks to these Pub/Sub topics (`python -m firebackup.services.ticks
+    # ensure` creates the two jobs in this project and location).
+    scheduler_topic: str = "firebackup-scheduler-tick"
+    maintenance_topic: str = "firebackup-maintenance-tick"
+    gcp_project: str | None = None
+    scheduler_location: str = "us-central1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -111,11 +152,13 @@ class Settings:
             or cls.firebase_project_id,
             max_request_bytes=_int(env, "FIREBACKUP_MAX_REQUEST_BYTES", cls.max_request_bytes),
             allow_local_storage=env.get("FIREBACKUP_ALLOW_LOCAL_STORAGE", "").lower() in ("1", "true", "yes"),
+            local_storage_root=env.get("FIREBACKUP_LOCAL_STORAGE_ROOT") or None,
             allow_http_webhooks=env.get("FIREBACKUP_ALLOW_HTTP_WEBHOOKS", "").lower() in ("1", "true", "yes"),
             trust_emulator_tokens=env.get("FIREBACKUP_TRUST_EMULATOR_TOKENS", "").lower() in ("1", "true", "yes"),
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
+            oauth_token_uri=env.get("FIREBACKUP_OAUTH_TOKEN_URI") or cls.oauth_token_uri,
             queue=_choice(env, "FIREBACKUP_QUEUE", QUEUES, cls.queue),
             tasks_project=env.get("FIREBACKUP_TASKS_PROJECT") or None,
             tasks_location=env.get("FIREBACKUP_TASKS_LOCATION") or cls.tasks_location,
@@ -130,16 +173,34 @@ class Settings:
             worker_threads=_int(env, "FIREBACKUP_WORKER_THREADS", cls.worker_threads),
             firestore_emulator_host=_host(env.get("FIRESTORE_EMULATOR_HOST")),
             auth_emulator_host=_host(env.get("FIREBASE_AUTH_EMULATOR_HOST")),
+            firestore_emulator_credentials=env.get("FIREBACKUP_FIRESTORE_EMULATOR_CREDENTIALS", "").lower()
+            in ("1", "true", "yes"),
             chunk_docs=_int(env, "FIREBACKUP_CHUNK_DOCS", 0) or None,
             chunks_per_task=_int(env, "FIREBACKUP_CHUNKS_PER_TASK", cls.chunks_per_task),
             lease_seconds=float(_int(env, "FIREBACKUP_LEASE_SECONDS", int(cls.lease_seconds))),
             debug=env.get("FIREBACKUP_DEBUG", "") == "1",
+            trusted_proxy_hops=_int(env, "FIREBACKUP_TRUSTED_PROXY_HOPS", cls.trusted_proxy_hops),
+            rate_limit_per_address=env.get("FIREBACKUP_RATE_LIMIT_PER_ADDRESS", cls.rate_limit_per_address).strip(),
+            rate_limit_per_token=env.get("FIREBACKUP_RATE_LIMIT_PER_TOKEN", cls.rate_limit_per_token).strip(),
+            rate_limit_storage=env.get("FIREBACKUP_RATE_LIMIT_STORAGE", cls.rate_limit_storage).strip(),
+            allow_ambient_storage=_flag(env, "FIREBACKUP_ALLOW_AMBIENT_STORAGE"),
+            allow_private_egress=_flag(env, "FIREBACKUP_ALLOW_PRIVATE_EGRESS"),
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or cls.aws_region,
+            metrics=_choice(env, "FIREBACKUP_METRICS", METRICS, cls.metrics),
+            local_tick_seconds=_float(env, "FIREBACKUP_LOCAL_TICK_SECONDS", cls.local_tick_seconds),
+            local_maintenance_seconds=_float(env, "FIREBACKUP_LOCAL_MAINTENANCE_SECONDS",
+                                             cls.local_maintenance_seconds),
+            reap_after_seconds=float(_int(env, "FIREBACKUP_REAP_AFTER_SECONDS", int(cls.reap_after_seconds))),
+            scheduler_topic=env.get("FIREBACKUP_SCHEDULER_TOPIC") or cls.scheduler_topic,
+            maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
+            gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
+            scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
         )
 
 
 QUEUES = ("local", "recording", "cloudtasks")
+METRICS = ("prometheus", "log")
 
 _LIMITS = {"rate": "max_dispatches_per_second", "concurrent": "max_concurrent_dispatches", "attempts": "max_attempts",
            "min_backoff": "min_backoff", "max_backoff": "max_backoff"}
@@ -199,6 +260,11 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A development switch: on only when explicitly set to 1, true or yes."""
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def _host(raw: str | None) -> str | None:
     """An emulator's host:port as the Google tools write it (a scheme is tolerated and dropped)."""
     host = (raw or "").strip()
@@ -215,6 +281,19 @@ def _b64key(text: str, name: str) -> bytes:
     if len(key) != 32:
         raise BadKey(f"{name} decodes to {len(key)} bytes, not 32; set it to 32 random bytes, base64-encoded")
     return key
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name}={raw!r} is not a positive number of seconds; set e.g. 30")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

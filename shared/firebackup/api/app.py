@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, g, request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from firebackup.api import limits
 from firebackup.api.errors import error_response, service_error_response
+from firebackup.api.limits import TtlSet
 from firebackup.api.openapi import build_openapi
 from firebackup.api.routes import ROUTES, Route
 from firebackup.api.schemas import ApiRequest
-from firebackup.db.models import AuditLog
+from firebackup.db.models import AuditLog, Organization
+from firebackup.runtime.metrics import Metrics, PrometheusMetrics
 from firebackup.services.context import Ctx, Ports
-from firebackup.services.errors import PermissionDenied, ServiceError
+from firebackup.services.errors import NotFound, PermissionDenied, ServiceError, Unauthenticated
 from firebackup.services.identity import authenticate, authorize
 
 log = logging.getLogger("firebackup.api")
@@ -47,10 +51,13 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
     def openapi_doc() -> Response:
         return _json(openapi, 200)
 
+    limiter = limits.install(app, ports.settings)
     for route in ROUTES:
         rule = PREFIX + re.sub(r"\{(\w+)\}", r"<\1>", route.path)
-        app.add_url_rule(rule, endpoint=f"{route.method} {route.path}", view_func=_view(route, ports, session_factory),
-                         methods=[route.method])
+        view = limits.per_token(limiter, ports.settings, _view(route, ports, session_factory))
+        app.add_url_rule(rule, endpoint=f"{route.method} {route.path}", view_func=view, methods=[route.method])
+
+    _add_metrics(app, ports.metrics)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
@@ -68,10 +75,53 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
     return app
 
 
+def _add_metrics(app: Flask, metrics: Metrics) -> None:
+    """Time every request by route template; serve /metrics when the adapter is scraped (Prometheus).
+
+    /metrics needs no token: it holds counts and timings, and no tenant data beyond opaque ids
+    (runtime/metrics.py says why those are acceptable). The "log" adapter writes its lines instead.
+    """
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started: float | None = g.get("request_started")
+        if started is not None:
+            metrics.request_served(_route_label(), str(response.status_code), time.perf_counter() - started)
+        return response
+
+    if isinstance(metrics, PrometheusMetrics):
+        prometheus = metrics
+
+        @app.get("/metrics")
+        def scrape() -> Response:
+            body, content_type = prometheus.exposition(request.headers.get("Accept"))
+            return Response(body, status=200, content_type=content_type)
+
+
+def _route_label() -> str:
+    """The matched route's template ("GET /v1/orgs/{org_id}/backups"), or "unmatched".
+
+    Never the raw path: ids (or anything a client invents) in a label would mint a series per value.
+    The method is taken only from a matched rule, so it is one of the few that rule allows.
+    """
+    rule = request.url_rule
+    if rule is None:
+        return "unmatched"
+    template = _RULE_PARAM.sub(r"{\1}", rule.rule)
+    return f"{request.method} {template}"
+
+
+_RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
+
+
 def _parse_body(route: Route) -> ApiRequest:
     if request.mimetype != "application/json":
         raise _Http(415, "unsupported_media_type", "send the body as application/json")
-    raw = request.get_data(cache=False)
+    raw = _body_bytes()
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
@@ -84,6 +134,29 @@ def _parse_body(route: Route) -> ApiRequest:
         return route.body.model_validate(data)
     except ValidationError as e:
         raise _Http(422, "invalid", "the body does not match the schema", _clean_errors(e)) from None
+
+
+def _body_bytes() -> bytes:
+    """The request body, or 413 when it is over max_request_bytes, however it was sent.
+
+    A body with Content-Length was checked against the limit before the view ran. A chunked one
+    has no length: werkzeug's limited stream then stops reading at MAX_CONTENT_LENGTH and hands
+    over the first bytes as if they were the whole body, so read one byte past the limit from
+    the server's own (de-chunked) input and refuse rather than parse a cut body.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    stream = request.environ["wsgi.input"]
+    raw = bytearray()
+    while len(raw) <= limit:
+        piece = stream.read(limit + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
+    if len(raw) > limit:
+        raise _Http(413, "request_too_large", f"the body is over {limit} bytes")
+    return bytes(raw)
 
 
 def _bad_text(value: Any, loc: tuple[Any, ...] = ()) -> list[str] | None:
@@ -139,8 +212,9 @@ def _view(route: Route, ports: Ports, session_factory: SessionFactory) -> Callab
             except _Http as e:
                 resp = error_response(e.status, e.code, e.message, e.details)
             except ServiceError as e:
-                if isinstance(e, PermissionDenied) and ctx.org_id:
-                    _audit_denied(session_factory, ctx, route)
+                attempt = _denied_attempt(e, ctx, path)
+                if attempt is not None:
+                    _audit_denied(session_factory, ctx, route, *attempt)
                 resp = service_error_response(e)
         log.info("%s %s%s -> %s actor=%s", route.method, PREFIX, route.path, resp.status_code,
                  ctx.principal.actor_id if ctx.principal else "-")
@@ -172,11 +246,39 @@ def _run(route: Route, ctx: Ctx, path: dict[str, str]) -> Response:
     return _json(out.model_dump(mode="json"), route.status)
 
 
-def _audit_denied(session_factory: SessionFactory, ctx: Ctx, route: Route) -> None:
-    """A refused attempt is recorded too, in its own transaction (the request's was rolled back)."""
+def _denied_attempt(e: ServiceError, ctx: Ctx, path: dict[str, str]) -> tuple[str, str] | None:
+    """(org id, why) when the error refused a caller's attempt on an organization, else None.
+
+    A role too low (PermissionDenied, after authorize set ctx.org_id), a caller who is not a member
+    (NotFound from authorize: ctx.org_id still unset), or no valid credentials at all.
+    """
+    if isinstance(e, PermissionDenied) and ctx.org_id:
+        return ctx.org_id, "role"
+    org_id = path.get("org_id")
+    if org_id is None or not _ID.fullmatch(org_id) or ctx.org_id is not None:
+        return None
+    if isinstance(e, Unauthenticated):
+        return org_id, "unauthenticated"
+    if isinstance(e, NotFound) and ctx.principal is not None:
+        return org_id, "not a member"
+    return None
+
+
+_audit_throttle = TtlSet(seconds=60.0, max_size=10_000)
+
+
+def _audit_denied(session_factory: SessionFactory, ctx: Ctx, route: Route, org_id: str, why: str) -> None:
+    """A refused attempt is recorded in that organization's log, in its own transaction (the request's
+    was rolled back); at most once a minute per (org, caller, address, reason, operation) and process, so
+    a flood of attempts cannot flood the log. Attempts on an organization that does not exist are not recorded."""
+    if not _audit_throttle.add((org_id, ctx.actor_id, ctx.ip, why, route.operation_id)):
+        return
     with session_factory() as session, session.begin():
+        if session.get(Organization, org_id) is None:
+            return
         p = ctx.principal
-        session.add(AuditLog(org_id=ctx.org_id, actor_type=p.kind if p else "system", actor_id=ctx.actor_id,
+        session.add(AuditLog(org_id=org_id, actor_type=p.kind if p else "anonymous", actor_id=ctx.actor_id,
                              action="access.denied", resource_type=None, resource_id=None,
                              ip=ctx.ip, user_agent=(ctx.user_agent or "")[:512] or None, result="denied",
-                             details={"operation": route.operation_id, "method": route.method, "route": route.path}))
+                             details={"operation": route.operation_id, "method": route.method, "route": route.path,
+                                      "reason": why}))

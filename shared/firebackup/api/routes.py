@@ -12,7 +12,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from firebackup.api import schemas as s
-from firebackup.services import jobs, orgs, resources
+from firebackup.services import jobs, orgs, resources, retention, webhooks
 from firebackup.services.context import Role
 
 
@@ -92,10 +92,14 @@ ROUTES: list[Route] = [
     Route("GET", ORG + "/schedules/{schedule_id}", resources.get_schedule, V, s.ScheduleOut),
     Route("PATCH", ORG + "/schedules/{schedule_id}", resources.update_schedule, A, s.ScheduleOut, body=s.SchedulePatch),
     Route("DELETE", ORG + "/schedules/{schedule_id}", resources.delete_schedule, A),
+    Route("GET", ORG + "/schedules/{schedule_id}/retention/preview", retention.preview_retention, V,
+          s.RetentionPreviewOut, summary="Dry run of retention: what would be removed, and why each kept backup stays"),
     _list(ORG + "/webhooks", resources.list_webhooks, V, s.WebhookOut),
     Route("POST", ORG + "/webhooks", resources.create_webhook, A, s.WebhookOut, 201, s.WebhookIn),
     Route("GET", ORG + "/webhooks/{webhook_id}", resources.get_webhook, V, s.WebhookOut),
     Route("DELETE", ORG + "/webhooks/{webhook_id}", resources.delete_webhook, A),
+    _list(ORG + "/webhooks/{webhook_id}/deliveries", webhooks.list_webhook_deliveries, V, s.WebhookDeliveryOut,
+          summary="The webhook's delivery log, newest first"),
     _list(ORG + "/audit", orgs.list_audit, A, s.AuditOut, s.AuditQuery, summary="Audit log, newest first"),
     _list(ORG + "/tokens", orgs.list_tokens, A, s.TokenOut),
     Route("POST", ORG + "/tokens", orgs.create_token, A, s.TokenCreatedOut, 201, s.TokenIn,

@@ -16,7 +16,14 @@ from firebackup.services import commands as c
 from firebackup.services.context import Role
 
 # Patterns stay in the subset where JSON Schema (ECMA) and pydantic (Rust regex) agree: no \s, \S, \w.
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"[^\u0000-\u0020\u007f-\u00a0]")]
+# What no name may contain, anywhere: control characters, and the invisible ones that make a name
+# read as another (bidi embeddings, overrides and isolates, zero-width characters, the BOM).
+_NEVER_IN_A_NAME = (r"\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069"
+                    r"\ufeff")
+# The one rule for every name (organizations, projects, destinations, schedules, tokens): none of the
+# above, and at least one character that is not a space.
+NAME_PATTERN = rf"^[^{_NEVER_IN_A_NAME}]*[^{_NEVER_IN_A_NAME}\u0020\u00a0][^{_NEVER_IN_A_NAME}]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 RoleName = Literal["owner", "admin", "member", "viewer"]
 CollectionId = Annotated[str, StringConstraints(min_length=1, max_length=1500, pattern=r"^[^/]+$")]
@@ -338,12 +345,25 @@ class RestoreOut(Out):
 
 # --- schedules, webhooks, tokens, audit --------------------------------------------------------
 
-class Retention(In):
-    keep_last: int | None = Field(None, ge=1, le=10000)
-    keep_days: int | None = Field(None, ge=1, le=3650)
+Count = Annotated[int, Field(ge=1, le=10000)]
 
+
+class RetentionRules(BaseModel):
+    """restic `forget` rules; a backup any rule keeps is kept (see services/retention.py)."""
+
+    keep_last: Count | None = None
+    keep_hourly: Count | None = None
+    keep_daily: Count | None = None
+    keep_weekly: Count | None = None
+    keep_monthly: Count | None = None
+    keep_yearly: Count | None = None
+    keep_within: Annotated[str, StringConstraints(pattern=r"^([0-9]{1,5}[ymdh]){1,4}$")] | None = Field(
+        default=None, description='a duration counted back from the newest backup: "30d", "12h", "1y6m"')
+
+
+class Retention(RetentionRules, In):
     def to_value(self) -> c.Retention:
-        return c.Retention(keep_last=self.keep_last, keep_days=self.keep_days)
+        return c.Retention(**self.model_dump())
 
 
 class ScheduleIn(ApiRequest):
@@ -352,7 +372,7 @@ class ScheduleIn(ApiRequest):
     destination_id: Id
     cron: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
-    retention: Retention = Retention(keep_last=None, keep_days=None)
+    retention: Retention = Retention()
     collections: Annotated[list[CollectionId], Field(max_length=100)] | None = None
     enabled: bool = True
 
@@ -377,9 +397,29 @@ class SchedulePatch(ApiRequest):
                                 enabled=_if_sent(self, "enabled", self.enabled))
 
 
-class RetentionOut(Out):
-    keep_last: int | None = None
-    keep_days: int | None = None
+class RetentionOut(RetentionRules, Out):
+    pass
+
+
+class KeptBackupOut(Out):
+    backup_id: str
+    time: datetime
+    reasons: list[str]
+
+
+class RemovedBackupOut(Out):
+    backup_id: str
+    time: datetime
+
+
+class RetentionPreviewOut(Out):
+    """A dry run of the schedule's retention: what would be removed now, and why each other backup stays."""
+
+    schedule_id: str
+    timezone: str
+    rules: RetentionOut
+    keep: list[KeptBackupOut]
+    remove: list[RemovedBackupOut]
 
 
 class ScheduleOut(Out):
@@ -415,6 +455,24 @@ class WebhookOut(Out):
     secret_fingerprint: str
     enabled: bool
     created_at: datetime
+
+
+class WebhookDeliveryOut(Out):
+    """One delivery in a webhook's log: its state and its last attempt (never the secret or the whole answer)."""
+
+    id: str
+    webhook_id: str
+    event: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    status_code: int | None = Field(description="the receiver's HTTP status at the last attempt")
+    error: str | None = Field(description="why the last attempt failed, in one line")
+    response_excerpt: str | None = Field(description="the start of the receiver's last answer, sanitized")
+    duration_ms: int | None = Field(description="how long the last attempt took")
+    created_at: datetime
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(description="when a pending delivery is tried again")
+    delivered_at: datetime | None
 
 
 class TokenIn(ApiRequest):

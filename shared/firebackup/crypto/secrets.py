@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import struct
 from typing import Iterable, Protocol, Sequence
@@ -44,6 +45,8 @@ class LocalMasterKey:
             raise BadKey(f"master key is {len(key)} bytes, not 32; generate 32 random bytes, base64-encoded")
         self._aead = AESGCM(key)
         self.key_id = "local:" + hashlib.sha256(b"firebackup master key id\0" + key).hexdigest()[:16]
+        # A separate key for fingerprints, so a fingerprint says nothing about the master key.
+        self.fingerprint_key = hmac.new(key, b"firebackup fingerprint key v1", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return f"LocalMasterKey({self.key_id})"
@@ -87,10 +90,14 @@ class KmsMasterKey:
         return bytes(resp.plaintext)
 
 
-def fingerprint(secret: bytes | str) -> str:
-    """A short, stable, non-reversible label for a secret, safe to show and log."""
+def fingerprint(secret: bytes | str, key: bytes) -> str:
+    """A short, stable label for a secret, safe to show and log: an HMAC under the server's key.
+
+    Keyed, because whoever sees the label (a Viewer) must not be able to test guesses of a
+    low-entropy secret (a webhook secret someone typed) offline against it.
+    """
     data = secret.encode() if isinstance(secret, str) else secret
-    return "sha256:" + hashlib.sha256(b"firebackup fingerprint\0" + data).hexdigest()[:16]
+    return "hmac:" + hmac.new(key, data, hashlib.sha256).hexdigest()[:16]
 
 
 class SealingSettings(Protocol):
@@ -109,10 +116,21 @@ class SealingSettings(Protocol):
 class Sealer:
     """Seals with the current master key; opens with any key in the keyring."""
 
-    def __init__(self, current: MasterKey, others: Iterable[MasterKey] = ()) -> None:
+    def __init__(self, current: MasterKey, others: Iterable[MasterKey] = (), *,
+                 fingerprint_key: bytes | None = None) -> None:
         self.current = current
         self._keys = {k.key_id: k for k in others}
         self._keys[current.key_id] = current
+        if fingerprint_key is None and isinstance(current, LocalMasterKey):
+            fingerprint_key = current.fingerprint_key
+        self._fingerprint_key = fingerprint_key
+
+    def fingerprint(self, secret: bytes | str) -> str:
+        """The keyed label of a secret (see fingerprint())."""
+        if self._fingerprint_key is None:
+            raise BadKey("no key for secret fingerprints; with FIREBACKUP_KMS_KEY also set FIREBACKUP_MASTER_KEY "
+                         "(32 random bytes, base64): it keys the fingerprints")
+        return fingerprint(secret, self._fingerprint_key)
 
     @classmethod
     def from_settings(cls, settings: SealingSettings, kms_client: KmsClient | None = None) -> "Sealer":
@@ -123,9 +141,11 @@ class Sealer:
                 from google.cloud import kms
 
                 kms_client = kms.KeyManagementServiceClient()
-            if settings.master_key:
-                others.append(LocalMasterKey(settings.master_key))
-            return cls(KmsMasterKey(settings.kms_key_name, kms_client), others)
+            local = LocalMasterKey(settings.master_key) if settings.master_key else None
+            if local is not None:
+                others.append(local)
+            return cls(KmsMasterKey(settings.kms_key_name, kms_client), others,
+                       fingerprint_key=local.fingerprint_key if local is not None else None)
         if not settings.master_key:
             raise BadKey(
                 "no master key for sealing secrets; set FIREBACKUP_MASTER_KEY (32 random bytes, base64) "

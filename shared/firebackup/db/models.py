@@ -221,10 +221,23 @@ class Schedule(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     cron: Mapped[str] = mapped_column(sa.String(120))
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
-    retention: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # {keep_last, keep_days}
+    # keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within ("30d")
+    retention: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     collections: Mapped[list | None] = mapped_column(sa.JSON)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
-    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the latest due instant started
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One due instant of a schedule, started once: the unique (schedule, due_at) row is the decision."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (sa.UniqueConstraint("schedule_id", "due_at"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    backup_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("backups.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -242,6 +255,8 @@ class Webhook(Base):
 
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
+    # Maintenance looks for pending deliveries whose next attempt is overdue (a lost task).
+    __table_args__ = (sa.Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("whd"))
     webhook_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
     event: Mapped[str] = mapped_column(sa.String(64))
@@ -252,6 +267,10 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None once delivered or failed
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int | None] = mapped_column(sa.Integer)  # the last attempt's, answer excerpt included
+    response_excerpt: Mapped[str | None] = mapped_column(sa.String(256))  # sanitized start of the last answer
 
 
 class AuditLog(Base):

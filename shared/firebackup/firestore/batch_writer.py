@@ -9,15 +9,23 @@ BatchGetDocuments (names only) which documents exist, so its written / skipped f
 what a real run would report at that moment. Several batches are in flight at once
 (threads blocking in gRPC, which releases the GIL); the number is bounded, so memory stays
 flat. Documents become writes in firestore.rewrite.
+
+Writes into real Firestore follow its ramp-up rule ("500/50/5": at most 500 writes/s to a new
+collection, +50% every 5 minutes) through a RampUp limiter, which also halves its rate whenever
+Firestore answers RESOURCE_EXHAUSTED or ABORTED (the retry policy retries those writes too). It
+accounts per batch, never per document, and is off for the emulator.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from firebackup.errors import TRANSIENT_CODES, SourceError, UsageError
 from firebackup.firestore import protos
@@ -78,6 +86,95 @@ class WriteStats:
             self.errors.append(f"{rel}: {what}")
 
 
+# Firestore's answers to a target written too fast: the limiter slows down on these.
+SLOW_DOWN_CODES = frozenset({"RESOURCE_EXHAUSTED", "ABORTED"})
+
+
+class WriteLimiter:
+    """Paces the writes a BatchWriter sends, per key; this base lets everything through at once."""
+
+    def acquire(self, key: str, writes: int) -> float:
+        """Wait until `writes` more writes to `key` may go; return the moment they were let through."""
+        return 0.0
+
+    def slow_down(self, key: str, since: float) -> None:
+        """The target refused writes to `key` let through at `since` as too many: send fewer."""
+
+
+NO_LIMIT = WriteLimiter()
+
+
+@dataclass(frozen=True)
+class RampUpRule:
+    """Firestore's "500/50/5" rule, and how far to back off when it pushes back."""
+
+    start_rate: float = 500.0  # writes/s to a collection this process has not written before
+    growth: float = 1.5  # +50% ...
+    period: float = 300.0  # ... every 5 minutes
+    backoff: float = 0.5  # the rate after RESOURCE_EXHAUSTED / ABORTED, as a fraction of the current one
+    min_rate: float = 1.0
+
+
+@dataclass
+class _Ramp:
+    base: float  # writes/s at `anchor`
+    anchor: float  # when the ramp (re)started
+    next_free: float  # when the next reservation may start
+    slowed_at: float = -math.inf
+
+    def rate(self, rule: RampUpRule, now: float) -> float:
+        return self.base * rule.growth ** math.floor(max(0.0, now - self.anchor) / rule.period)
+
+
+class RampUp(WriteLimiter):
+    """A ramp per key (a root collection of one database), shared by every writer that holds it.
+
+    Each acquire() reserves the next `writes / rate` seconds of the key's schedule, so batches in
+    flight on several threads together keep to the rate. After slow_down() the ramp starts again
+    from `backoff` times the rate it had reached; a wave of refusals of batches let through
+    before that counts once; a key idle for a whole period starts over. Per process: tasks
+    fanned out over N instances should each get a rule with start_rate / N.
+    """
+
+    def __init__(self, rule: RampUpRule = RampUpRule(), *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep):
+        self.rule, self._clock, self._sleep = rule, clock, sleep
+        self._ramps: dict[str, _Ramp] = {}
+        self._lock = threading.Lock()
+
+    def rate(self, key: str) -> float:
+        """Writes/s allowed to `key` now (start_rate for a key not written yet)."""
+        with self._lock:
+            ramp = self._ramps.get(key)
+            return self.rule.start_rate if ramp is None else ramp.rate(self.rule, self._clock())
+
+    def acquire(self, key: str, writes: int) -> float:
+        with self._lock:
+            now = self._clock()
+            ramp = self._ramps.get(key)
+            if ramp is None or now - ramp.next_free > self.rule.period:
+                # New to this process, or idle long enough for Firestore to have merged its splits.
+                ramp = self._ramps[key] = _Ramp(self.rule.start_rate, now, now)
+            start = max(now, ramp.next_free)
+            ramp.next_free = start + writes / ramp.rate(self.rule, start)
+        if start > now:
+            self._sleep(start - now)
+        return start
+
+    def slow_down(self, key: str, since: float) -> None:
+        with self._lock:
+            ramp = self._ramps.get(key)
+            if ramp is None or ramp.slowed_at >= since:
+                return  # already slowed since these writes went out
+            now = self._clock()
+            ramp.base = max(self.rule.min_rate, ramp.rate(self.rule, now) * self.rule.backoff)
+            ramp.anchor = ramp.slowed_at = now
+
+
+# One per process: every writer into the same collection shares its budget.
+RAMP_UP = RampUp()
+
+
 # Eight tries in all, 0.1 s doubling to 8 s: a busy target (RESOURCE_EXHAUSTED, ABORTED on
 # contention) gets room to recover before a batch is given up.
 DEFAULT_RETRY = RetryPolicy(attempts=8, base_delay=0.1, max_delay=8.0, deadline=120.0)
@@ -87,7 +184,8 @@ class BatchWriter:
     """Streams stored documents into a database with BatchWrite; exact counts in close().
 
     conn is the connection to the TARGET database. add() / add_many() block only when
-    max_in_flight batches are already being sent. Each batch is retried under `retry`
+    max_in_flight batches are already being sent, or when `limiter` holds a batch back (None:
+    RAMP_UP on Firestore, NO_LIMIT on the emulator). Each batch is retried under `retry`
     (default DEFAULT_RETRY). Raises a TransientSourceError (e.g. SourceUnavailable) when
     the target stays unreachable, a PermanentSourceError when it refuses every request
     (permission, missing database); individual bad writes are counted as failed, never raised.
@@ -109,6 +207,7 @@ class BatchWriter:
         timeout: float | None = 120.0,
         progress: ProgressCallback | None = None,
         executor: ThreadPoolExecutor | None = None,
+        limiter: WriteLimiter | None = None,
     ):
         if not 1 <= max_writes <= MAX_WRITES_PER_BATCH:
             raise UsageError(f"max_writes must be 1..{MAX_WRITES_PER_BATCH}, not {max_writes}")
@@ -125,6 +224,7 @@ class BatchWriter:
             max_bytes = MAX_REQUEST_BYTES_EMULATOR if conn.emulator else MAX_REQUEST_BYTES
         self.max_bytes = max_bytes
         self.retry = retry
+        self.limiter = limiter if limiter is not None else NO_LIMIT if conn.emulator else RAMP_UP
         self.timeout = timeout
         self.progress = progress
         self._own_executor = executor is None
@@ -260,11 +360,19 @@ class BatchWriter:
         prefix = self.rewriter.target_docs
         return name[len(prefix) :] if name.startswith(prefix) else name
 
+    def _limit_key(self, writes: list[bytes]) -> str:
+        """The database and root collection a batch writes to, from its first write (batches are cut
+        from one chunk, which holds one root collection)."""
+        return f"{self.database}/{self._rel(writes[0]).split('/', 1)[0]}"
+
     def _send_batch(self, writes: list[bytes]) -> WriteStats:
         out = WriteStats()
         run = self.retry.start()
         skip = self.mode == "skip"
+        limiter = self.limiter
+        key = "" if limiter is NO_LIMIT else self._limit_key(writes)
         while writes:
+            sent = limiter.acquire(key, len(writes))
             try:
                 raw = self.conn.batch_write(self._header + b"".join(writes), timeout=self.timeout)
             except SourceError as e:
@@ -276,6 +384,8 @@ class BatchWriter:
                     out.add(self._send_batch(writes[:half]))
                     out.add(self._send_batch(writes[half:]))
                     return out
+                if e.grpc_code in SLOW_DOWN_CODES:
+                    limiter.slow_down(key, sent)
                 # A lost answer may hide applied writes; resending is harmless (overwrite and merge
                 # are idempotent) but in skip mode such a document then reads as skipped.
                 run.failed(e)  # permanent: raised at once (every other batch would fail the same way)
@@ -301,6 +411,8 @@ class BatchWriter:
                     again.append((w, code, parsed.message))
                 else:
                     out.fail(self._rel(w), f"{code} {_detail(parsed.message)}")
+            if any(code in SLOW_DOWN_CODES for _, code, _ in again):
+                limiter.slow_down(key, sent)
             if again and not run.again():
                 for w, code, message in again:
                     out.fail(self._rel(w), f"{code} after {run.failures} attempts {_detail(message)}")

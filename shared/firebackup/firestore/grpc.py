@@ -248,7 +248,9 @@ class FirestoreConnection:
         database: str = DEFAULT_DATABASE,
         host: str,
         emulator: bool,
+        authorized: bool = False,
     ) -> None:
+        """authorized: the channel carries the caller's own credentials (so no emulator owner token)."""
         self.channel = channel
         self.project = project
         self.database = database or DEFAULT_DATABASE
@@ -257,7 +259,7 @@ class FirestoreConnection:
         self.database_path = f"projects/{project}/databases/{self.database}"
         self.documents_path = f"{self.database_path}/documents"
         base: list[tuple[str, str]] = [("google-cloud-resource-prefix", self.database_path)]
-        if emulator:
+        if emulator and not authorized:
             # The emulator bypasses security rules for this token (as the SDKs do).
             base.append(("authorization", "Bearer owner"))
         self._base_metadata = tuple(base)
@@ -367,16 +369,17 @@ def open_firestore(
     """Open a connection to projects/<project>/databases/<database>.
 
     The emulator when emulator_host is given ("host:port", an http:// prefix is ignored): an
-    insecure channel. Otherwise real Firestore at `target` over TLS with `credentials` or
-    Application Default Credentials. Channels connect lazily; an unreachable host surfaces
-    as SourceUnavailable on the first call.
+    insecure channel, or with `credentials` a local one that carries them (tests of the
+    credentials path; the emulator accepts Google access tokens). Otherwise real Firestore at
+    `target` over TLS with `credentials` or Application Default Credentials. Channels connect
+    lazily; an unreachable host surfaces as SourceUnavailable on the first call.
     """
     if not project:
         raise UsageError("no Firestore project given; pass --project")
     host = (emulator_host or "").strip()
     if "://" in host:
         host = host.split("://", 1)[1]
-    if host:
+    if host and credentials is None:
         channel = grpc.insecure_channel(host, options=_CHANNEL_OPTIONS)
         return FirestoreConnection(channel, project=project, database=database, host=host, emulator=True)
 
@@ -384,6 +387,20 @@ def open_firestore(
     import google.auth.exceptions
     import google.auth.transport.grpc
     import google.auth.transport.requests
+
+    if host:
+        # gRPC attaches call credentials only to a secure channel; local credentials are the one
+        # kind that talks plaintext, and only to a local address (the emulator's).
+        plugin = google.auth.transport.grpc.AuthMetadataPlugin(  # type: ignore[no-untyped-call]
+            credentials, google.auth.transport.requests.Request()
+        )
+        secure = grpc.composite_channel_credentials(
+            grpc.local_channel_credentials(), grpc.metadata_call_credentials(plugin)
+        )
+        channel = grpc.secure_channel(host, secure, options=_CHANNEL_OPTIONS)
+        return FirestoreConnection(
+            channel, project=project, database=database, host=host, emulator=True, authorized=True
+        )
 
     if credentials is None:
         try:

@@ -8,6 +8,7 @@ idempotent because a queue may deliver a task more than once.
     queue = LocalQueue(threads=4)
     queue.register("chunk", lambda payload: run_chunk(...))
     queue.enqueue("chunk", {"partition": 0, "seq": 0})
+    queue.enqueue("webhook_deliver", {"delivery_id": "whd_1"}, delay_seconds=30)  # not before 30 s
     queue.join()          # waits for every task, follow-ups included; raises the first failure
 
 Like Cloud Tasks, LocalQueue delivers again a task whose handler raised a transient error
@@ -35,8 +36,24 @@ _BASE_DELAY, _MAX_DELAY = 0.2, 10.0
 
 @runtime_checkable
 class TaskQueue(Protocol):
-    def enqueue(self, name: str, payload: Payload) -> None:
-        """Schedule handler `name` to run once (at least once, in the cloud) with payload."""
+    def enqueue(self, name: str, payload: Payload, *, delay_seconds: float = 0.0) -> None:
+        """Schedule handler `name` to run once (at least once, in the cloud) with payload.
+
+        delay_seconds > 0: not before that many seconds from now (Cloud Tasks: schedule_time).
+        """
+
+
+class Timer(Protocol):
+    """What LocalQueue needs of threading.Timer; tests pass a factory that fires on demand."""
+
+    daemon: bool
+
+    def start(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+TimerFactory = Callable[[float, Callable[[], None]], Timer]
 
 
 class LocalQueue:
@@ -48,7 +65,7 @@ class LocalQueue:
 
     def __init__(self, threads: int = 4, handlers: dict[str, Handler] | None = None, *,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, on_give_up: GiveUp | None = None,
-                 delay: Callable[[int], float] | None = None):
+                 delay: Callable[[int], float] | None = None, timer: TimerFactory = threading.Timer):
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.threads = threads
@@ -56,7 +73,8 @@ class LocalQueue:
         self.on_give_up = on_give_up
         self._random = random.Random()
         self._delay = delay or self._full_jitter
-        self._timers: set[threading.Timer] = set()
+        self._timer = timer
+        self._timers: set[Timer] = set()
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -68,14 +86,17 @@ class LocalQueue:
     def register(self, name: str, handler: Handler) -> None:
         self._handlers[name] = handler
 
-    def enqueue(self, name: str, payload: Payload) -> None:
+    def enqueue(self, name: str, payload: Payload, *, delay_seconds: float = 0.0) -> None:
         if name not in self._handlers:
             raise KeyError(f"no handler registered for task {name!r}")
         with self._lock:
             if self._error is not None:
                 return  # the run already failed; don't start more work
             self._outstanding += 1
-        self._submit(name, payload, 1)
+        if delay_seconds > 0:
+            self._later(delay_seconds, name, payload, 1)
+        else:
+            self._submit(name, payload, 1)
 
     def _submit(self, name: str, payload: Payload, attempt: int) -> None:
         with self._lock:
@@ -97,7 +118,7 @@ class LocalQueue:
                 self._handlers[name](payload)
         except BaseException as e:  # noqa: BLE001 - retried, given up, or handed to join()
             if is_transient(e) and attempt < self.max_attempts and self._error is None:
-                self._retry_later(name, payload, attempt + 1)
+                self._later(self._delay(attempt + 1), name, payload, attempt + 1)
                 return  # still outstanding: _done() runs when the last attempt ends
             if self.on_give_up is not None and isinstance(e, Exception):
                 self.on_give_up(name, payload, e)
@@ -107,13 +128,15 @@ class LocalQueue:
                         self._error = e
         self._done()
 
-    def _retry_later(self, name: str, payload: Payload, attempt: int) -> None:
+    def _later(self, seconds: float, name: str, payload: Payload, attempt: int) -> None:
+        """Submit delivery `attempt` after `seconds`; the task stays outstanding meanwhile."""
+
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
             self._submit(name, payload, attempt)
 
-        timer = threading.Timer(self._delay(attempt), fire)
+        timer = self._timer(seconds, fire)
         timer.daemon = True
         with self._lock:
             self._timers.add(timer)

@@ -135,14 +135,33 @@ class AddDestination:
 
 @dataclass(frozen=True)
 class Retention:
-    """Which of a schedule's completed backups to keep: the newest keep_last, those under keep_days old."""
+    """Which of a schedule's completed backups to keep, restic `forget` style (services/retention.py).
+
+    keep_last: the newest n; keep_hourly ... keep_yearly: the newest backup of each of the n most
+    recent hours, days, ISO weeks, months, years (in the schedule's time zone) that have one;
+    keep_within: every backup younger than a duration ("30d", "12h", "1y6m") counted back from the
+    newest backup. A backup any rule keeps is kept; with no rule at all, every backup is.
+    """
 
     keep_last: int | None = None
-    keep_days: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: str | None = None
 
-    def as_dict(self) -> dict[str, int]:
-        out = {"keep_last": self.keep_last, "keep_days": self.keep_days}
-        return {k: v for k, v in out.items() if v is not None}
+    def as_dict(self) -> dict[str, int | str]:
+        """The rules that are set, as stored on the schedule row."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> "Retention":
+        """The rules stored on a schedule row (as_dict's output)."""
+        return cls(**{f.name: stored.get(f.name) for f in fields(cls)})
+
+    def is_empty(self) -> bool:
+        return not self.as_dict()
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from firebackup.crypto.secrets import Sealer
 from firebackup.db.models import AuditLog
+from firebackup.runtime.metrics import Metrics, NullMetrics
 from firebackup.runtime.queue import TaskQueue
 from firebackup.services.errors import Invalid
 from firebackup.services.ports import IdTokenVerifier, OAuthClient, ProjectProber
@@ -64,6 +67,8 @@ class Ports:
     prober: ProjectProber
     open_storage: Callable[..., Any]
     sources: ProjectSources  # connected projects' Firestore and Auth, with their own credentials
+    # bootstrap always builds the configured adapter; the default serves Ports built by hand (unit tests).
+    metrics: Metrics = field(default_factory=NullMetrics)
 
 
 @dataclass
@@ -103,6 +108,23 @@ class Ctx:
         )
         self.session.add(row)
         self.audited.append(row)
+
+
+SystemTx = Callable[[], ContextManager[Ctx]]  # `with tx() as ctx:` one short transaction, as the system
+
+
+def system_transactions(factory: sessionmaker[Session], ports: Ports) -> SystemTx:
+    """A SystemTx over a session factory: each `with` commits on success and rolls back on an exception.
+
+    For callers that are no request (the scheduler, maintenance): no principal, audited as `system`.
+    """
+
+    @contextlib.contextmanager
+    def tx() -> Iterator[Ctx]:
+        with factory.begin() as session:
+            yield Ctx(session, ports)
+
+    return tx
 
 
 T = TypeVar("T")

@@ -1,55 +1,30 @@
-"""Five-field cron expressions (minute hour day-of-month month day-of-week) with a time zone."""
+"""Five-field cron expressions (minute hour day-of-month month day-of-week) in an IANA time zone, by croniter.
+
+croniter matches the fields (names, ranges, steps, lists, `L`, `#`, macros such as @daily) and
+walks local wall-clock time; this module adds the two DST rules cron users expect (cronie's):
+
+- a wall time that does not exist (spring forward, 02:30 on the night clocks jump from 02:00 to
+  03:00) fires once, at the jump, for a job with fixed times; a job with `*` in its minute or
+  hour field follows elapsed time and simply has no run in the missing hour;
+- a wall time that happens twice (fall back) fires once, at its first occurrence, for a job
+  with fixed times; a `*` job runs in both copies of the hour (they are real, distinct minutes).
+
+Every instant this module returns is aware UTC.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
+
+from croniter import CroniterError, croniter
 
 from firebackup.services.errors import Invalid
 
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-_NAMES = {
-    3: {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())},
-    4: {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())},
-}
-_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
-
-
-@dataclass(frozen=True)
-class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    dom_any: bool
-    dow_any: bool
-    tz: ZoneInfo
-
-    def _day_matches(self, d: datetime) -> bool:
-        dow = (d.weekday() + 1) % 7
-        if self.dom_any or self.dow_any:
-            return d.day in self.days and dow in self.weekdays
-        return d.day in self.days or dow in self.weekdays  # classic cron: either restricted field matches
-
-    def next_after(self, after: datetime) -> datetime | None:
-        """The first run strictly after `after` (aware), in UTC; None if none within five years."""
-        local = after.astimezone(self.tz)
-        day = local.date()
-        for _ in range(366 * 5):
-            if day.month in self.months and self._day_matches(datetime.combine(day, time())):
-                for h in sorted(self.hours):
-                    for m in sorted(self.minutes):
-                        cand = datetime.combine(day, time(h, m), tzinfo=self.tz)
-                        # Skip wall-clock times a DST jump makes nonexistent.
-                        if cand.astimezone(timezone.utc).astimezone(self.tz).replace(tzinfo=None) != cand.replace(tzinfo=None):
-                            continue
-                        if cand > after:
-                            return cand.astimezone(timezone.utc)
-            day += timedelta(days=1)
-        return None
+_SEARCH = 5 * 366  # steps croniter may take looking for a run before we call the expression empty
+_UTC = timezone.utc
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -59,48 +34,87 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise Invalid(f"unknown time zone {name!r}; use an IANA name such as Europe/Paris or UTC") from None
 
 
+@dataclass(frozen=True)
+class Cron:
+    """A validated expression in its time zone; `fixed` is False when minute or hour is a `*` field."""
+
+    expr: str
+    tz: ZoneInfo
+    fixed: bool
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first run strictly after `after` (aware), in UTC; None if there is none within five years."""
+        return next(self._runs(after, forward=True), None)
+
+    def latest_at_or_before(self, now: datetime) -> datetime | None:
+        """The last run at or before `now` (aware), in UTC; None if there is none within five years."""
+        # croniter's get_prev is strictly before its start: start one second later, then drop a
+        # run that lands in that second (a `now` with a fractional second just before the minute).
+        for run in self._runs(now + timedelta(seconds=1), forward=False):
+            if run <= now:
+                return run
+        return None
+
+    def _runs(self, start: datetime, *, forward: bool) -> Iterator[datetime]:
+        if start.tzinfo is None:
+            raise ValueError("naive datetime given to Cron")
+        it = croniter(self.expr, start.astimezone(self.tz))
+        for _ in range(_SEARCH):
+            try:
+                local: datetime = it.get_next(datetime) if forward else it.get_prev(datetime)
+            except CroniterError:
+                return  # nothing more in croniter's own search window
+            run = local.astimezone(_UTC)
+            if self.fixed and _second_occurrence(run, self.tz):
+                continue
+            yield run
+
+
+def _second_occurrence(run: datetime, tz: ZoneInfo) -> bool:
+    """True when `run`'s local wall time also happened an hour (or so) earlier: the repeat after a fall-back."""
+    wall = run.astimezone(tz).replace(tzinfo=None)
+    # Decided from the UTC instant, never from croniter's fold flags, which it does not keep consistent.
+    return wall.replace(tzinfo=tz, fold=0).astimezone(_UTC) != run
+
+
 def parse_cron(expr: str, tz: str = "UTC") -> Cron:
-    """Parse and validate; raises Invalid naming the bad field."""
+    """Parse and validate; raises Invalid naming what is wrong."""
     zone = parse_timezone(tz)
-    text = _MACROS.get(expr.strip().lower(), expr.strip())
+    text = " ".join(expr.split())
+    if text.startswith("@"):
+        text = text.lower()
+        if text not in _MACRO_TIMES:
+            raise Invalid(f"cron macro {expr!r} is not known; use one of {', '.join(_MACRO_TIMES)}")
+    elif len(text.split()) != 5:
+        raise Invalid(f"cron {expr!r} has {len(text.split())} fields; use 5: minute hour day-of-month month "
+                      f"day-of-week (or a macro such as @daily)")
+    if not _accepted(text):
+        raise Invalid(_what_is_wrong(expr, text))
+    minute, hour = _MACRO_TIMES.get(text.lower(), text.split()[:2])
+    return Cron(text, zone, fixed=not (minute.startswith("*") or hour.startswith("*")))
+
+
+_FIELDS = (("minute", "0-59"), ("hour", "0-23"), ("day-of-month", "1-31 or L"), ("month", "1-12 or jan-dec"),
+           ("day-of-week", "0-7 or sun-sat"))
+
+
+def _accepted(text: str) -> bool:
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=_UTC))
+    except (CroniterError, ValueError, KeyError, IndexError):
+        return False
+    return True
+
+
+def _what_is_wrong(expr: str, text: str) -> str:
+    """One line naming the first field croniter refuses on its own (croniter's own messages name none)."""
     parts = text.split()
-    if len(parts) != 5:
-        raise Invalid(f"cron {expr!r} has {len(parts)} fields; use 5: minute hour day-of-month month day-of-week")
-    sets = [_field(p, i) for i, p in enumerate(parts)]
-    weekdays = frozenset(d % 7 for d in sets[4])
-    return Cron(frozenset(sets[0]), frozenset(sets[1]), frozenset(sets[2]), frozenset(sets[3]), weekdays,
-                dom_any=parts[2] == "*", dow_any=parts[4] == "*", tz=zone)
+    for i, (name, allowed) in enumerate(_FIELDS):
+        if not _accepted(" ".join(parts[i] if j == i else "*" for j in range(5))):
+            return f"cron {name} field {parts[i]!r} is not valid; use {allowed}, *, ranges (a-b), lists (a,b) and steps (*/n)"
+    return f"cron {expr!r} is not valid; check each field: minute hour day-of-month month day-of-week"
 
 
-def _field(text: str, index: int) -> set[int]:
-    name, lo, hi = _FIELDS[index]
-    out: set[int] = set()
-    for item in text.split(","):
-        try:
-            rng, _, step_s = item.partition("/")
-            step = int(step_s) if step_s else 1
-            if step < 1:
-                raise ValueError
-            if rng == "*":
-                a, b = lo, hi
-            elif "-" in rng:
-                a_s, b_s = rng.split("-", 1)
-                a, b = _value(a_s, index), _value(b_s, index)
-            else:
-                a = _value(rng, index)
-                b = hi if step_s else a
-        except ValueError:
-            raise Invalid(f"cron {name} field {text!r} is not valid; use numbers {lo}-{hi}, *, ranges, lists, steps") from None
-        if not (lo <= a <= hi and lo <= b <= hi and a <= b):
-            raise Invalid(f"cron {name} field {text!r} is out of range {lo}-{hi}")
-        out.update(range(a, b + 1, step))
-    return out
-
-
-def _value(text: str, index: int) -> int:
-    names = _NAMES.get(index, {})
-    if text.lower() in names:
-        return names[text.lower()]
-    if not text.isdigit() or len(text) > 3:
-        raise ValueError(text)
-    return int(text)
+# The minute and hour fields of croniter's macros: @hourly follows elapsed time, the others fixed times.
+_MACRO_TIMES = {"@hourly": ["0", "*"], "@daily": ["0", "0"], "@midnight": ["0", "0"], "@weekly": ["0", "0"],
+                "@monthly": ["0", "0"], "@yearly": ["0", "0"], "@annually": ["0", "0"]}

@@ -55,12 +55,23 @@ def _user_for(ctx: Ctx, claims: Mapping[str, Any]) -> User:
     email = _trusted_email(ctx, claims)
     if email:
         user = ctx.session.scalar(sa.select(User).where(User.email == email, User.firebase_uid.is_(None)))
-    if user is None:
-        name = claims.get("name")
-        user = User(email=email, display_name=name[:200] if isinstance(name, str) else None)
-        ctx.session.add(user)
-    user.firebase_uid = uid
-    ctx.session.flush()
+        if user is None and ctx.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+            # Another Firebase account already holds this address (and its invitations): this one
+            # gets a user of its own without it, rather than a unique-key failure on every call.
+            email = None
+    try:
+        with ctx.session.begin_nested():
+            if user is None:
+                name = claims.get("name")
+                user = User(email=email, display_name=name[:200] if isinstance(name, str) else None)
+                ctx.session.add(user)
+            user.firebase_uid = uid
+    except sa.exc.IntegrityError:
+        # Two first requests of one new account raced: the other one made the row; use it.
+        found = ctx.session.scalar(sa.select(User).where(User.firebase_uid == uid))
+        if found is None:
+            raise
+        return found
     return user
 
 

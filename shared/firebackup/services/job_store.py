@@ -11,7 +11,7 @@ A task's result replaces an earlier attempt's; chunk rows are keyed by (backup, 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +20,7 @@ from firebackup.db.models import Backup, BackupChunk, JobTask, Restore
 from firebackup.engine.jobs import DEFAULT_LEASE_SECONDS, Claim, ClaimState, JobCancelled, utcnow
 from firebackup.firestore.documents import parse_rfc3339
 from firebackup.format.manifest import ChunkEntry
+from firebackup.runtime.metrics import JobFinished, QueueDepth
 from firebackup.services.context import Ctx, Ports
 
 # One store serves one kind of job row; the type variable keeps that kind through s.get().
@@ -203,7 +204,10 @@ class DbJobStore(Generic[JobRow]):
             job.lease_until = None
             failed = summary.get("error")
             record_outcome(Ctx(s, self.ports), job, "failed" if failed else "completed", failed)
-            return True
+            finished = _finished(job)
+        # Reported after the commit: a rolled-back outcome is never counted.
+        self.ports.metrics.job_finished(finished)
+        return True
 
     def fail(self, job_id: str, reason: str) -> bool:
         from firebackup.services.jobs import record_outcome
@@ -214,4 +218,28 @@ class DbJobStore(Generic[JobRow]):
                 return False
             job.lease_until = None
             record_outcome(Ctx(s, self.ports), job, "failed", reason)
-            return True
+            finished = _finished(job)
+        self.ports.metrics.job_finished(finished)
+        return True
+
+
+def _finished(job: Backup | Restore) -> JobFinished:
+    """The metrics' view of a job that has just reached its outcome."""
+    started = job.started_at or job.created_at
+    seconds = (job.finished_at - started).total_seconds() if job.finished_at and started else 0.0
+    outcome: Literal["completed", "failed"] = "completed" if job.state == "completed" else "failed"
+    if isinstance(job, Backup):
+        size = job.bytes_stored if outcome == "completed" else None  # a failed backup's bytes are partial
+        return JobFinished("backup", job.org_id, job.project_id, outcome, seconds, size)
+    return JobFinished("restore", job.org_id, job.target_project_id, outcome, seconds)
+
+
+def queue_depth(factory: sessionmaker[Session]) -> list[QueueDepth]:
+    """Pending and running jobs of each kind, counted in the database (what every instance sees)."""
+    out = []
+    with factory() as s:
+        for kind, model in (("backup", Backup), ("restore", Restore)):
+            counts: dict[str, int] = {state: n for state, n in s.execute(
+                sa.select(model.state, sa.func.count()).where(model.state.in_(_ACTIVE)).group_by(model.state))}
+            out.append(QueueDepth(kind, waiting=counts.get("pending", 0), active=counts.get("running", 0)))
+    return out

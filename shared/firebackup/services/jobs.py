@@ -10,8 +10,9 @@ from firebackup.db.models import Backup, BackupChunk, Restore, StorageDestinatio
 from firebackup.engine.tasks import BACKUP_PLAN, RESTORE_PLAN
 from firebackup.errors import FireBackupError
 from firebackup.services.commands import PageRequest, StartBackup, StartRestore
-from firebackup.services.context import Ctx, page
+from firebackup.services.context import Ctx, Role, page
 from firebackup.services.errors import Conflict, Invalid
+from firebackup.services.identity import require_role
 from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination
 
 ACTIVE = ("pending", "running")
@@ -156,6 +157,11 @@ def start_restore(ctx: Ctx, org_id: str, cmd: StartRestore) -> dict[str, Any]:
     if cmd.include_auth and not backup.include_auth:
         raise Invalid("this backup has no Auth users; restore without include_auth")
     target = get_project(ctx, org_id, cmd.target_project_id)
+    if not cmd.dry_run and cmd.mode != "skip":
+        # skip only creates what is missing, so it cannot overwrite data; overwrite and merge can.
+        what = "documents and Auth users" if cmd.include_auth else "documents"
+        require_role(ctx, Role.admin, f"a restore in {cmd.mode} mode (it can overwrite existing {what}; a member "
+                                      "may dry-run it, or restore in skip mode)")
     row = Restore(id=new_id("rst"), org_id=org_id, backup_id=backup.id, target_project_id=target.id,
                   target_database=cmd.target_database, mode=cmd.mode, collections=_list_or_none(cmd.collections),
                   dry_run=cmd.dry_run, include_auth=cmd.include_auth, state="pending", requested_by=ctx.actor_id)

@@ -130,8 +130,21 @@ def _membership(ctx: Ctx, org_id: str, user_id: str) -> UserOrganization:
 
 
 def _owners(ctx: Ctx, org_id: str) -> int:
+    """How many owners the org has, counted under the org's lock (see _lock_owners)."""
+    _lock_owners(ctx, org_id)
     return ctx.session.scalar(sa.select(sa.func.count()).select_from(UserOrganization).where(
         UserOrganization.org_id == org_id, UserOrganization.role == "owner")) or 0
+
+
+def _lock_owners(ctx: Ctx, org_id: str) -> None:
+    """Serialize every change that could remove an owner of this org until the transaction ends.
+
+    Counting and then writing is a race: two owners demoting each other at once both count two.
+    A no-op UPDATE of the organization row takes its row lock on PostgreSQL and the database's
+    write lock on SQLite (where SELECT ... FOR UPDATE does nothing), so the second transaction
+    counts only after the first has committed.
+    """
+    ctx.session.execute(sa.update(Organization).where(Organization.id == org_id).values(name=Organization.name))
 
 
 def change_role(ctx: Ctx, org_id: str, user_id: str, cmd: ChangeRole) -> dict[str, Any]:
@@ -219,4 +232,14 @@ def list_audit(ctx: Ctx, org_id: str, q: AuditFilter) -> tuple[list[AuditLog], s
 
 
 def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    """The filter instant in UTC (naive means UTC); one past what datetime holds in UTC clamps to that limit.
+
+    0001-01-01T00:00+01:00 is a valid instant whose UTC form is before year 1: as a lower bound it
+    means "from the beginning", and 9999-12-31T23:59-01:00 as an upper bound "until the end".
+    """
+    aware = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:
+        return aware.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if aware.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)

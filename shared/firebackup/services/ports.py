@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firebackup.services.errors import Invalid, Unauthenticated
+from firebackup.settings import Settings
+
+if TYPE_CHECKING:
+    from firebackup.services.source_opener import ProjectSources
 
 
 try:
@@ -15,17 +19,21 @@ except ImportError:  # pragma: no cover - only while runtime/ is absent
     class TaskQueue(Protocol):  # type: ignore[no-redef]
         """Enqueue one named task with a JSON-able payload (Cloud Tasks in production)."""
 
-        def enqueue(self, name: str, payload: dict) -> None: ...
+        def enqueue(self, name: str, payload: dict, *, delay_seconds: float = 0.0) -> None: ...
 
 
 class RecordingQueue:
-    """In-process queue that keeps tasks for a worker (or a test) to take."""
+    """In-process queue that keeps tasks for a worker (or a test) to take.
+
+    A delay is not kept: the taker runs tasks when it likes, and a delayed task (a webhook
+    retry) checks for itself whether it is due.
+    """
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
 
-    def enqueue(self, name: str, payload: dict) -> None:
+    def enqueue(self, name: str, payload: dict, *, delay_seconds: float = 0.0) -> None:
         with self._lock:
             self.tasks.append((name, dict(payload)))
 
@@ -92,11 +100,13 @@ class GoogleOAuthClient:
     """Real adapter over Google's endpoints (not exercised by local tests: needs Google)."""
 
     AUTH = "https://accounts.google.com/o/oauth2/v2/auth"
-    TOKEN = "https://oauth2.googleapis.com/token"
+    TOKEN = Settings.oauth_token_uri
     SCOPES = "https://www.googleapis.com/auth/datastore https://www.googleapis.com/auth/cloud-platform"
 
-    def __init__(self, client_id: str | None, client_secret: str | None, redirect_uri: str | None):
+    def __init__(self, client_id: str | None, client_secret: str | None, redirect_uri: str | None,
+                 token_uri: str = TOKEN):
         self.client_id, self._secret, self.redirect_uri = client_id, client_secret, redirect_uri
+        self.token_uri = token_uri
 
     def _require(self) -> None:
         if not (self.client_id and self._secret and self.redirect_uri):
@@ -114,7 +124,7 @@ class GoogleOAuthClient:
         import requests
 
         self._require()
-        resp = requests.post(self.TOKEN, data={"code": code, "client_id": self.client_id, "client_secret": self._secret,
+        resp = requests.post(self.token_uri, data={"code": code, "client_id": self.client_id, "client_secret": self._secret,
                                                "redirect_uri": self.redirect_uri, "grant_type": "authorization_code"},
                              timeout=30)
         if resp.status_code != 200 or "refresh_token" not in resp.json():
@@ -129,25 +139,22 @@ class ProjectProber(Protocol):
 
 
 class FirestoreProber:
-    """Lists root collections with the project's credentials (not exercised locally: needs GCP)."""
+    """Lists one root collection id with the project's own credentials, opened as a backup opens them."""
+
+    def __init__(self, sources: ProjectSources):
+        self.sources = sources
 
     def probe(self, gcp_project_id: str, database_id: str, auth_kind: str, credentials: bytes) -> str | None:
-        import json
-
-        from google.cloud import firestore
+        from firebackup.errors import FireBackupError
+        from firebackup.firestore import protos
 
         try:
-            if auth_kind == "service_account":
-                from google.oauth2 import service_account
-
-                creds = service_account.Credentials.from_service_account_info(json.loads(credentials))
-            else:
-                from google.oauth2.credentials import Credentials
-
-                creds = Credentials(None, refresh_token=credentials.decode(),
-                                    token_uri="https://oauth2.googleapis.com/token")
-            client = firestore.Client(project=gcp_project_id, database=database_id, credentials=creds)
-            next(iter(client.collections()), None)
-        except Exception as e:  # any vendor failure is a failed probe, reported without its payload
-            return f"cannot read Firestore in {gcp_project_id}/{database_id}: {type(e).__name__}"
+            conn = self.sources.firestore(gcp_project_id, database_id, auth_kind, credentials)
+            try:
+                request = protos.ListCollectionIdsRequest(parent=conn.documents_path, page_size=1)
+                conn.list_collection_ids(request, timeout=30)
+            finally:
+                conn.close()
+        except FireBackupError as e:  # our errors are one line and never quote a credential
+            return str(e)
         return None

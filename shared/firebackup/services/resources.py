@@ -6,18 +6,18 @@ import json
 import time
 from datetime import timezone
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from firebackup.crypto.secrets import fingerprint
 from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
-from firebackup.errors import FireBackupError
+from firebackup.egress import check_service_account_key
+from firebackup.errors import AccessDenied, BucketNotFound, EgressRefused, FireBackupError, UsageError, is_transient
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
-                                          PageRequest, Unset, UpdateSchedule)
+                                          PageRequest, Retention, Unset, UpdateSchedule)
 from firebackup.services.context import Ctx, page
 from firebackup.services.cron import parse_cron
 from firebackup.services.errors import Conflict, Invalid, NotFound
+from firebackup.services.storage_opener import DestinationPolicy
 from firebackup.storage.base import Storage
 
 # The rows an organization owns, each with an `id` and an `org_id`.
@@ -59,7 +59,7 @@ def _new_project(ctx: Ctx, org_id: str, name: str, gcp: str, db: str, kind: str,
     pid = new_id("prj")
     row = Project(id=pid, org_id=org_id, name=name, gcp_project_id=gcp, database_id=db, auth_kind=kind,
                   credentials_sealed=ctx.ports.sealer.seal(secret, _context(Project, "credentials_sealed", pid)),
-                  credentials_fingerprint=fingerprint(secret), created_by=ctx.actor_id)
+                  credentials_fingerprint=ctx.ports.sealer.fingerprint(secret), created_by=ctx.actor_id)
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("project.connect", "project", pid, {"auth": kind, "gcp_project_id": gcp, "database_id": db})
@@ -67,6 +67,10 @@ def _new_project(ctx: Ctx, org_id: str, name: str, gcp: str, db: str, kind: str,
 
 
 def connect_project(ctx: Ctx, org_id: str, cmd: ConnectProject) -> Project:
+    try:
+        check_service_account_key(cmd.service_account_key)
+    except EgressRefused as e:
+        raise Invalid(str(e)) from None
     key = json.dumps(dict(cmd.service_account_key), sort_keys=True).encode()
     return _new_project(ctx, org_id, cmd.name, cmd.gcp_project_id, cmd.database_id, "service_account", key)
 
@@ -115,29 +119,17 @@ def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
 
 # --- storage destinations ----------------------------------------------------------------------
 
-_SCHEMES = {"s3": "s3", "spaces": "spaces", "gcs": "gs", "s3compat": "s3", "local": "file"}
+def _options(cmd: AddDestination) -> dict[str, str]:
+    return {k: v for k, v in {"region": cmd.region, "endpoint_url": cmd.endpoint_url}.items() if v}
 
 
 def _check_destination(ctx: Ctx, cmd: AddDestination) -> None:
-    parts = urlsplit(cmd.url)
-    want = _SCHEMES[cmd.kind]
-    if parts.scheme != want:
-        raise Invalid(f"a {cmd.kind} destination needs a {want}:// URL")
-    if "@" in parts.netloc or any(c in cmd.url for c in "\x00\r\n\t "):
-        raise Invalid("the URL must not contain credentials or whitespace; send credentials separately")
-    if cmd.kind == "local" and not ctx.ports.settings.allow_local_storage:
-        raise Invalid("local folders are for development only; set FIREBACKUP_ALLOW_LOCAL_STORAGE=1 to allow them")
-    if cmd.kind != "local" and not parts.netloc:
-        raise Invalid("the URL needs a bucket: scheme://bucket/prefix")
-    if cmd.kind == "s3compat" and not cmd.endpoint_url:
-        raise Invalid("an S3-compatible destination needs endpoint_url")
-    c = cmd.credentials
-    if c and cmd.kind == "gcs" and (c.access_key_id or c.secret_access_key):
-        raise Invalid("GCS destinations take a service_account_key, not access keys")
-    if c and cmd.kind in ("s3", "spaces", "s3compat") and (c.service_account_key or not (c.access_key_id and c.secret_access_key)):
-        raise Invalid("S3-style destinations take access_key_id and secret_access_key")
-    if c and cmd.kind == "local":
-        raise Invalid("local destinations take no credentials")
+    """The same rules the storage opener applies each time the destination is opened, as a 422 now."""
+    credentials = cmd.credentials.as_dict() if cmd.credentials is not None else None
+    try:
+        DestinationPolicy.from_settings(ctx.ports.settings).check(cmd.kind, cmd.url, _options(cmd), credentials)
+    except UsageError as e:
+        raise Invalid(str(e)) from None
 
 
 def list_destinations(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[StorageDestination], str | None]:
@@ -151,12 +143,11 @@ def get_destination(ctx: Ctx, org_id: str, dest_id: str) -> StorageDestination:
 def create_destination(ctx: Ctx, org_id: str, cmd: AddDestination) -> StorageDestination:
     _check_destination(ctx, cmd)
     did = new_id("dst")
-    options = {k: v for k, v in {"region": cmd.region, "endpoint_url": cmd.endpoint_url}.items() if v}
-    row = StorageDestination(id=did, org_id=org_id, name=cmd.name, kind=cmd.kind, url=cmd.url, options=options)
+    row = StorageDestination(id=did, org_id=org_id, name=cmd.name, kind=cmd.kind, url=cmd.url, options=_options(cmd))
     if cmd.credentials is not None:
         secret = json.dumps(cmd.credentials.as_dict(), sort_keys=True).encode()
         row.credentials_sealed = ctx.ports.sealer.seal(secret, _context(StorageDestination, "credentials_sealed", did))
-        row.credentials_fingerprint = fingerprint(secret)
+        row.credentials_fingerprint = ctx.ports.sealer.fingerprint(secret)
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("destination.create", "storage_destination", did, {"kind": cmd.kind})
@@ -169,7 +160,7 @@ def delete_destination(ctx: Ctx, org_id: str, dest_id: str) -> None:
 
 
 def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict[str, Any] | None:
-    """The destination's unsealed credentials, or None when it uses ambient ones."""
+    """The destination's unsealed credentials, or None when it has none (refused outside development)."""
     if not row.credentials_sealed:
         return None
     ctx_name = _context(StorageDestination, "credentials_sealed", row.id)
@@ -177,9 +168,13 @@ def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict[str, Any]
     return creds
 
 
-def open_destination(ctx: Ctx, row: StorageDestination) -> Storage:
-    """A Storage for this destination, with its unsealed credentials handed to the client only."""
-    storage: Storage = ctx.ports.open_storage(row.kind, row.url, row.options or {}, destination_credentials(ctx, row))
+def open_destination(ctx: Ctx, row: StorageDestination, *, bounded: bool = False) -> Storage:
+    """A Storage for this destination, with its unsealed credentials handed to the client only.
+
+    bounded: for a call an HTTP request waits on (one try, a few seconds' timeouts).
+    """
+    storage: Storage = ctx.ports.open_storage(row.kind, row.url, row.options or {}, destination_credentials(ctx, row),
+                                              bounded=bounded)
     return storage
 
 
@@ -187,7 +182,7 @@ def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict[str, Any]:
     row = get_destination(ctx, org_id, dest_id)
     key = f".firebackup-probe/{new_id('probe')}"
     try:
-        storage = open_destination(ctx, row)
+        storage = open_destination(ctx, row, bounded=True)
         try:
             storage.put(key, b"firebackup connection test\n")
             storage.delete(key)
@@ -195,9 +190,25 @@ def test_destination(ctx: Ctx, org_id: str, dest_id: str) -> dict[str, Any]:
             storage.close()
         ok, message = True, "wrote and deleted a probe object"
     except FireBackupError as e:
-        ok, message = False, str(e).splitlines()[0][:300]
+        ok, message = False, probe_failure(e)
     ctx.audit("destination.test", "storage_destination", dest_id, result="success" if ok else "failure")
     return {"ok": ok, "message": message}
+
+
+def probe_failure(e: FireBackupError) -> str:
+    """What /test says went wrong, in our words only: a remote server's body or error page never reaches
+    the caller (it could be an internal service's answer, or the server's own credentials' names)."""
+    if isinstance(e, UsageError):  # refused by our own rules before anything was sent
+        return f"could not open the destination: {str(e).splitlines()[0][:300]}"
+    if isinstance(e, AccessDenied):
+        reason = "access denied"
+    elif isinstance(e, BucketNotFound):
+        reason = "the bucket does not exist"
+    elif is_transient(e):
+        reason = "no answer in time, or the service is unavailable"
+    else:
+        reason = "the storage service refused the request"
+    return f"could not write a probe object: {reason}"
 
 
 # --- schedules -----------------------------------------------------------------------------------
@@ -221,8 +232,15 @@ def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict[str, Any]:
     return _schedule_out(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
 
 
+def _check_retention(rules: Retention) -> None:
+    from firebackup.services.retention import check_rules  # retention builds on this module
+
+    check_rules(rules)
+
+
 def create_schedule(ctx: Ctx, org_id: str, cmd: CreateSchedule) -> dict[str, Any]:
     parse_cron(cmd.cron, cmd.timezone)
+    _check_retention(cmd.retention)
     get_project(ctx, org_id, cmd.project_id)
     get_destination(ctx, org_id, cmd.destination_id)
     row = Schedule(id=new_id("sch"), org_id=org_id, name=cmd.name, project_id=cmd.project_id,
@@ -247,6 +265,8 @@ def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, cmd: UpdateSchedule
     if isinstance(cmd.enabled, bool):
         row.enabled = cmd.enabled
     if not isinstance(cmd.retention, Unset):
+        if cmd.retention is not None:
+            _check_retention(cmd.retention)
         row.retention = cmd.retention.as_dict() if cmd.retention is not None else {}
     ctx.audit("schedule.update", "schedule", schedule_id, {"fields": cmd.given()})
     return _schedule_out(row)
@@ -273,7 +293,7 @@ def create_webhook(ctx: Ctx, org_id: str, cmd: AddWebhook) -> Webhook:
     wid = new_id("whk")
     row = Webhook(id=wid, org_id=org_id, url=cmd.url, events=list(dict.fromkeys(cmd.events)),
                   secret_sealed=ctx.ports.sealer.seal(cmd.secret, _context(Webhook, "secret_sealed", wid)),
-                  secret_fingerprint=fingerprint(cmd.secret))
+                  secret_fingerprint=ctx.ports.sealer.fingerprint(cmd.secret))
     ctx.session.add(row)
     ctx.session.flush()
     ctx.audit("webhook.create", "webhook", wid, {"events": row.events})

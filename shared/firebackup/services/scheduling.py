@@ -1,63 +1,90 @@
-"""Scheduled backups and retention: what the `scheduler` function calls every minute (or so)."""
+"""Scheduled backups: what the `scheduler` function runs on every tick.
+
+Each due instant of a schedule starts one backup, however many ticks see it: the tick inserts a
+ScheduleRun row, unique on (schedule_id, due_at), in the same transaction that creates the backup
+row and enqueues its plan (jobs.start_backup). A second tick that saw the same instant (a
+duplicate delivery, a late one, two ticks running at once) fails that insert on the unique key
+and starts nothing; the database decides, on SQLite as on PostgreSQL. The same transaction moves
+the schedule's last_run_at forward only (a conditional UPDATE), so a slow tick can never start
+an older instant after a newer one has run.
+
+A tick starts only the latest due instant in (last_run_at, now]: after an outage the schedule
+runs once, not once per missed minute.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import datetime as dt
+import logging
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Schedule
+from firebackup.db.models import Schedule, ScheduleRun
+from firebackup.errors import FireBackupError
 from firebackup.services.commands import StartBackup
-from firebackup.services.context import Ctx
+from firebackup.services.context import Ctx, SystemTx
 from firebackup.services.cron import parse_cron
 from firebackup.services.jobs import start_backup
 
+log = logging.getLogger("firebackup.scheduler")
 
-def run_due(ctx: Ctx, now: datetime) -> list[str]:
-    """Start a backup for each enabled schedule with a run due in (last_run_at, now]; returns backup ids.
 
-    A schedule never run counts from its creation, and missed runs collapse into one backup. Each
-    backup starts through jobs.start_backup, the same path (and checks) as one started by the API.
+@dataclass(frozen=True)
+class _Due:
+    schedule_id: str
+    cron: str
+    timezone: str
+    since: dt.datetime
+
+
+class _NotToRun(Exception):
+    """A newer due instant of the schedule has started already, or it was disabled or deleted meanwhile."""
+
+
+def run_due(tx: SystemTx, now: dt.datetime) -> list[str]:
+    """Start one backup per enabled schedule whose latest due instant in (last_run_at, now] has not started.
+
+    Returns the ids of the backups started. One schedule's problem (its project deleted, a bad
+    stored expression) is logged and skips that schedule only.
     """
+    with tx() as ctx:
+        candidates = [_Due(s.id, s.cron, s.timezone, s.last_run_at or s.created_at) for s in ctx.session.scalars(
+            sa.select(Schedule).where(Schedule.enabled.is_(True)).order_by(Schedule.id))]
     started = []
-    for sch in ctx.session.scalars(sa.select(Schedule).where(Schedule.enabled.is_(True)).order_by(Schedule.id)):
-        since = sch.last_run_at or sch.created_at
-        due = parse_cron(sch.cron, sch.timezone).next_after(since)
-        if due is None or due > now:
+    for cand in candidates:
+        try:
+            due = parse_cron(cand.cron, cand.timezone).latest_at_or_before(now)
+            if due is None or due <= cand.since:
+                continue
+            with tx() as ctx:
+                backup_id = _start(ctx, cand.schedule_id, due)
+        except (sa.exc.IntegrityError, _NotToRun):
+            continue  # another tick started this instant (or a newer one) first, or it was disabled
+        except FireBackupError as e:
+            log.warning("schedule %s: not started: %s", cand.schedule_id, str(e).splitlines()[0] if str(e) else e)
             continue
-        out = start_backup(ctx, sch.org_id, StartBackup(
-            project_id=sch.project_id, destination_id=sch.destination_id,
-            collections=tuple(sch.collections) if sch.collections else None, schedule_id=sch.id))
-        sch.last_run_at = now
-        started.append(out["id"])
+        started.append(backup_id)  # after the commit: only what really started
     return started
 
 
-def apply_retention(ctx: Ctx, schedule_id: str, now: datetime) -> list[str]:
-    """Delete the schedule's completed backups that neither keep_last nor keep_days protects.
-
-    With both set, a backup is kept if either rule keeps it; with neither, everything is kept.
-    Rows go now; the objects are removed by a `delete_backup` task.
-    """
+def _start(ctx: Ctx, schedule_id: str, due: dt.datetime) -> str:
+    """In one transaction: claim (schedule, due) with its unique row, then start the backup; returns its id."""
+    run = ScheduleRun(schedule_id=schedule_id, due_at=due)
+    ctx.session.add(run)
+    ctx.session.flush()  # the decision: a second claim of this instant raises IntegrityError here
+    moved = ctx.session.connection().execute(
+        sa.update(Schedule).where(Schedule.id == schedule_id, Schedule.enabled.is_(True),
+                                  sa.or_(Schedule.last_run_at.is_(None), Schedule.last_run_at < due))
+        .values(last_run_at=due)).rowcount
+    if not moved:
+        raise _NotToRun(schedule_id)
     sch = ctx.session.get(Schedule, schedule_id)
     if sch is None:
-        return []  # the schedule was deleted since: nothing of it to apply
-    rules = sch.retention or {}
-    keep_last, keep_days = rules.get("keep_last"), rules.get("keep_days")
-    if not keep_last and not keep_days:
-        return []
-    done = ctx.session.scalars(sa.select(Backup).where(Backup.schedule_id == sch.id, Backup.state == "completed")
-                               # Ids made in the same instant sort randomly: rank by creation time.
-                               .order_by(Backup.created_at.desc(), Backup.id.desc())).all()
-    removed = []
-    for i, b in enumerate(done):
-        kept_by_count = keep_last is not None and i < keep_last
-        kept_by_age = keep_days is not None and b.created_at >= now - timedelta(days=keep_days)
-        if kept_by_count or kept_by_age:
-            continue
-        removed.append(b.id)
-        if b.repo_backup_id:
-            ctx.ports.queue.enqueue("delete_backup", {"destination_id": b.destination_id, "repo_backup_id": b.repo_backup_id})
-        ctx.session.delete(b)
-        ctx.audit("backup.retention_delete", "backup", b.id, {"schedule_id": sch.id}, org_id=sch.org_id)
-    return removed
+        raise _NotToRun(schedule_id)
+    out = start_backup(ctx, sch.org_id, StartBackup(
+        project_id=sch.project_id, destination_id=sch.destination_id,
+        collections=tuple(sch.collections) if sch.collections else None, schedule_id=sch.id))
+    run.backup_id = out["id"]
+    backup_id: str = out["id"]
+    return backup_id

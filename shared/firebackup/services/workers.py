@@ -43,7 +43,7 @@ class Workers:
     """Every control-plane task handler, bound to a session factory and the ports."""
 
     def __init__(self, factory: sessionmaker[Session], ports: Ports, *, threads: int = 2, clock: Clock = utcnow):
-        self.factory, self.ports, self.threads = factory, ports, max(1, threads)
+        self.factory, self.ports, self.threads, self.clock = factory, ports, max(1, threads), clock
         lease = ports.settings.lease_seconds
         self.backups = BackupHandlers(store=DbJobStore(factory, ports, Backup, clock=clock, lease_seconds=lease),
                                       queue=ports.queue, jobs=_Backups(self), clock=clock)
@@ -96,7 +96,7 @@ class Workers:
     def project_secret(self, ctx: Ctx, project: Project) -> bytes:
         from firebackup.services.resources import project_credentials
 
-        if self.ports.sources.firestore_emulator_host:
+        if not self.ports.sources.needs_credentials:
             return b""  # the emulator takes no credentials: never unseal what is not needed
         return project_credentials(ctx, project)
 
@@ -149,7 +149,7 @@ class Workers:
         from firebackup.services.webhooks import deliver
 
         with self._tx() as ctx:
-            deliver(ctx, payload["delivery_id"])
+            deliver(ctx, payload["delivery_id"], attempt=payload.get("attempt"), now=self.clock())
 
 
 _Row = TypeVar("_Row")
@@ -258,20 +258,20 @@ class AfterCommitQueue:
 
     def _commit(self, session: Session) -> None:
         tasks, self._local.buffer = self._buffer() or [], None
-        for name, payload in tasks:
-            self.inner.enqueue(name, payload)
+        for name, payload, delay in tasks:
+            self.inner.enqueue(name, payload, delay_seconds=delay)
 
     def _end(self, session: Session, transaction: Any) -> None:
         # Rolled back (or closed without commit): its tasks are dropped with it.
         if transaction.parent is None and not transaction.nested:
             self._local.buffer = None
 
-    def enqueue(self, name: str, payload: dict) -> None:
+    def enqueue(self, name: str, payload: dict, *, delay_seconds: float = 0.0) -> None:
         buffer = self._buffer()
         if buffer is None:
-            self.inner.enqueue(name, payload)
+            self.inner.enqueue(name, payload, delay_seconds=delay_seconds)
         else:
-            buffer.append((name, dict(payload)))
+            buffer.append((name, dict(payload), delay_seconds))
 
     def join(self) -> None:
         self.inner.join()

@@ -1,57 +1,22 @@
-"""Every database test runs on SQLite and on a real PostgreSQL server (never skipped)."""
+"""The control plane's tests: the API over a real database (db_url and engine: tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
 
-import pg8000.native
 import pytest
 import sqlalchemy as sa
 
 from firebackup.db.session import make_engine
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """URL of an empty database of its own, on each engine in turn."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'firebackup.db'}"
-        return
-    # A missing PostgreSQL fails the test inside the fixture; it is never skipped.
-    server = request.getfixturevalue("postgres_server")
-    url = sa.make_url(server.url)
-    name = f"t_{secrets.token_hex(6)}"
-    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
-                                     database="postgres")
-    try:
-        admin.run(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.close()
-    yield url.set(database=name).render_as_string(hide_password=False)
-    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
-                                     database="postgres")
-    try:
-        admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    """An engine on a database migrated to head."""
-    from firebackup.db.migrate import upgrade
-
-    eng = make_engine(db_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
+from tests.integration.conftest import postgres_database
 
 
 # --- the API over a real database, the Auth emulator for ID tokens ------------------------------------
 
 import json as _json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,9 +112,11 @@ class Harness:
 def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any, *, trust_emulator_tokens: bool = True) -> Harness:
     key = os.urandom(32)
     # The Auth emulator verifies no e-mail address; invitations by e-mail work here only because these
-    # settings say to trust its addresses (as a developer's local stack would).
+    # settings say to trust its addresses (as a developer's local stack would). Likewise local folders
+    # (under the temp folder the worlds' destinations are made in) and moto on 127.0.0.1 over http.
     settings = Settings(database_url=str(engine.url), master_key=key, firebase_project_id=AUTH_PROJECT,
-                        allow_local_storage=True, trust_emulator_tokens=trust_emulator_tokens)
+                        allow_local_storage=True, local_storage_root=tempfile.gettempdir(),
+                        allow_private_egress=True, trust_emulator_tokens=trust_emulator_tokens)
     sealer = Sealer(LocalMasterKey(key))
     queue, oauth, prober = RecordingQueue(), FakeGoogleOAuth(), FakeFirestoreProber()
     app = build_app(settings, engine=engine, sealer=sealer, queue=queue, oauth=oauth, prober=prober)
@@ -196,21 +163,11 @@ def module_engine(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[
         yield eng
         eng.dispose()
         return
-    server = request.getfixturevalue("postgres_server")
-    url = sa.make_url(server.url)
-    name = f"m_{secrets.token_hex(6)}"
-    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
-                                     database="postgres")
-    admin.run(f'CREATE DATABASE "{name}"')
-    admin.close()
-    eng = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    upgrade(eng)
-    yield eng
-    eng.dispose()
-    admin = pg8000.native.Connection(url.username, host=url.host, port=url.port, password=url.password,
-                                     database="postgres")
-    admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with postgres_database(request.getfixturevalue("postgres_server").url, "m") as url:
+        eng = make_engine(url)
+        upgrade(eng)
+        yield eng
+        eng.dispose()
 
 
 @pytest.fixture(scope="module")

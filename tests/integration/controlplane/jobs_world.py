@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ def make_org(app, factory, tmp: Path) -> Org:
 def settings_for(engine: sa.Engine, key: bytes, **kw) -> Settings:
     """The test's settings; the Firestore emulator is the one the fixture started (None: real Firestore)."""
     kw.setdefault("firestore_emulator_host", os.environ.get("FIRESTORE_EMULATOR_HOST"))
-    return Settings(database_url=str(engine.url), master_key=key, allow_local_storage=True, **kw)
+    return Settings(database_url=str(engine.url), master_key=key, allow_local_storage=True,
+                    local_storage_root=tempfile.gettempdir(), **kw)
 
 
 def drain(queue: RecordingQueue, workers: Workers) -> list[str]:
@@ -164,12 +166,12 @@ class World:
         self.clock, self.queue, self.lock = Clock(), RecordingQueue(), threading.Lock()
         self.uploads: dict[str, int] = {}
         self.hooks: dict[str, Any] = {}
-        opener = DestinationStorageOpener()
         settings = settings_for(engine, key, queue="recording", chunk_docs=chunk_docs, chunks_per_task=chunks_per_task,
                                 lease_seconds=LEASE)
+        self.opener = opener = DestinationStorageOpener.from_settings(settings)
         ports: dict[str, Any] = dict(sealer=Sealer(LocalMasterKey(key)), queue=self.queue, oauth=FakeGoogleOAuth(),
                                      prober=FakeFirestoreProber(),
-                                     open_storage=lambda *a: Watched(opener(*a), self))
+                                     open_storage=lambda *a, **kw: Watched(opener(*a, **kw), self))
         if sources is not None:
             ports["sources"] = sources
         app = api_app(settings, engine=engine, **ports)
@@ -221,7 +223,7 @@ class World:
     def backed_up_names(self, backup_id: str) -> list[str]:
         """Every document name in the completed backup, read back and decrypted with the org's key."""
         row = self.row(backup_id)
-        repo = Repository(DestinationStorageOpener()("local", (self.org.tmp / "loc").as_uri(), {}, None))
+        repo = Repository(self.opener("local", (self.org.tmp / "loc").as_uri(), {}, None))
         manifest, data_key = repo.read_manifest(row.repo_backup_id, self.workers.kek(row.org_id))
         return [document_name(rec) for e in manifest.chunks for rec in repo.iter_records(row.repo_backup_id, e,
                                                                                          data_key)]

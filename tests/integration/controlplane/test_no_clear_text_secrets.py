@@ -54,7 +54,7 @@ def _run(harness, engine, emails, caplog) -> None:
              json={"name": "prod", "gcp_project_id": "acme-prod", "service_account_key": key(sa_private)})
     assert r.status_code == 201, r.get_json()
     project = r.get_json()["id"]
-    assert r.get_json()["credentials_fingerprint"].startswith("sha256:")
+    assert r.get_json()["credentials_fingerprint"].startswith("hmac:")
     st = call("POST", base + "/projects/oauth/start", id_token).get_json()["state"]
     r = call("POST", base + "/projects/oauth/complete", id_token,
              json={"state": st, "code": "4/auth-code", "name": "oauth", "gcp_project_id": "acme-oauth"})

@@ -21,15 +21,17 @@ def test_a_schedule_validates_cron_and_time_zone_and_reports_its_next_run(api) -
     tok = _admin(api, w.org)
     base = f"/v1/orgs/{w.org}/schedules"
     body = {"name": "nightly", "project_id": w.project, "destination_id": w.destination, "cron": "30 2 * * mon-fri",
-            "timezone": "America/New_York", "retention": {"keep_last": 14, "keep_days": 30}}
+            "timezone": "America/New_York", "retention": {"keep_last": 14, "keep_weekly": 8, "keep_within": "30d"}}
     r = api.call("POST", base, tok, json=body)
     assert r.status_code == 201, r.get_json()
     sch = r.get_json()
-    assert sch["retention"] == {"keep_last": 14, "keep_days": 30}
+    assert {k: v for k, v in sch["retention"].items() if v is not None} == {"keep_last": 14, "keep_weekly": 8,
+                                                                           "keep_within": "30d"}
     nxt = datetime.fromisoformat(sch["next_run_at"])
     assert nxt.utcoffset().total_seconds() == 0 and nxt.minute == 30 and nxt.hour in (6, 7)  # 02:30 EST/EDT
     for bad in ({"cron": "* * *"}, {"cron": "0 25 * * *"}, {"timezone": "Mars/Olympus"}, {"retention": {"keep_last": 0}},
-                {"retention": {"keep_forever": True}}):
+                {"retention": {"keep_forever": True}}, {"retention": {"keep_within": "30 days"}},
+                {"retention": {"keep_days": 30}}):
         assert api.call("POST", base, tok, json={**body, **bad}).status_code == 422, bad
     r = api.call("PATCH", f"{base}/{sch['id']}", tok, json={"enabled": False, "cron": "@daily"})
     assert r.status_code == 200 and r.get_json()["enabled"] is False and r.get_json()["next_run_at"] is None
@@ -49,7 +51,7 @@ def test_a_webhook_secret_is_sealed_and_only_its_fingerprint_is_returned(api) ->
     assert r.status_code == 201
     out = r.get_json()
     assert out["events"] == ["backup.completed", "restore.failed"] and "secret" not in out
-    assert out["secret_fingerprint"].startswith("sha256:") and secret not in r.get_data(as_text=True)
+    assert out["secret_fingerprint"].startswith("hmac:") and secret not in r.get_data(as_text=True)
     with api.session() as s:
         row = s.get(Webhook, out["id"])
         assert row.secret_sealed.startswith("fbs1.") and secret not in row.secret_sealed

@@ -242,6 +242,8 @@ def test_the_backup_worker_function_runs_exactly_one_task_per_request_for_an_aut
     secret = "controlplane-worker-secret-01234"
     monkeypatch.setenv("FIREBACKUP_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("FIREBACKUP_MASTER_KEY", base64.b64encode(key).decode())
+    monkeypatch.setenv("FIREBACKUP_ALLOW_LOCAL_STORAGE", "1")  # the worker opens the local folder too
+    monkeypatch.setenv("FIREBACKUP_LOCAL_STORAGE_ROOT", str(tmp_path))
     monkeypatch.setenv("FIREBACKUP_QUEUE", "recording")  # the tasks it enqueues are kept, never run here
     monkeypatch.setenv("FIREBACKUP_WORKER_SECRET", secret)
     root = Path(__file__).resolve().parents[3]

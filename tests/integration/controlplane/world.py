@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from firebackup.crypto.secrets import fingerprint
 from firebackup.db.models import (ApiToken, Backup, BackupChunk, Organization, Project, Restore, Schedule,
                                   StorageDestination, User, UserOrganization, Webhook, new_id)
 from firebackup.services.identity import hash_token, new_api_token
@@ -77,7 +76,7 @@ def build_world(harness, emails: dict[str, str]) -> World:
         s.add(Project(id=pid, org_id=org.id, name="prod", gcp_project_id=f"acme-{secrets.token_hex(3)}",
                       auth_kind="service_account",
                       credentials_sealed=seal(key, f"projects.credentials_sealed:{pid}"),
-                      credentials_fingerprint=fingerprint(key)))
+                      credentials_fingerprint=harness.sealer.fingerprint(key)))
         folder = tempfile.mkdtemp(prefix="fb-dest-")
         s.add(StorageDestination(id=did, org_id=org.id, name="local", kind="local", url=f"file://{folder}", options={}))
         s.flush()
@@ -95,7 +94,7 @@ def build_world(harness, emails: dict[str, str]) -> World:
                        cron="0 3 * * *", timezone="UTC", retention={"keep_last": 7})
         s.add(Webhook(id=wid, org_id=org.id, url="https://hooks.example.test/x", events=["backup.completed"],
                       secret_sealed=seal("whsec-world-0123456789", f"webhooks.secret_sealed:{wid}"),
-                      secret_fingerprint=fingerprint("whsec-world-0123456789")))
+                      secret_fingerprint=harness.sealer.fingerprint("whsec-world-0123456789")))
         tok = ApiToken(id=new_id("tok"), org_id=org.id, name="ci", role="viewer", token_hash=hash_token(new_api_token()),
                        prefix="fbk_xxxxxx")
         s.add_all([rst, sch, tok])

@@ -35,8 +35,8 @@ def test_a_schedule_patch_marks_unsent_fields_unset_and_keeps_an_explicit_null()
     assert cmd == c.UpdateSchedule(enabled=False, retention=None)
     assert (cmd.name, cmd.cron, cmd.timezone) == (c.UNSET, c.UNSET, c.UNSET)
     assert cmd.given() == ["enabled", "retention"]
-    cmd = s.SchedulePatch.model_validate({"retention": {"keep_days": 30}}).to_command()
-    assert cmd.retention == c.Retention(keep_days=30) and cmd.given() == ["retention"]
+    cmd = s.SchedulePatch.model_validate({"retention": {"keep_within": "30d", "keep_daily": 7}}).to_command()
+    assert cmd.retention == c.Retention(keep_daily=7, keep_within="30d") and cmd.given() == ["retention"]
 
 
 def test_a_project_key_keeps_its_extra_fields_and_drops_nulls_as_it_always_has() -> None:

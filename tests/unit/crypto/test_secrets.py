@@ -127,9 +127,31 @@ def test_sealer_from_settings_requires_a_master_key_and_opens_with_old_keys() ->
 
 
 def test_fingerprint_is_stable_short_and_not_the_secret() -> None:
-    assert fingerprint(SECRET) == fingerprint(SECRET.decode())
-    assert fingerprint(SECRET) != fingerprint(SECRET + b" ")
-    assert fingerprint(SECRET).startswith("sha256:") and len(fingerprint(SECRET)) == 23
+    key = b"f" * 32
+    assert fingerprint(SECRET, key) == fingerprint(SECRET.decode(), key)
+    assert fingerprint(SECRET, key) != fingerprint(SECRET + b" ", key)
+    assert fingerprint(SECRET, key).startswith("hmac:") and len(fingerprint(SECRET, key)) == 21
+
+
+def test_a_fingerprint_cannot_be_checked_against_guesses_without_the_servers_key() -> None:
+    """A Viewer sees the label; trying a dictionary of weak secrets against it needs the key, which stays on the server."""
+    import hashlib
+
+    weak = b"hunter2"
+    sealer = Sealer(LocalMasterKey(os.urandom(32)))
+    label = sealer.fingerprint(weak)
+    unkeyed_guesses = {"sha256:" + hashlib.sha256(b"firebackup fingerprint\0" + weak).hexdigest()[:16],
+                       "hmac:" + hashlib.sha256(weak).hexdigest()[:16]}
+    assert label not in unkeyed_guesses
+    assert Sealer(LocalMasterKey(os.urandom(32))).fingerprint(weak) != label  # another server, another label
+    assert sealer.fingerprint(weak) == label  # stable on this server
+
+
+def test_a_kms_sealer_without_a_local_key_has_no_fingerprint_key_and_says_what_to_set() -> None:
+    sealer = Sealer.from_settings(Settings(kms_key_name="projects/p/locations/l/keyRings/r/cryptoKeys/k"),
+                                  kms_client=FakeKms())
+    with pytest.raises(BadKey, match="FIREBACKUP_MASTER_KEY"):
+        sealer.fingerprint("x")
 
 
 def test_master_key_repr_does_not_reveal_the_key() -> None:

@@ -9,7 +9,7 @@ import pytest
 from google.cloud.firestore_v1.types import BatchWriteRequest, BatchWriteResponse, Document, Write
 
 from firebackup.errors import CorruptData, SourceAccessDenied, SourceUnavailable, UsageError
-from firebackup.firestore.batch_writer import BatchWriter
+from firebackup.firestore.batch_writer import NO_LIMIT, RAMP_UP, BatchWriter, RampUp, RampUpRule, WriteLimiter
 from firebackup.firestore.grpc import FirestoreConnection, translate_error
 from firebackup.firestore.rewrite import DocumentRewriter, quote_field_path
 from firebackup.firestore.wire import batch_write_request, varint
@@ -189,8 +189,9 @@ class FakeConnection(FirestoreConnection):
         return resp.SerializeToString()
 
 
-def run_writer(conn, docs, *, attempts=8, **kw) -> tuple:
-    w = BatchWriter(conn, source_database=SRC, retry=RetryPolicy(attempts=attempts, sleep=lambda s: None), **kw)
+def run_writer(conn, docs, *, attempts=8, limiter=NO_LIMIT, **kw) -> tuple:
+    w = BatchWriter(conn, source_database=SRC, retry=RetryPolicy(attempts=attempts, sleep=lambda s: None),
+                    limiter=limiter, **kw)
     w.add_many(docs)
     return w.close(), conn
 
@@ -311,3 +312,132 @@ def test_writer_reports_progress_in_documents():
 def test_writer_rejects_a_batch_limit_above_firestores():
     with pytest.raises(UsageError):
         BatchWriter(FakeConnection(), source_database=SRC, max_writes=501)
+
+
+# -- the ramp-up limiter (Firestore's 500/50/5 rule) ---------------------------------------------
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the limiter sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+def ramp(rule: RampUpRule = RampUpRule()) -> tuple[RampUp, FakeClock]:
+    clock = FakeClock()
+    return RampUp(rule, clock=clock, sleep=clock.sleep), clock
+
+
+def write_for(limiter: RampUp, clock: FakeClock, key: str, seconds: float) -> list[float]:
+    """Send full batches to `key` without a pause for `seconds` of the fake clock; their start times."""
+    until, starts = clock.now + seconds, []
+    while clock.now < until:
+        starts.append(limiter.acquire(key, 500))
+    return starts
+
+
+def test_the_ramp_allows_500_writes_a_second_for_5_minutes_then_50_percent_more_every_5_minutes() -> None:
+    limiter, clock = ramp()
+    t0 = clock.now
+    per_window = [0, 0, 0]
+    for start in write_for(limiter, clock, "db/users", 900):
+        window = int((start - t0) // 300)
+        if window < 3:
+            per_window[window] += 500
+    # writes let through in each 5-minute window: 500/s, 750/s, 1125/s (give or take the batch at the edge)
+    for got, rate in zip(per_window, (500, 750, 1125)):
+        assert abs(got - rate * 300) <= 500, per_window
+    schedule = []
+    for minute in (0, 4.9, 5, 10, 15):
+        clock.now = t0 + minute * 60
+        schedule.append(limiter.rate("db/users"))
+    assert schedule == [500, 500, 750, 1125, 1687.5]
+
+
+def test_each_collection_ramps_on_its_own_starting_when_first_written() -> None:
+    limiter, clock = ramp()
+    write_for(limiter, clock, "db/users", 600)
+    limiter.acquire("db/orders", 500)
+    assert (limiter.rate("db/users"), limiter.rate("db/orders")) == (1125, 500)
+
+
+def test_a_collection_left_idle_for_5_minutes_starts_again_at_500() -> None:
+    limiter, clock = ramp()
+    write_for(limiter, clock, "db/users", 900)
+    assert limiter.rate("db/users") == 1687.5
+    clock.now += 301
+    limiter.acquire("db/users", 500)
+    assert limiter.rate("db/users") == 500
+
+
+def test_resource_exhausted_halves_the_rate_and_the_ramp_starts_again_from_there() -> None:
+    limiter, clock = ramp()
+    [first, *_] = write_for(limiter, clock, "db/users", 400)
+    assert limiter.rate("db/users") == 750
+    limiter.slow_down("db/users", since=first)
+    assert limiter.rate("db/users") == 375
+    limiter.slow_down("db/users", since=first)  # the same wave of refusals: counted once
+    assert limiter.rate("db/users") == 375
+    *_, later = write_for(limiter, clock, "db/users", 300)
+    assert limiter.rate("db/users") == 562.5
+    limiter.slow_down("db/users", since=later)  # refused again after the slowdown: slower still
+    assert limiter.rate("db/users") == 281.25
+
+
+def test_after_a_slowdown_batches_are_spaced_at_the_lower_rate() -> None:
+    limiter, clock = ramp()
+    sent = limiter.acquire("db/users", 500)
+    limiter.slow_down("db/users", since=sent)
+    starts = [limiter.acquire("db/users", 250) for _ in range(3)]
+    assert [b - a for a, b in zip(starts, starts[1:])] == [1.0, 1.0]  # 250 writes at 250/s
+
+
+class RecordingLimiter(WriteLimiter):
+    def __init__(self) -> None:
+        self.acquired: list[tuple[str, int]] = []
+        self.slowed: list[str] = []
+
+    def acquire(self, key: str, writes: int) -> float:
+        self.acquired.append((key, writes))
+        return float(len(self.acquired))
+
+    def slow_down(self, key: str, since: float) -> None:
+        self.slowed.append(key)
+
+
+def test_the_writer_accounts_once_per_batch_keyed_by_database_and_root_collection() -> None:
+    limiter = RecordingLimiter()
+    stats, conn = run_writer(FakeConnection(), docs(700, "users") + docs(3, "orders"), limiter=limiter,
+                             max_in_flight=1)
+    assert stats.written == 703
+    assert limiter.acquired == [(f"{DST}/users", 500), (f"{DST}/users", 203)]  # a batch: its first write's
+    assert limiter.slowed == []
+
+
+def test_the_writer_slows_down_on_resource_exhausted_and_aborted_writes_and_requests() -> None:
+    limiter = RecordingLimiter()
+    stats, _ = run_writer(FakeConnection(lambda d, a: 8 if a == 1 else 0), docs(3), limiter=limiter)
+    assert stats.written == 3 and limiter.slowed == [f"{DST}/c"]
+    assert limiter.acquired == [(f"{DST}/c", 3), (f"{DST}/c", 3)]  # the retried writes are paced too
+    limiter = RecordingLimiter()
+    conn = FakeConnection(request_error=lambda n, req: grpc.StatusCode.ABORTED if n == 1 else None)
+    stats, _ = run_writer(conn, docs(2), limiter=limiter)
+    assert stats.written == 2 and limiter.slowed == [f"{DST}/c"]
+    limiter = RecordingLimiter()
+    stats, _ = run_writer(FakeConnection(lambda d, a: 14 if a == 1 else 0), docs(2), limiter=limiter)
+    assert stats.written == 2 and limiter.slowed == []  # UNAVAILABLE is retried, but is no sign of speed
+
+
+def test_real_firestore_gets_the_shared_ramp_and_the_emulator_none() -> None:
+    emulator = FirestoreConnection(grpc.insecure_channel("127.0.0.1:1"), project="p", host="fake", emulator=True)
+    with BatchWriter(emulator, source_database=SRC) as on_emulator, \
+            BatchWriter(FakeConnection(), source_database=SRC) as on_firestore:
+        assert (on_emulator.limiter, on_firestore.limiter) == (NO_LIMIT, RAMP_UP)

@@ -8,7 +8,7 @@ from google.cloud.firestore_v1.types import BatchWriteRequest, Document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firebackup.firestore.batch_writer import BatchWriter
+from firebackup.firestore.batch_writer import NO_LIMIT, BatchWriter
 from firebackup.firestore.grpc import FirestoreConnection
 from firebackup.firestore.rewrite import MODES, DocumentRewriter
 from firebackup.firestore.wire import framed_write_name, varint
@@ -200,7 +200,8 @@ def test_add_many_sends_the_same_requests_and_counts_as_add_one_by_one():
     results = []
     for feed in ("one", "many"):
         conn = _Recorder()
-        w = BatchWriter(conn, source_database=SRC, collections=["users"], max_writes=10, max_in_flight=1)
+        w = BatchWriter(conn, source_database=SRC, collections=["users"], max_writes=10, max_in_flight=1,
+                        limiter=NO_LIMIT)
         if feed == "one":
             for d in docs:
                 w.add(d)

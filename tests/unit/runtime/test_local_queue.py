@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import pytest
 
@@ -52,3 +53,53 @@ def test_the_first_failure_is_raised_and_pending_tasks_do_not_start():
 def test_an_unknown_task_name_is_refused():
     with pytest.raises(KeyError):
         LocalQueue().enqueue("nope", {})
+
+
+class HeldTimer:
+    """A Timer that fires only when the test says so; records the interval it was given."""
+
+    made: list["HeldTimer"] = []
+
+    def __init__(self, interval: float, function: Callable[[], None]) -> None:
+        self.interval, self.function, self.daemon, self.started = interval, function, False, False
+        HeldTimer.made.append(self)
+
+    def start(self) -> None:
+        self.started = True
+
+    def cancel(self) -> None:
+        self.started = False
+
+    def fire(self) -> None:
+        assert self.started
+        self.function()
+
+
+def test_a_delayed_task_waits_for_its_timer_and_join_waits_for_it() -> None:
+    HeldTimer.made.clear()
+    ran: list[int] = []
+    second_done = threading.Event()
+    q = LocalQueue(threads=1, timer=HeldTimer)
+
+    def hook(payload: dict[str, int]) -> None:
+        ran.append(payload["n"])
+        if payload["n"] == 2:
+            second_done.set()
+
+    q.register("hook", hook)
+    with q:
+        q.enqueue("hook", {"n": 1}, delay_seconds=30.0)
+        q.enqueue("hook", {"n": 2})
+        [timer] = HeldTimer.made
+        assert timer.interval == 30.0
+
+        def fire_after_the_undelayed_task() -> None:
+            second_done.wait(10)
+            timer.fire()
+
+        firer = threading.Thread(target=fire_after_the_undelayed_task)
+        firer.start()
+        q.join()
+        when_joined = list(ran)
+        firer.join()
+    assert when_joined == [2, 1]

@@ -26,17 +26,20 @@ from firebackup.settings import Settings
 from firebackup.storage.base import ObjectInfo
 from firebackup.storage.memory import MemoryStorage
 
+LOCAL_ROOT = "/tmp/firebackup-unit"
 SA_KEY = {"type": "service_account", "client_email": "b@p.iam.gserviceaccount.com", "private_key": "k"}
 
 
 class RecordedQueue(TaskQueue):
-    """Keeps every task instead of running it."""
+    """Keeps every task instead of running it, and the delay it was enqueued with."""
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, dict[str, Any]]] = []
+        self.delays: list[float] = []
 
-    def enqueue(self, name: str, payload: dict[str, Any]) -> None:
+    def enqueue(self, name: str, payload: dict[str, Any], *, delay_seconds: float = 0.0) -> None:
         self.tasks.append((name, dict(payload)))
+        self.delays.append(delay_seconds)
 
 
 class TableVerifier(IdTokenVerifier):
@@ -82,10 +85,16 @@ class Stores:
 
     by_url: dict[str, WrittenStorage] = field(default_factory=dict)
     refused: set[str] = field(default_factory=set)
+    failing: dict[str, Exception] = field(default_factory=dict)  # url -> what opening it raises
+    bounded: list[bool] = field(default_factory=list)  # each open's `bounded`, in order
 
-    def open(self, kind: str, url: str, options: Mapping[str, Any], credentials: Mapping[str, Any] | None) -> Any:
+    def open(self, kind: str, url: str, options: Mapping[str, Any], credentials: Mapping[str, Any] | None,
+             *, bounded: bool = False) -> Any:
+        self.bounded.append(bounded)
         if url in self.refused:
             raise AccessDenied(f"access denied on {url}; check the credentials")
+        if url in self.failing:
+            raise self.failing[url]
         return self.by_url.setdefault(url, WrittenStorage(url))
 
 
@@ -111,7 +120,7 @@ def verifier() -> TableVerifier:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(master_key=b"k" * 32, allow_local_storage=True)
+    return Settings(master_key=b"k" * 32, allow_local_storage=True, local_storage_root=LOCAL_ROOT)
 
 
 @pytest.fixture
@@ -176,7 +185,7 @@ class World:
         project = resources.connect_project(admin, org.id, ConnectProject(
             name="prod", gcp_project_id=f"p-{org.id[-8:]}", service_account_key=SA_KEY))
         dest = resources.create_destination(admin, org.id, AddDestination(
-            name="here", kind="local", url=f"file:///tmp/firebackup-unit/{org.id}"))
+            name="here", kind="local", url=f"file://{LOCAL_ROOT}/{org.id}"))
         return Org(org.id, users, project.id, dest.id)
 
 

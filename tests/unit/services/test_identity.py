@@ -105,6 +105,17 @@ def test_a_second_sign_in_finds_the_same_user(world, verifier) -> None:
     assert world.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.firebase_uid == "fb-1")) == 1
 
 
+def test_a_second_account_with_an_address_another_account_holds_gets_a_user_of_its_own(world, verifier) -> None:
+    verifier.claims["first"] = {"uid": "fb-1", "email": "ada@example.com", "email_verified": True}
+    verifier.claims["second"] = {"uid": "fb-2", "email": "Ada@example.com", "email_verified": True}
+    first = authenticate(world.system(), "Bearer first").user_id
+    second = authenticate(world.system(), "Bearer second").user_id
+    assert second != first
+    assert authenticate(world.system(), "Bearer second").user_id == second  # and every later call works too
+    assert world.session.get(User, first).email == "ada@example.com"
+    assert world.session.get(User, second).email is None  # the address and its invitations stay with the first
+
+
 def test_claims_without_a_subject_are_unauthenticated(world, verifier) -> None:
     verifier.claims["t"] = {"email": "one@example.com", "email_verified": True}
     with pytest.raises(Unauthenticated):

@@ -10,7 +10,7 @@ from firebackup.services import jobs, resources
 from firebackup.services.commands import AddWebhook, StartBackup, StartRestore
 from firebackup.services.context import Role
 from firebackup.engine.tasks import BACKUP_PLAN, RESTORE_PLAN
-from firebackup.services.errors import Conflict, Invalid, NotFound
+from firebackup.services.errors import Conflict, Invalid, NotFound, PermissionDenied
 
 
 def plan_task(backup_id: str) -> tuple[str, dict[str, str]]:
@@ -126,8 +126,8 @@ def test_only_completed_backups_can_be_restored_or_verified(world, queue) -> Non
         jobs.verify_backup(ctx, org.id, b)
     _set_state(world, b, "completed")
     queue.tasks.clear()
-    r = jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, mode="merge", collections=("users",)))
-    assert (r["state"], r["mode"], r["collections"]) == ("pending", "merge", ["users"])
+    r = jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, mode="skip", collections=("users",)))
+    assert (r["state"], r["mode"], r["collections"]) == ("pending", "skip", ["users"])
     assert jobs.verify_backup(ctx, org.id, b)["verify_state"] == "pending"
     assert queue.tasks == [restore_task(r["id"]), ("verify", {"backup_id": b})]
 
@@ -139,6 +139,21 @@ def test_restoring_auth_users_needs_a_backup_that_has_them(world) -> None:
     ctx = world.ctx_as(org.users[Role.member], org.id, Role.member)
     with pytest.raises(Invalid):
         jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, include_auth=True))
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "merge"])
+def test_a_member_may_not_run_a_restore_that_can_overwrite_data_but_may_dry_run_it_or_skip(world, queue,
+                                                                                        mode) -> None:
+    org = world.org()
+    b = _start(world, org)["id"]
+    _set_state(world, b, "completed")
+    member = world.ctx_as(org.users[Role.member], org.id, Role.member)
+    with pytest.raises(PermissionDenied, match=f"a restore in {mode} mode .* needs the admin role"):
+        jobs.start_restore(member, org.id, StartRestore(b, org.project_id, mode=mode))
+    assert jobs.start_restore(member, org.id, StartRestore(b, org.project_id, mode=mode, dry_run=True))["dry_run"]
+    assert jobs.start_restore(member, org.id, StartRestore(b, org.project_id, mode="skip"))["mode"] == "skip"
+    admin = world.ctx_as(org.users[Role.admin], org.id, Role.admin)
+    assert jobs.start_restore(admin, org.id, StartRestore(b, org.project_id, mode=mode))["mode"] == mode
 
 
 def test_a_restore_into_another_orgs_project_is_not_found(world) -> None:
@@ -167,7 +182,7 @@ def test_a_finished_backup_queues_one_delivery_per_enabled_webhook_subscribed_to
     deliveries = world.session.scalars(sa.select(WebhookDelivery)).all()
     assert [(d.webhook_id, d.event, d.payload["data"]["backup_id"]) for d in deliveries] == [
         (done.id, "backup.completed", b)]
-    assert queue.tasks == [("webhook_deliver", {"delivery_id": deliveries[0].id})]
+    assert queue.tasks == [("webhook_deliver", {"delivery_id": deliveries[0].id, "attempt": 1})]
     audit = world.session.scalar(sa.select(AuditLog).where(AuditLog.action == "backup.completed"))
     assert (audit.org_id, audit.actor_type, audit.result) == (org.id, "system", "success")
 

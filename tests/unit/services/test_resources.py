@@ -12,7 +12,11 @@ from firebackup.services import resources
 from firebackup.services.commands import (AddDestination, AddWebhook, ConnectProject, CreateSchedule, Retention,
                                           StorageCredentials, UpdateSchedule)
 from firebackup.services.context import Role
+from firebackup.errors import BucketNotFound, StorageError, TransientStorageError
 from firebackup.services.errors import Conflict, Invalid, NotFound
+from tests.unit.services.conftest import LOCAL_ROOT, SA_KEY
+
+KEYS = StorageCredentials(access_key_id="AKIA1", secret_access_key="s3cr3t")
 
 
 def _admin(world, org):
@@ -48,13 +52,51 @@ def test_storage_credentials_are_sealed_and_handed_back_only_to_the_storage_open
     AddDestination(name="d", kind="gcs", url="gs://bucket", credentials=StorageCredentials(access_key_id="a")),
     AddDestination(name="d", kind="s3", url="s3://bucket", credentials=StorageCredentials(access_key_id="a")),
     AddDestination(name="d", kind="local", url="file:///tmp/x", credentials=StorageCredentials(access_key_id="a")),
-], ids=["scheme", "no-bucket", "userinfo", "no-endpoint", "gcs-access-keys", "half-s3-keys", "local-creds"])
+    AddDestination(name="d", kind="s3", url="s3://bucket/p"),
+    AddDestination(name="d", kind="gcs", url="gs://bucket/p"),
+    AddDestination(name="d", kind="s3", url="s3://bucket/p?endpoint=https://169.254.169.254", credentials=KEYS),
+    AddDestination(name="d", kind="s3", url="s3://bucket/p?sig=secret", credentials=KEYS),
+    AddDestination(name="d", kind="s3compat", url="s3://bucket/p", endpoint_url="https://169.254.169.254",
+                   credentials=KEYS),
+    AddDestination(name="d", kind="s3compat", url="s3://bucket/p", endpoint_url="http://1.1.1.1", credentials=KEYS),
+    AddDestination(name="d", kind="gcs", url="gs://bucket/p", credentials=StorageCredentials(
+        service_account_key={**SA_KEY, "token_uri": "https://attacker.example/token"})),
+    AddDestination(name="d", kind="local", url="file:///etc/firebackup"),
+    AddDestination(name="d", kind="local", url=f"file://{LOCAL_ROOT}/../etc"),
+], ids=["scheme", "no-bucket", "userinfo", "no-endpoint", "gcs-access-keys", "half-s3-keys", "local-creds",
+        "s3-no-credentials", "gcs-no-credentials", "endpoint-in-query", "secret-in-query", "metadata-endpoint",
+        "http-endpoint", "foreign-token-uri", "local-outside-root", "local-dot-dot"])
 def test_a_destination_that_does_not_fit_its_kind_is_invalid(world, cmd: AddDestination) -> None:
     org = world.org()
     before = world.session.query(StorageDestination).count()
     with pytest.raises(Invalid):
         resources.create_destination(_admin(world, org), org.id, cmd)
     assert world.session.query(StorageDestination).count() == before
+
+
+def test_a_refused_destination_is_one_line_naming_what_to_do(world) -> None:
+    org = world.org()
+    with pytest.raises(Invalid) as e:
+        resources.create_destination(_admin(world, org), org.id, AddDestination(name="d", kind="s3", url="s3://b/p"))
+    assert str(e.value) == ("a s3 destination needs access_key_id and secret_access_key of its own; the platform's "
+                            "identity is never used for tenant storage")
+
+
+def test_a_project_key_with_a_foreign_token_endpoint_is_refused_and_nothing_is_stored(world) -> None:
+    org = world.org()
+    before = world.session.query(Project).count()
+    for extra in ({"token_uri": "http://169.254.169.254/token"}, {"universe_domain": "attacker.example"}):
+        with pytest.raises(Invalid, match="as Google issued it"):
+            resources.connect_project(_admin(world, org), org.id, ConnectProject(
+                name="p", gcp_project_id="tenant-p", service_account_key={**SA_KEY, **extra}))
+    assert world.session.query(Project).count() == before
+
+
+def test_local_folders_need_a_root_in_the_settings(world) -> None:
+    org = world.org()
+    world.ports = replace(world.ports, settings=replace(world.ports.settings, local_storage_root=None))
+    with pytest.raises(Invalid, match="FIREBACKUP_LOCAL_STORAGE_ROOT"):
+        resources.create_destination(_admin(world, org), org.id, AddDestination("d", "local", f"file://{LOCAL_ROOT}/y"))
 
 
 def test_local_folders_are_refused_unless_the_settings_allow_them(world) -> None:
@@ -128,4 +170,18 @@ def test_a_destination_that_refuses_access_reports_it_in_one_line_instead_of_rai
     org = world.org()
     stores.refused.add(world.session.get(StorageDestination, org.destination_id).url)
     out = resources.test_destination(_admin(world, org), org.id, org.destination_id)
-    assert out["ok"] is False and out["message"].startswith("access denied") and "\n" not in out["message"]
+    assert out == {"ok": False, "message": "could not write a probe object: access denied"}
+    assert stores.bounded == [True]  # one try, short timeouts: an HTTP request is waiting
+
+
+@pytest.mark.parametrize("error, said", [
+    (StorageError("<html><title>Jenkins</title>admin console on 10.0.0.7</html>"), "the storage service refused"),
+    (TransientStorageError("Read timed out: 10.0.0.7:8080 (gave up after 1 attempts)"), "no answer in time"),
+    (BucketNotFound("NoSuchBucket: <Error><BucketName>internal-backups</BucketName></Error>"), "does not exist"),
+])
+def test_a_failed_probe_says_what_failed_in_our_words_never_the_remote_servers(world, stores, error, said) -> None:
+    org = world.org()
+    stores.failing[world.session.get(StorageDestination, org.destination_id).url] = error
+    out = resources.test_destination(_admin(world, org), org.id, org.destination_id)
+    assert out["ok"] is False and out["message"].startswith("could not write a probe object: ") and said in out["message"]
+    assert "10.0.0.7" not in out["message"] and "<" not in out["message"] and "internal" not in out["message"]

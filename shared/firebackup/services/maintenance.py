@@ -1,0 +1,153 @@
+"""What the hourly `maintenance` function runs: retention, the reaper, webhook redelivery, PITR compaction.
+
+Each step runs on its own: one that fails is logged and reported, and the others still run
+(a destination that is down must not keep lost jobs `running`, nor stop webhooks).
+
+The reaper: a job (backup or restore) that is `running`, whose lease has expired and whose last
+heartbeat is older than `reap_after`, has no worker any more (the instance was killed, the task
+lost, its retries exhausted without a dead letter). It becomes `failed` with the reason "no
+worker reported for N minutes; the task was lost", audited and announced by webhook
+(jobs.record_outcome), and a backup's partial objects are deleted. The job is failed first, so
+a task that is in fact still alive stops at its next heartbeat (JobCancelled) instead of
+writing on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from firebackup.db.models import Backup, Restore, Schedule
+from firebackup.engine.jobs import one_line
+from firebackup.errors import FireBackupError
+from firebackup.services import retention
+from firebackup.services.context import SystemTx
+from firebackup.services.jobs import record_outcome
+
+log = logging.getLogger("firebackup.maintenance")
+
+
+@dataclass
+class Report:
+    """What one maintenance run did; `errors` names each step (or schedule) that failed, in one line."""
+
+    removed: dict[str, list[str]] = field(default_factory=dict)  # schedule id -> backup ids removed
+    reaped: list[str] = field(default_factory=list)
+    webhooks_redelivered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run(tx: SystemTx, now: dt.datetime, *, reap_after: dt.timedelta) -> Report:
+    """Every maintenance step, each isolated from the others' failures."""
+    report = Report()
+
+    def webhooks() -> None:
+        report.webhooks_redelivered = redeliver_webhooks(tx, now)
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("reaper", lambda: report.reaped.extend(reap(tx, now, reap_after))),
+        ("retention", lambda: apply_all_retention(tx, now, report)),
+        ("webhooks", webhooks),
+        ("pitr", lambda: compact_pitr(tx, now)),
+    ]
+    for name, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - one step's failure must not stop the others
+            log.exception("maintenance step %s failed", name)
+            report.errors.append(f"{name}: {one_line(e)}")
+    return report
+
+
+# --- retention -----------------------------------------------------------------------------------------
+
+def apply_all_retention(tx: SystemTx, now: dt.datetime, report: Report) -> None:
+    """Apply every schedule's retention rules; a schedule whose removal fails is reported and skipped."""
+    with tx() as ctx:
+        ids = [sid for sid, rules in ctx.session.execute(sa.select(Schedule.id, Schedule.retention)
+                                                          .order_by(Schedule.id)) if rules]
+    for sid in ids:
+        try:
+            removed = retention.apply(tx, sid, now)
+        except Exception as e:  # noqa: BLE001 - the next schedule's retention still runs
+            log.exception("retention of schedule %s failed", sid)
+            report.errors.append(f"retention {sid}: {one_line(e)}")
+            continue
+        if removed:
+            report.removed[sid] = removed
+
+
+# --- the reaper ----------------------------------------------------------------------------------------
+
+JobRow = TypeVar("JobRow", Backup, Restore)
+
+
+def _lost(model: type[JobRow], now: dt.datetime, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
+    last_sign = sa.func.coalesce(model.heartbeat_at, model.started_at, model.created_at)
+    return sa.and_(model.state == "running", sa.or_(model.lease_until.is_(None), model.lease_until < now),
+                   last_sign < cutoff)
+
+
+def reap(tx: SystemTx, now: dt.datetime, reap_after: dt.timedelta) -> list[str]:
+    """Fail every running job no worker has reported on within `reap_after`; returns their ids."""
+    cutoff = now - reap_after
+    return _reap(tx, Backup, now, cutoff) + _reap(tx, Restore, now, cutoff)
+
+
+def _reap(tx: SystemTx, model: type[JobRow], now: dt.datetime, cutoff: dt.datetime) -> list[str]:
+    with tx() as ctx:
+        ids = list(ctx.session.scalars(sa.select(model.id).where(_lost(model, now, cutoff)).order_by(model.id)))
+    reaped: list[str] = []
+    for job_id in ids:
+        target = _fail_lost(tx, model, job_id, now, cutoff)
+        if target is None:
+            continue  # it reported meanwhile, or ended
+        reaped.append(job_id)
+        dest_id, repo_id = target
+        if repo_id:
+            try:
+                retention.delete_backup_objects(tx, dest_id, repo_id)
+            except FireBackupError as e:
+                # The job is failed either way; its tasks delete what is left when next delivered.
+                log.warning("reaper: partial objects of backup %s stay for now: %s", job_id, one_line(e))
+    return reaped
+
+
+def _fail_lost(tx: SystemTx, model: type[JobRow], job_id: str, now: dt.datetime,
+               cutoff: dt.datetime) -> tuple[str, str | None] | None:
+    """Fail the job if it is still lost (checked again under its row lock); returns where its objects are."""
+    with tx() as ctx:
+        row = ctx.session.scalar(sa.select(model).where(model.id == job_id, _lost(model, now, cutoff))
+                                 .with_for_update())
+        if row is None:
+            return None
+        last = row.heartbeat_at or row.started_at or row.created_at
+        minutes = max(1, int((now - last).total_seconds() // 60))
+        row.lease_until = None
+        record_outcome(ctx, row, "failed", f"no worker reported for {minutes} minutes; the task was lost")
+        if isinstance(row, Backup):
+            return row.destination_id, row.repo_backup_id
+        return "", None  # a restore writes into Firestore only: no objects of its own to delete
+
+
+# --- hooks for what other modules own -----------------------------------------------------------------
+
+def redeliver_webhooks(tx: SystemTx, now: dt.datetime) -> int:
+    """Hand the webhook deliveries whose task was lost (overdue) back to the webhook queue; returns how many.
+
+    The queue's delayed tasks space the attempts; this only catches the ones a lost task or a dead
+    local timer left behind (services.webhooks.redeliver_due decides which).
+    """
+    from firebackup.services.webhooks import redeliver_due
+
+    with tx() as ctx:
+        return len(redeliver_due(ctx, now))
+
+
+def compact_pitr(tx: SystemTx, now: dt.datetime) -> None:
+    """The hook for PITR compaction (captured changes into encrypted segments in storage); not yet built."""
