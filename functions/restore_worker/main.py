@@ -11,7 +11,7 @@ from typing import Any
 import functions_framework
 
 from firebackup import bootstrap
-from firebackup.runtime.worker import Once, TaskEndpoint
+from firebackup.runtime.worker import TaskEndpoint
 from firebackup.settings import Settings
 
 
@@ -20,7 +20,7 @@ def _build() -> TaskEndpoint:
     return bootstrap.task_endpoint(Settings.from_env(), "restore_worker")
 
 
-_endpoint = Once(_build)
+_endpoint = bootstrap.once(_build)
 
 
 @functions_framework.http

@@ -17,7 +17,8 @@ its queue state and a dispatch loop of its own around its gRPC servicer (its fil
 - it sends a failed task again at once and forever, and ignores UpdateQueue; Cloud Tasks waits
   min_backoff, doubling up to max_backoff, stops after retry_config.max_attempts, and UpdateQueue
   creates or changes the queue.
-A task being sent stays listed (as in Cloud Tasks, a task is deleted only once it succeeded).
+A task is sent no earlier than its schedule_time, and a task being sent stays listed (as in Cloud
+Tasks, a task is deleted only once it succeeded).
 Not emulated: max_dispatches_per_second, and OIDC tokens (the emulator cannot mint them; our
 queue sends the worker secret instead). Every attempt is logged as one line on stdout:
 `dispatched <task id> attempt=<n> status=<http status>`, for tests to read.
@@ -84,7 +85,10 @@ class State(QueueState):  # type: ignore[misc]  # the emulator ships no types
                 raise AlreadyExists(f"Requested entity already exists: {task.name}")  # type: ignore[no-untyped-call]
             created: Task = super().create_task(queue, task)
             self.used.add(created.name)
-            self.due[created.name] = time.monotonic()
+            wait = 0.0
+            if created.schedule_time is not None:  # a task not to be sent before its schedule_time
+                wait = max(0.0, (created.schedule_time - dt.datetime.now(dt.timezone.utc)).total_seconds())
+            self.due[created.name] = time.monotonic() + wait
             return created
 
     def list_tasks(self, queue_name: str) -> list[Task]:

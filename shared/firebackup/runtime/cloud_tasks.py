@@ -4,6 +4,7 @@
     queue.ensure_queues()                                      # deploy step: create or update the queues
     queue.enqueue("backup.chunk", {"job": "bkp_1", "task": {...}})
     # -> POST {"task": "backup.chunk", "payload": {...}} to backup_worker, from queue firebackup-backup
+    queue.enqueue("webhook_deliver", {"delivery_id": "whd_1", "attempt": 2}, delay_seconds=30)  # schedule_time
 
 One queue per kind of task, each with its own rate limits and retries: backup tasks (backup.*,
 verify, delete_backup) and webhook deliveries go to the backup_worker function, restore tasks
@@ -23,6 +24,7 @@ worker's URL as its audience, and, when a worker secret is configured, the share
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -112,7 +114,7 @@ class CloudTasksTarget:
                              "FIREBACKUP_TASKS_SERVICE_ACCOUNT (OIDC tokens) or FIREBACKUP_WORKER_SECRET (locally)")
         assert settings.backup_worker_url is not None and settings.restore_worker_url is not None
         return cls(
-            project=settings.tasks_project or settings.firebase_project_id,
+            project=settings.tasks_project or settings.gcp_project or settings.firebase_project_id,
             location=settings.tasks_location,
             queues=queue_configs(settings),
             urls={BACKUP: settings.backup_worker_url, RESTORE: settings.restore_worker_url,
@@ -125,8 +127,9 @@ class CloudTasksTarget:
     def queue_path(self, kind: str) -> str:
         return f"projects/{self.project}/locations/{self.location}/queues/{self.queues[kind].name}"
 
-    def task(self, name: str, payload: Payload) -> tasks_v2.Task:
-        """The Cloud Tasks task for (name, payload): named, addressed and authenticated."""
+    def task(self, name: str, payload: Payload, *, not_before: dt.datetime | None = None) -> tasks_v2.Task:
+        """The Cloud Tasks task for (name, payload): named, addressed and authenticated; sent at once,
+        or not before `not_before`."""
         kind = kind_of(name)
         url = self.urls[kind]
         headers = {"Content-Type": "application/json"}
@@ -136,7 +139,10 @@ class CloudTasksTarget:
                                        body=task_body(name, payload))
         if self.service_account:
             request.oidc_token = tasks_v2.OidcToken(service_account_email=self.service_account, audience=url)
-        return tasks_v2.Task(name=f"{self.queue_path(kind)}/tasks/{task_id(name, payload)}", http_request=request)
+        task = tasks_v2.Task(name=f"{self.queue_path(kind)}/tasks/{task_id(name, payload)}", http_request=request)
+        if not_before is not None:
+            task.schedule_time = not_before
+        return task
 
 
 def _client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
@@ -160,8 +166,9 @@ class CloudTasksQueue:
 
     def __init__(self, target: CloudTasksTarget, *,
                  client: Callable[[], tasks_v2.CloudTasksClient] | None = None,
-                 retry: RetryPolicy = RetryPolicy(attempts=5, deadline=60.0)):
-        self.target = target
+                 retry: RetryPolicy = RetryPolicy(attempts=5, deadline=60.0),
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)):
+        self.target, self._clock = target, clock
         self._make_client = client or (lambda: _client(target.emulator_host))
         self._retry = retry
         self._lock = threading.Lock()
@@ -174,8 +181,9 @@ class CloudTasksQueue:
                 self._client = self._make_client()
             return self._client
 
-    def enqueue(self, name: str, payload: Payload) -> None:
-        task = self.target.task(name, payload)
+    def enqueue(self, name: str, payload: Payload, *, delay_seconds: float = 0.0) -> None:
+        not_before = self._clock() + dt.timedelta(seconds=delay_seconds) if delay_seconds > 0 else None
+        task = self.target.task(name, payload, not_before=not_before)
         self._retry.call(self._create, self.target.queue_path(kind_of(name)), task)
 
     def _create(self, queue: str, task: tasks_v2.Task) -> None:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 
 from firebackup.engine.jobs import LeaseHeld, one_line
 from firebackup.errors import FireBackupError, is_transient
@@ -34,7 +33,6 @@ log = logging.getLogger("firebackup.worker")
 RETRY_COUNT_HEADER = "X-CloudTasks-TaskRetryCount"  # 0 on the first delivery
 
 Answer = tuple[dict[str, Any] | str, int]
-T = TypeVar("T")
 
 
 class TaskEndpoint:
@@ -82,24 +80,6 @@ class TaskEndpoint:
         return _error("unavailable", f"task {name} will be retried"), 503
 
 
-class Once(Generic[T]):
-    """Builds a value on first call and returns the same one ever after (thread-safe).
-
-    A function instance builds its control plane on its first request, not at import.
-    """
-
-    def __init__(self, build: Callable[[], T]):
-        self._build = build
-        self._lock = threading.Lock()
-        self._value: T | None = None
-
-    def __call__(self) -> T:
-        with self._lock:
-            if self._value is None:
-                self._value = self._build()
-            return self._value
-
-
 def _parse(body: bytes) -> tuple[str, Payload] | None:
     try:
         data = json.loads(body or b"null")
@@ -122,4 +102,4 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-__all__ = ["TaskEndpoint", "Once", "RETRY_COUNT_HEADER"]
+__all__ = ["TaskEndpoint", "RETRY_COUNT_HEADER"]

@@ -40,10 +40,12 @@ TEST_QUEUE = dict(max_dispatches_per_second=100.0, max_concurrent_dispatches=8, 
 
 
 def worker_settings(*, tag: str, database_url: str, master_key: bytes, tasks_host: str, firestore_host: str,
-                    backup_url: str, restore_url: str) -> Settings:
-    """The settings every process of the platform shares (the workers get them as their environment)."""
+                    folder: Path, backup_url: str, restore_url: str) -> Settings:
+    """The settings every process of the platform shares (the workers get them as their environment):
+    local destinations under `folder`, S3 on 127.0.0.1 (moto) let through the egress guard."""
     return Settings(
-        database_url=database_url, master_key=master_key, allow_local_storage=True, queue="cloudtasks",
+        database_url=database_url, master_key=master_key, allow_local_storage=True, local_storage_root=str(folder),
+        allow_private_egress=True, queue="cloudtasks",
         tasks_project=f"tasks-{tag}", tasks_location="local",
         backup_tasks=TaskQueueConfig(f"backup-{tag}", **TEST_QUEUE),  # type: ignore[arg-type]
         restore_tasks=TaskQueueConfig(f"restore-{tag}", **TEST_QUEUE),  # type: ignore[arg-type]
@@ -55,12 +57,13 @@ def worker_settings(*, tag: str, database_url: str, master_key: bytes, tasks_hos
 
 def worker_environment(s: Settings) -> dict[str, str]:
     """The same settings as FIREBACKUP_* variables (what a deployment sets on each function)."""
-    assert s.master_key is not None and s.worker_secret is not None
+    assert s.master_key is not None and s.worker_secret is not None and s.allow_private_egress
     limits = "rate={max_dispatches_per_second},concurrent={max_concurrent_dispatches},attempts={max_attempts}," \
              "min_backoff={min_backoff},max_backoff={max_backoff}"
     env = {
         "FIREBACKUP_DATABASE_URL": s.database_url, "FIREBACKUP_MASTER_KEY": base64.b64encode(s.master_key).decode(),
-        "FIREBACKUP_ALLOW_LOCAL_STORAGE": "1", "FIREBACKUP_QUEUE": "cloudtasks",
+        "FIREBACKUP_ALLOW_LOCAL_STORAGE": "1", "FIREBACKUP_LOCAL_STORAGE_ROOT": s.local_storage_root or "",
+        "FIREBACKUP_ALLOW_PRIVATE_EGRESS": "1", "FIREBACKUP_QUEUE": "cloudtasks",
         "FIREBACKUP_TASKS_PROJECT": s.tasks_project or "", "FIREBACKUP_TASKS_LOCATION": s.tasks_location,
         "FIREBACKUP_BACKUP_WORKER_URL": s.backup_worker_url or "",
         "FIREBACKUP_RESTORE_WORKER_URL": s.restore_worker_url or "",

@@ -48,16 +48,16 @@ def platform(database_url: str, tasks_emulator: stack.Service, firestore_emulato
     firestore_host = firestore_emulator.env["FIRESTORE_EMULATOR_HOST"]
     mp = pytest.MonkeyPatch()
     mp.setenv("FIRESTORE_EMULATOR_HOST", firestore_host)  # the test's own Firestore clients
-    tag, key = new_tag(), os.urandom(32)
+    tag, key, folder = new_tag(), os.urandom(32), tmp_path_factory.mktemp("platform")
     settings, backup, restore = start_workers(lambda backup_url, restore_url: worker_settings(
         tag=tag, database_url=database_url, master_key=key,
         tasks_host=tasks_emulator.env["FIREBACKUP_TASKS_EMULATOR_HOST"], firestore_host=firestore_host,
-        backup_url=backup_url, restore_url=restore_url))
+        folder=folder, backup_url=backup_url, restore_url=restore_url))
     engine = make_engine(database_url)
     try:
         assert len(bootstrap.ensure_task_queues(settings)) == 3
         app = bootstrap.api_app(settings, engine=engine, oauth=FakeGoogleOAuth(), prober=FakeFirestoreProber())
-        org = make_org(app, make_session_factory(engine), tmp_path_factory.mktemp("platform"))
+        org = make_org(app, make_session_factory(engine), folder)
         yield Platform(settings, app, org, tasks_emulator, backup, restore, postgres_server.port)
         app.extensions["firebackup_queue"].close()
     finally:

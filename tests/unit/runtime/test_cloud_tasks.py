@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -105,6 +106,17 @@ def test_the_worker_secret_is_sent_only_when_configured_and_then_without_a_token
     assert dict(task.http_request.headers)[SECRET_HEADER] == SECRET
     assert not task.http_request.oidc_token.service_account_email
     assert SECRET not in repr(CloudTasksTarget.from_settings(settings(worker_secret=SECRET)))
+
+
+def test_a_delayed_task_is_scheduled_for_its_time_and_an_immediate_one_is_not() -> None:
+    client = FakeTasksClient()
+    now = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.timezone.utc)
+    queue = CloudTasksQueue(CloudTasksTarget.from_settings(settings()), client=lambda: client, clock=lambda: now)
+    queue.enqueue("webhook_deliver", {"delivery_id": "whd_1", "attempt": 2}, delay_seconds=90)
+    queue.enqueue("webhook_deliver", {"delivery_id": "whd_1", "attempt": 1})
+    by_attempt = {json.loads(t.http_request.body)["payload"]["attempt"]: t for t in client.tasks.values()}
+    assert by_attempt[2].schedule_time == now + dt.timedelta(seconds=90)
+    assert by_attempt[1].schedule_time is None  # unset: Cloud Tasks sends it at once
 
 
 def test_task_ids_are_the_same_for_the_same_task_and_differ_for_any_other() -> None:

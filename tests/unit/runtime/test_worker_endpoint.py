@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Mapping
 
 import pytest
 
 from firebackup.engine.jobs import LeaseHeld
 from firebackup.errors import BucketNotFound, TransientStorageError
-from firebackup.runtime.worker import RETRY_COUNT_HEADER, Once, TaskEndpoint
+from firebackup.runtime.worker import RETRY_COUNT_HEADER, TaskEndpoint
 from firebackup.runtime.worker_auth import SECRET_HEADER, SharedSecret, WorkerAuth
 
 SECRET = "a-long-shared-secret-0123456789"
@@ -105,26 +104,3 @@ def test_a_lease_held_elsewhere_on_the_last_attempt_does_not_fail_the_job_runnin
     rec.raises["backup.chunk"] = LeaseHeld("bkp_1", "d00000-00000")
     assert endpoint(rec, attempts=5).respond({**OK, RETRY_COUNT_HEADER: "4"}, body("backup.chunk"))[1] == 503
     assert rec.gave_up == []
-
-
-def test_once_builds_its_value_a_single_time_across_threads() -> None:
-    built: list[int] = []
-    gate = threading.Barrier(8)
-
-    def build() -> object:
-        built.append(1)
-        return object()
-
-    once: Once[object] = Once(build)
-    seen: list[object] = []
-
-    def call() -> None:
-        gate.wait()
-        seen.append(once())
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(built) == 1 and len({id(v) for v in seen}) == 1
