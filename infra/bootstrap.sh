@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`; a fast no-op once done.
-# Installs: .venv with the package and its dev extras, firebase-tools (Auth emulator) into
+# Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
 # (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
 set -euo pipefail
@@ -77,6 +77,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     exit 1
   fi
   echo "$want" >"$stamp"
+fi
+# The Cloud Tasks emulator pins protobuf<5, which it does not need (it uses google-cloud-tasks'
+# types): installed without its dependencies, beside our protobuf 6+ (infra/local/tasks_emulator.py).
+if ! "$VENV/bin/python" -c "import gcloud_tasks_emulator" >/dev/null 2>&1; then
+  log "pip install --no-deps gcloud-tasks-emulator"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps 'gcloud-tasks-emulator>=0.6.2,<0.7' \
+    >>"$VENV/pip-install.log" 2>&1 || { log "pip install gcloud-tasks-emulator failed (log: $VENV/pip-install.log)"; exit 1; }
 fi
 
 if [ -n "$npm_pid" ]; then

@@ -48,6 +48,12 @@ def pubsub_emulator() -> Iterator[stack.Service]:
 
 
 @pytest.fixture(scope="session")
+def tasks_emulator() -> Iterator[stack.Service]:
+    """Cloud Tasks emulator (infra/local/tasks_emulator.py); env FIREBACKUP_TASKS_EMULATOR_HOST."""
+    yield from _serve(stack.start_tasks_emulator)
+
+
+@pytest.fixture(scope="session")
 def s3_server() -> Iterator[stack.Service]:
     """moto S3 server; env AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION."""
     yield from _serve(stack.start_moto_server)

@@ -237,12 +237,14 @@ def _start(name: str, build: Callable[[int, str], tuple[list[str], dict[str, str
            probe_for: Callable[[int], Callable[[], bool]], env_for: Callable[[int], dict[str, str]],
            *, timeout: float, url_for: Callable[[int], str] | None = None, attempts: int = 3,
            user: pwd.struct_passwd | None = None, stop_signal: int = signal.SIGTERM,
-           workdir: str | None = None) -> Service:
-    """Start a server on a fresh free port; retry on another port if the first one was taken meanwhile."""
+           workdir: str | None = None, port: int | None = None) -> Service:
+    """Start a server on a fresh free port (or on `port`, once); retry on another port if the first
+    one was taken meanwhile."""
     workdir = workdir or tempfile.mkdtemp(prefix=f"firebackup-{name}-")
     last: StackError | None = None
-    for _ in range(attempts):
-        port = free_port()
+    fixed = port
+    for _ in range(1 if fixed is not None else attempts):
+        port = fixed if fixed is not None else free_port()
         argv, extra_env, cwd = build(port, workdir)
         log_path = os.path.join(workdir, f"{name}.log")
         proc = _spawn(name, argv, env=extra_env, cwd=cwd, log_path=log_path, user=user)
@@ -332,6 +334,61 @@ def start_pubsub_emulator(timeout: float = 60) -> Service:
     return _start("pubsub-emulator", build,
                   lambda p: _http_ok(f"http://{HOST}:{p}/", lambda s, b: s == 200),
                   lambda p: {"PUBSUB_EMULATOR_HOST": f"{HOST}:{p}"}, timeout=timeout)
+
+
+def _listening(port: int) -> Callable[[], bool]:
+    def probe() -> bool:
+        with socket.create_connection((HOST, port), timeout=2):
+            return True
+
+    return probe
+
+
+def start_tasks_emulator(timeout: float = 60) -> Service:
+    """gcloud-tasks-emulator with Cloud Tasks' name, dispatch and retry rules (infra/local/tasks_emulator.py);
+    env: FIREBACKUP_TASKS_EMULATOR_HOST."""
+    try:
+        import gcloud_tasks_emulator  # noqa: F401, PLC0415
+    except ImportError:
+        raise StackError("gcloud-tasks-emulator is not installed; run `bash infra/bootstrap.sh` "
+                         "(it installs it with --no-deps)") from None
+
+    def build(port, workdir):
+        return [sys.executable, "-m", "infra.local.tasks_emulator", "--port", str(port)], \
+            {"PYTHONPATH": _pythonpath()}, str(REPO_ROOT)
+
+    return _start("tasks-emulator", build, _listening,
+                  lambda p: {"FIREBACKUP_TASKS_EMULATOR_HOST": f"{HOST}:{p}"}, timeout=timeout)
+
+
+def _pythonpath() -> str:
+    """This checkout's sources first, so a child process runs the code under test."""
+    return os.pathsep.join([str(REPO_ROOT / "shared"), str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def start_function(target: str, env: dict[str, str], *, processes: int = 1, source: Path | None = None,
+                   port: int | None = None, timeout: float = 60) -> Service:
+    """functions/<target>/main.py (or `source`) served by functions-framework on `port` (None: a free one).
+
+    A port chosen beforehand lets functions that call each other know their URLs before they start.
+
+    gunicorn runs `processes` worker processes of one thread each: like as many function instances
+    at concurrency 1, each taking the next request only when idle. A killed worker process is
+    replaced, as a crashed instance is. env: the function's settings (FIREBACKUP_* ...).
+    """
+    source = source or REPO_ROOT / "functions" / target / "main.py"
+    if not source.exists():
+        raise StackError(f"function source {source} does not exist")
+
+    def build(port, workdir):
+        extra = {**env, "WORKERS": str(processes), "THREADS": "1", "PYTHONPATH": _pythonpath(),
+                 "GRPC_ENABLE_FORK_SUPPORT": "false"}
+        return [sys.executable, "-m", "functions_framework", "--target", target, "--source", str(source),
+                "--host", HOST, "--port", str(port)], extra, workdir
+
+    # Any HTTP answer means it serves (a worker answers an unauthenticated GET with 401).
+    return _start(f"function-{target}", build, lambda p: _http_ok(f"http://{HOST}:{p}/"),
+                  lambda p: {}, timeout=timeout, port=port)
 
 
 # ----------------------------------------------------------------------------- Firebase Auth emulator
@@ -520,6 +577,7 @@ STARTERS: dict[str, Callable[[], Service]] = {
     "firestore": start_firestore_emulator,
     "auth": start_auth_emulator,
     "pubsub": start_pubsub_emulator,
+    "tasks": start_tasks_emulator,
     "s3": start_moto_server,
     "gcs": start_fake_gcs_server,
     "postgres": start_postgres,

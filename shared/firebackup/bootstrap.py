@@ -4,6 +4,7 @@
     cli = bootstrap.cli(settings)                # firebackup ...: sources, repositories, Auth
     plane = bootstrap.control_plane(settings)    # the API and every worker: DB, ports, queue, handlers, metrics
     app = bootstrap.api_app(settings)            # functions/api: the Flask app over the control plane
+    endpoint = bootstrap.task_endpoint(settings, "backup_worker")   # a worker function: one task per request
 
 Below this module nothing reads the environment or picks an adapter; everything is passed down.
 An unknown setting is an error at start-up (Settings.from_env), never a silent fallback.
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
     from firebackup.engine.repository import Repository
     from firebackup.engine.sources import FirebaseAuthUsers, FirestoreSource
     from firebackup.firestore.grpc import FirestoreConnection
+    from firebackup.runtime.cloud_tasks import CloudTasksQueue
     from firebackup.runtime.metrics import Metrics, QueueDepth
+    from firebackup.runtime.worker import TaskEndpoint
+    from firebackup.runtime.worker_auth import WorkerAuth
     from firebackup.services.context import Ports
     from firebackup.services.local_ticks import LocalTicker
     from firebackup.services.workers import Workers
@@ -149,11 +153,12 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     """The database (SQLite migrates itself), the ports and the task handlers.
 
     With settings.queue "local" (and no queue given) tasks run in this process on a thread pool,
-    after the transaction that enqueued them commits; with "recording" they are only kept, for a
-    separate worker (or a test) to take.
+    after the transaction that enqueued them commits; with "cloudtasks" they go to Cloud Tasks
+    after that commit, which delivers them to the worker functions; with "recording" they are
+    only kept, for a separate worker (or a test) to take.
     """
     from firebackup.db.session import make_engine, make_session_factory
-    from firebackup.services.workers import Workers, attach, local_queue
+    from firebackup.services.workers import AfterCommitQueue, Workers, attach, local_queue
 
     prepare_process(settings)
     engine = engine if engine is not None else make_engine(settings)
@@ -166,9 +171,15 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     factory = make_session_factory(engine)
     if overrides.get("metrics") is None:
         overrides["metrics"] = metrics(settings, factory)
-    in_process = overrides.get("queue") is None and settings.queue == "local"
+    chosen = overrides.get("queue") is None
+    in_process = chosen and settings.queue == "local"
     if in_process:
         overrides["queue"] = local_queue(settings.worker_threads)
+    elif chosen and settings.queue == "cloudtasks":
+        # After commit, as in-process: a worker could otherwise take the task before its row is visible.
+        cloud = AfterCommitQueue(cloud_tasks_queue(settings))
+        cloud.bind(factory)
+        overrides["queue"] = cloud
     built = ports(settings, **overrides)
     if in_process:
         workers = attach(built.queue, factory, built, threads=settings.worker_threads)
@@ -196,6 +207,91 @@ def once(build: Callable[[], T]) -> Callable[[], T]:
             return built[0]
 
     return get
+
+
+# --- Cloud Tasks and the worker functions ------------------------------------------------------------
+
+# Which kinds of task each worker function runs (runtime/cloud_tasks.py sends each kind to one).
+WORKER_KINDS = {"backup_worker": ("backup", "webhooks"), "restore_worker": ("restore",)}
+
+
+def cloud_tasks_queue(settings: Settings) -> CloudTasksQueue:
+    """The Cloud Tasks queue the settings describe (the emulator when FIREBACKUP_TASKS_EMULATOR_HOST is set)."""
+    from firebackup.runtime.cloud_tasks import CloudTasksQueue, CloudTasksTarget
+
+    return CloudTasksQueue(CloudTasksTarget.from_settings(settings))
+
+
+def ensure_task_queues(settings: Settings) -> list[str]:
+    """Create the Cloud Tasks queues, or update their rate limits and retries to the settings (a deploy step)."""
+    queue = cloud_tasks_queue(settings)
+    try:
+        return queue.ensure_queues()
+    finally:
+        queue.close()
+
+
+def log_to_stderr() -> None:
+    """Send the package's log records (INFO and up) to stderr, where the function's platform collects
+    them; the package alone only has a NullHandler, as a library should."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("firebackup")
+    if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def worker_auth(settings: Settings, worker: str) -> WorkerAuth:
+    """Who the worker function accepts tasks from: OIDC tokens of the invoker service account for its
+    URL, the shared secret, either, or (neither configured) nobody."""
+    import logging
+
+    from firebackup.errors import UsageError
+    from firebackup.runtime.worker_auth import AnyOf, GoogleOidc, SharedSecret
+
+    checks: list[WorkerAuth] = []
+    if settings.worker_secret:
+        checks.append(SharedSecret(settings.worker_secret))
+    if settings.tasks_service_account:
+        variable, url = {"backup_worker": ("FIREBACKUP_BACKUP_WORKER_URL", settings.backup_worker_url),
+                         "restore_worker": ("FIREBACKUP_RESTORE_WORKER_URL", settings.restore_worker_url)}[worker]
+        if not url:
+            raise UsageError(f"{worker} checks OIDC tokens addressed to its URL; set {variable}")
+        checks.append(GoogleOidc(url, settings.tasks_service_account))
+    if not checks:
+        logging.getLogger("firebackup.worker").warning(
+            "%s refuses every task: set FIREBACKUP_TASKS_SERVICE_ACCOUNT (OIDC) or FIREBACKUP_WORKER_SECRET", worker)
+    return AnyOf(checks)
+
+
+def task_endpoint(settings: Settings, worker: str, *, engine: Engine | None = None,
+                  **overrides: Any) -> TaskEndpoint:
+    """A worker function's request handler: one task of its kinds per request, over a control plane.
+
+    The tasks a task enqueues go to the queue the settings name (Cloud Tasks in the cloud), never
+    run here: "local" is refused, since it would run them in this instance after it answered.
+    """
+    from firebackup.errors import UsageError
+    from firebackup.runtime.cloud_tasks import kind_of, queue_configs
+    from firebackup.runtime.worker import TaskEndpoint
+
+    if worker not in WORKER_KINDS:
+        raise UsageError(f"unknown worker {worker!r}; choose one of {', '.join(WORKER_KINDS)}")
+    if settings.queue == "local" and overrides.get("queue") is None:
+        raise UsageError(f"FIREBACKUP_QUEUE=local runs tasks in the process that enqueues them; {worker} "
+                         "needs FIREBACKUP_QUEUE=cloudtasks")
+    auth = worker_auth(settings, worker)
+    plane = control_plane(settings, engine=engine, **overrides)
+    kinds = WORKER_KINDS[worker]
+    handlers = {name: handler for name, handler in plane.workers.handlers().items() if kind_of(name) in kinds}
+    queues = queue_configs(settings)
+    return TaskEndpoint(handlers, auth, max_attempts=lambda task: queues[kind_of(task)].max_attempts,
+                        on_give_up=plane.workers.dead_letter)
 
 
 def api_app(settings: Settings, *, engine: Engine | None = None, **overrides: Any) -> Flask:

@@ -27,6 +27,8 @@ FireBackupError                   base; str(e) is one line: what, where, what to
 ├── KmsError                      Cloud KMS refused or failed a wrap/unwrap (key disabled, ...)
 │   ├── KmsAccessDenied           the credentials may not use the key; exits 2
 │   └── KmsUnavailable            + TransientError: Cloud KMS unreachable, overloaded or timed out
+├── QueueError                    the task queue (Cloud Tasks) refused a task: missing queue, no permission
+│   └── QueueUnavailable          + TransientError: the queue service unreachable, overloaded or timed out
 ├── IntegrityError                stored bytes are not what was written; names chunk and frame
 │   ├── WrongKeyOrTampered        authentication failed: "wrong key, or the data was altered"
 │   ├── CorruptData               structurally broken (bad magic, bad length, bad record)
@@ -160,6 +162,14 @@ class KmsAccessDenied(KmsError):
 
 
 class KmsUnavailable(KmsError, TransientError):
+    pass
+
+
+class QueueError(FireBackupError):
+    pass
+
+
+class QueueUnavailable(QueueError, TransientError):
     pass
 
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from firebackup.errors import BadKey, UsageError
+
+
+@dataclass(frozen=True)
+class TaskQueueConfig:
+    """One Cloud Tasks queue: its id and the properties ensure_queues() gives it."""
+
+    name: str
+    max_dispatches_per_second: float
+    max_concurrent_dispatches: int
+    max_attempts: int  # every delivery counts; -1: no limit
+    min_backoff: float  # seconds before the first retry, doubling up to max_backoff
+    max_backoff: float
 
 
 @dataclass(frozen=True)
@@ -40,8 +53,31 @@ class Settings:
     # point it at a fake token endpoint on 127.0.0.1.
     oauth_token_uri: str = "https://oauth2.googleapis.com/token"
     # Task queue: "local" runs tasks in-process (the embedded default), "recording" only keeps
-    # them (for a separate worker, or tests). Anything else is refused at start-up.
+    # them (for a separate worker, or tests), "cloudtasks" sends each to Cloud Tasks, which
+    # delivers it to a worker function. Anything else is refused at start-up.
     queue: str = "local"
+    # Cloud Tasks: where the queues live (project None: gcp_project, else firebase_project_id) and
+    # one queue per kind of task, each with its own rate limits and retries (they are queue
+    # properties, set by bootstrap.ensure_task_queues). Chunk tasks each hold a Firestore stream and a database
+    # connection, so concurrency stays well below the database's connection limit.
+    tasks_project: str | None = None
+    tasks_location: str = "us-central1"
+    backup_tasks: TaskQueueConfig = TaskQueueConfig("firebackup-backup", 100.0, 50, 50, 1.0, 300.0)
+    restore_tasks: TaskQueueConfig = TaskQueueConfig("firebackup-restore", 50.0, 20, 50, 1.0, 300.0)
+    webhook_tasks: TaskQueueConfig = TaskQueueConfig("firebackup-webhooks", 10.0, 10, 5, 10.0, 3600.0)
+    # The worker functions' URLs: backup and webhook tasks go to the first, restore tasks to the
+    # second. Each URL is also the audience of the OIDC tokens its worker accepts.
+    backup_worker_url: str | None = None
+    restore_worker_url: str | None = None
+    # The service account Cloud Tasks mints each task's OIDC token for; workers accept tokens
+    # of this account only. None: no OIDC tokens (then the worker secret must be set).
+    tasks_service_account: str | None = None
+    # A shared secret for where no OIDC token exists (locally, the tasks emulator): queues send
+    # it in a header and workers accept it. A worker with neither this nor a service account
+    # refuses every task.
+    worker_secret: str | None = field(default=None, repr=False)
+    # The Cloud Tasks emulator's host:port (development and tests); None: Cloud Tasks itself.
+    tasks_emulator_host: str | None = None
     worker_threads: int = 2
     # Emulators (development and tests); None: the real services with their credentials.
     firestore_emulator_host: str | None = None
@@ -124,6 +160,16 @@ class Settings:
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
             oauth_token_uri=env.get("FIREBACKUP_OAUTH_TOKEN_URI") or cls.oauth_token_uri,
             queue=_choice(env, "FIREBACKUP_QUEUE", QUEUES, cls.queue),
+            tasks_project=env.get("FIREBACKUP_TASKS_PROJECT") or None,
+            tasks_location=env.get("FIREBACKUP_TASKS_LOCATION") or cls.tasks_location,
+            backup_tasks=_task_queue(env, "BACKUP", cls.backup_tasks),
+            restore_tasks=_task_queue(env, "RESTORE", cls.restore_tasks),
+            webhook_tasks=_task_queue(env, "WEBHOOK", cls.webhook_tasks),
+            backup_worker_url=_url(env, "FIREBACKUP_BACKUP_WORKER_URL"),
+            restore_worker_url=_url(env, "FIREBACKUP_RESTORE_WORKER_URL"),
+            tasks_service_account=env.get("FIREBACKUP_TASKS_SERVICE_ACCOUNT") or None,
+            worker_secret=_secret(env, "FIREBACKUP_WORKER_SECRET"),
+            tasks_emulator_host=_host(env.get("FIREBACKUP_TASKS_EMULATOR_HOST")),
             worker_threads=_int(env, "FIREBACKUP_WORKER_THREADS", cls.worker_threads),
             firestore_emulator_host=_host(env.get("FIRESTORE_EMULATOR_HOST")),
             auth_emulator_host=_host(env.get("FIREBASE_AUTH_EMULATOR_HOST")),
@@ -153,8 +199,58 @@ class Settings:
         )
 
 
-QUEUES = ("local", "recording")
+QUEUES = ("local", "recording", "cloudtasks")
 METRICS = ("prometheus", "log")
+
+_LIMITS = {"rate": "max_dispatches_per_second", "concurrent": "max_concurrent_dispatches", "attempts": "max_attempts",
+           "min_backoff": "min_backoff", "max_backoff": "max_backoff"}
+_MIN_SECRET = 16
+
+
+def _task_queue(env: Mapping[str, str], kind: str, default: TaskQueueConfig) -> TaskQueueConfig:
+    """FIREBACKUP_TASKS_<KIND>_QUEUE (the queue id) and _LIMITS ("rate=100,concurrent=50,attempts=50,
+    min_backoff=1,max_backoff=300", any of them; the rest keep their defaults)."""
+    name_var, limits_var = f"FIREBACKUP_TASKS_{kind}_QUEUE", f"FIREBACKUP_TASKS_{kind}_LIMITS"
+    name = env.get(name_var, "").strip() or default.name
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", name):
+        raise UsageError(f"{name_var}={name!r} is not a queue id; use letters, digits and hyphens (at most 100)")
+    values: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in env.get(limits_var, "").split(","))):
+        key, _, raw = item.partition("=")
+        if key.strip() not in _LIMITS:
+            raise UsageError(f"{limits_var}: unknown limit {key.strip()!r}; use {', '.join(_LIMITS)} as key=value")
+        try:
+            values[_LIMITS[key.strip()]] = float(raw)
+        except ValueError:
+            raise UsageError(f"{limits_var}: {key.strip()}={raw.strip()!r} is not a number; set a number") from None
+    rate = values.get("max_dispatches_per_second", default.max_dispatches_per_second)
+    concurrent = values.get("max_concurrent_dispatches", default.max_concurrent_dispatches)
+    attempts = values.get("max_attempts", default.max_attempts)
+    low, high = values.get("min_backoff", default.min_backoff), values.get("max_backoff", default.max_backoff)
+    # Cloud Tasks' own bounds, so a bad value fails at start-up rather than at deploy.
+    if not 0 < rate <= 500:
+        raise UsageError(f"{limits_var}: rate={rate:g} is outside Cloud Tasks' range; set 0 < rate <= 500")
+    if concurrent != int(concurrent) or not 1 <= concurrent <= 5000:
+        raise UsageError(f"{limits_var}: concurrent={concurrent:g} must be a whole number from 1 to 5000")
+    if attempts != int(attempts) or not (attempts >= 1 or attempts == -1):
+        raise UsageError(f"{limits_var}: attempts={attempts:g} must be a whole number >= 1, or -1 for no limit")
+    if not 0 < low <= high:
+        raise UsageError(f"{limits_var}: backoff must satisfy 0 < min_backoff <= max_backoff (got {low:g}, {high:g})")
+    return TaskQueueConfig(name, rate, int(concurrent), int(attempts), low, high)
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    url = env.get(name, "").strip()
+    if url and not re.match(r"https?://[^/\s]+", url):
+        raise UsageError(f"{name}={url!r} is not an http(s) URL; set the worker function's URL")
+    return url or None
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    secret = env.get(name, "")
+    if secret and len(secret) < _MIN_SECRET:
+        raise UsageError(f"{name} has {len(secret)} characters; set at least {_MIN_SECRET} random ones")
+    return secret or None
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:

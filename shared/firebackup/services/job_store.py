@@ -142,7 +142,11 @@ class DbJobStore(Generic[JobRow]):
             job = s.get(self.model, job_id, with_for_update=True)
             if follow_up is not None and s.scalar(sa.select(JobTask.id).where(
                     JobTask.job_id == job_id, JobTask.task_key == follow_up)) is None:
-                s.add(JobTask(job_id=job_id, task_key=follow_up))
+                try:
+                    with s.begin_nested():
+                        s.add(JobTask(job_id=job_id, task_key=follow_up))
+                except sa.exc.IntegrityError:
+                    pass  # the follow-up, already running elsewhere, registered itself (claim) meanwhile
             s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key)
                       .values(done=True, result=result, lease_until=None))
             s.flush()

@@ -222,14 +222,16 @@ def test_a_backup_cancelled_between_chunks_is_not_completed_and_leaves_no_object
             AuditLog.resource_id == started["id"], AuditLog.action.in_(["backup.completed", "backup.failed"]))) == 0
 
 
-def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engine, firestore_emulator, monkeypatch,
-                                                                           tmp_path, project_id):
+def test_the_backup_worker_function_runs_exactly_one_task_per_request_for_an_authenticated_caller(
+        engine, firestore_emulator, monkeypatch, tmp_path, project_id):
     import base64
 
     import functions_framework
 
+    from firebackup.runtime.worker_auth import SECRET_HEADER
+
     firestore_emulator.apply(monkeypatch)
-    count = seed(project_id)
+    seed(project_id)
     key = os.urandom(32)
     queue = RecordingQueue()
     app = build_app(settings_for(engine, key, queue="recording"), engine=engine, sealer=Sealer(LocalMasterKey(key)),
@@ -237,18 +239,26 @@ def test_the_backup_worker_function_runs_a_recorded_plan_task_to_completion(engi
     org = make_org(app, make_session_factory(engine), tmp_path)
     pid, did = org.project(project_id), org.destination(tmp_path / "loc")
     started = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    secret = "controlplane-worker-secret-01234"
     monkeypatch.setenv("FIREBACKUP_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("FIREBACKUP_MASTER_KEY", base64.b64encode(key).decode())
     monkeypatch.setenv("FIREBACKUP_ALLOW_LOCAL_STORAGE", "1")  # the worker opens the local folder too
     monkeypatch.setenv("FIREBACKUP_LOCAL_STORAGE_ROOT", str(tmp_path))
+    monkeypatch.setenv("FIREBACKUP_QUEUE", "recording")  # the tasks it enqueues are kept, never run here
+    monkeypatch.setenv("FIREBACKUP_WORKER_SECRET", secret)
     root = Path(__file__).resolve().parents[3]
     worker = functions_framework.create_app(target="backup_worker",
                                             source=str(root / "functions" / "backup_worker" / "main.py")).test_client()
-    assert worker.post("/", json={"task": "nope", "payload": {}}).status_code == 400
     name, payload = queue.tasks[0]
-    assert worker.post("/", json={"task": name, "payload": payload}).status_code == 204
+    assert worker.post("/", json={"task": name, "payload": payload}).status_code == 401
+    assert org.ok("GET", f"/backups/{started['id']}")["state"] == "pending"
+    headers = {SECRET_HEADER: secret}
+    assert worker.post("/", json={"task": "nope", "payload": {}}, headers=headers).status_code == 400
+    assert worker.post("/", json={"task": name, "payload": payload}, headers=headers).status_code == 204
     got = org.ok("GET", f"/backups/{started['id']}")
-    assert got["state"] == "completed" and got["documents"] == count
+    # The plan ran, and only the plan: its chunk tasks went to the queue for other requests.
+    assert got["state"] == "running" and got["read_time"] is not None
+    assert got["chunks_done"] == 0 and got["documents"] == 0
 
 
 def test_a_real_project_whose_service_account_key_is_rejected_fails_with_a_one_line_error(engine, tmp_path,
