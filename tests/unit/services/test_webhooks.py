@@ -21,7 +21,8 @@ from tests.unit.services.conftest import Org, RecordedQueue, World
 
 SECRET = "whsec-0123456789abcdef"
 # The test's clock starts just after the wall clock, which stamps a new delivery due at once.
-T0 = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=1)
+# After any moment these tests run (deliveries are queued at the real now), and fixed: no race with a slow run.
+T0 = datetime(2100, 1, 1, 12, 0, tzinfo=timezone.utc)
 # Full jitter drawing its maximum every time: the waits are exactly 10, 20, 40 s, then capped at 60 s.
 RETRY = RetryPolicy(attempts=5, base_delay=10.0, max_delay=60.0, deadline=None, rng=lambda: 1.0)
 
