@@ -76,8 +76,13 @@ class ChangeRole:
 
 @dataclass(frozen=True)
 class CreateToken:
+    """A new API token; it lives `expires_in_days` (None: the settings' default) and may mint tokens
+    itself only when `can_create_tokens` (which only a signed-in user can grant)."""
+
     name: str
     role: Role
+    expires_in_days: int | None = None
+    can_create_tokens: bool = False
 
 
 # --- projects ----------------------------------------------------------------------------------------
