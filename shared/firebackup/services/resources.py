@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
+from firebackup.db.models import (Backup, Base, OAuthStateUse, Project, Restore, Schedule, StorageDestination, Webhook,
+                                  new_id, utcnow)
 from firebackup.egress import check_service_account_key
 from firebackup.errors import AccessDenied, BucketNotFound, EgressRefused, FireBackupError, UsageError, is_transient
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
@@ -79,8 +81,10 @@ _STATE_TTL = 900
 
 
 def oauth_start(ctx: Ctx, org_id: str) -> dict[str, str]:
-    # The state is sealed (authenticated) so the callback can trust which org and caller it was for.
-    payload = json.dumps({"org": org_id, "actor": ctx.actor_id, "exp": int(time.time()) + _STATE_TTL})
+    # The state is sealed (authenticated) so the callback can trust which org and caller it was for;
+    # its nonce makes it single-use (see _spend_state).
+    payload = json.dumps({"org": org_id, "actor": ctx.actor_id, "exp": int(time.time()) + _STATE_TTL,
+                          "nonce": secrets.token_urlsafe(24)})
     state = ctx.ports.sealer.seal(payload, "oauth-state")
     ctx.audit("project.oauth_start", "organization", org_id)
     return {"authorization_url": ctx.ports.oauth.authorization_url(state), "state": state}
@@ -93,8 +97,26 @@ def oauth_complete(ctx: Ctx, org_id: str, cmd: CompleteOAuth) -> Project:
         raise Invalid("OAuth state is not one we issued; start the connection again") from None
     if st.get("org") != org_id or st.get("actor") != ctx.actor_id or st.get("exp", 0) < time.time():
         raise Invalid("OAuth state is expired or for another organization; start the connection again")
+    _spend_state(ctx, st.get("nonce"), int(st["exp"]))
     refresh = ctx.ports.oauth.exchange(cmd.code)
     return _new_project(ctx, org_id, cmd.name, cmd.gcp_project_id, cmd.database_id, "oauth", refresh.encode())
+
+
+def _spend_state(ctx: Ctx, nonce: object, exp: int) -> None:
+    """Record the state's nonce as used; a second completion with the same state is a Conflict.
+
+    The unique row is the decision (two completions at once: one insert waits for the other's commit,
+    then fails). Rows of states past their expiry are dropped here: such a state is refused for its age.
+    """
+    if not isinstance(nonce, str) or not nonce or len(nonce) > 64:
+        raise Invalid("OAuth state is from an older version; start the connection again")
+    now = utcnow()
+    ctx.session.execute(sa.delete(OAuthStateUse).where(OAuthStateUse.expires_at < now))
+    try:
+        with ctx.session.begin_nested():
+            ctx.session.add(OAuthStateUse(nonce=nonce, expires_at=datetime.fromtimestamp(exp, timezone.utc)))
+    except sa.exc.IntegrityError:
+        raise Conflict("this OAuth state was already used; start the connection again") from None
 
 
 def delete_project(ctx: Ctx, org_id: str, project_id: str) -> None:

@@ -45,7 +45,8 @@ def _body(route: Route, w: World, harness, caller: str):
     op = route.operation_id
     if op == "oauth_complete":
         state = harness.sealer.seal(json.dumps({"org": w.org, "actor": w.users.get(caller, "none"),
-                                                "exp": int(time.time()) + 600}), "oauth-state")
+                                                "exp": int(time.time()) + 600, "nonce": secrets.token_hex(12)}),
+                                   "oauth-state")
         return {"state": state, "code": "4/code", "name": "oauth", "gcp_project_id": f"oauth-{tag}"}
     return {
         "create_org": {"name": "New org"},
