@@ -88,6 +88,17 @@ class AuditQuery(PageQuery):
                              resource=self.resource, since=self.since, until=self.until)
 
 
+class DeleteWithBackupsQuery(ApiRequest):
+    """DELETE of a project or destination: what becomes of its backups (none given: refused while any exist)."""
+
+    backups: Literal["delete", "detach"] | None = Field(None, description=(
+        "delete: delete the backups too, their stored objects and records; detach: keep both, the records "
+        "stay listed read-only and say what is gone"))
+
+    def to_command(self) -> c.DeleteWithBackups:
+        return c.DeleteWithBackups(backups=self.backups)
+
+
 # --- organizations, members, me -------------------------------------------------------------
 
 class OrgIn(ApiRequest):
@@ -259,8 +270,10 @@ class BackupIn(ApiRequest):
 
 class BackupOut(Out):
     id: str
-    project_id: str
-    destination_id: str
+    project_id: str | None = Field(description="null once the project was deleted and the backup kept (detached)")
+    destination_id: str | None = Field(description="null once the destination was deleted and the backup kept")
+    detached: list[Literal["project", "destination"]] = Field(description=(
+        "what was deleted while this backup was kept; without its destination it is read-only"))
     schedule_id: str | None
     state: BackupState
     collections: list[str] | None

@@ -85,6 +85,14 @@ class CreateToken:
     can_create_tokens: bool = False
 
 
+@dataclass(frozen=True)
+class DeleteWithBackups:
+    """Deleting a project or destination that has backup records: refused unless the caller chooses
+    to delete the backups too (objects and rows) or to keep them detached (rows and objects stay)."""
+
+    backups: Literal["delete", "detach"] | None = None
+
+
 # --- projects ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
