@@ -99,6 +99,10 @@ class Settings:
     rate_limit_per_address: str = "600/minute"
     rate_limit_per_token: str = "1200/minute"
     rate_limit_storage: str = "memory://"
+    # An API token's lifetime when its creator names none, and the longest one may ask for: a
+    # forgotten token stops working on its own.
+    api_token_days: int = 90
+    api_token_max_days: int = 365
     # Development only: tenant destinations may come without credentials and then use the server's
     # own identity (AWS default chain, Application Default Credentials), and the environment's
     # endpoints (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST) apply to them. Never in production: any
@@ -183,6 +187,8 @@ class Settings:
             rate_limit_per_address=env.get("FIREBACKUP_RATE_LIMIT_PER_ADDRESS", cls.rate_limit_per_address).strip(),
             rate_limit_per_token=env.get("FIREBACKUP_RATE_LIMIT_PER_TOKEN", cls.rate_limit_per_token).strip(),
             rate_limit_storage=env.get("FIREBACKUP_RATE_LIMIT_STORAGE", cls.rate_limit_storage).strip(),
+            api_token_days=_int(env, "FIREBACKUP_API_TOKEN_DAYS", cls.api_token_days),
+            api_token_max_days=_int(env, "FIREBACKUP_API_TOKEN_MAX_DAYS", cls.api_token_max_days),
             allow_ambient_storage=_flag(env, "FIREBACKUP_ALLOW_AMBIENT_STORAGE"),
             allow_private_egress=_flag(env, "FIREBACKUP_ALLOW_PRIVATE_EGRESS"),
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,

@@ -88,6 +88,17 @@ class AuditQuery(PageQuery):
                              resource=self.resource, since=self.since, until=self.until)
 
 
+class DeleteWithBackupsQuery(ApiRequest):
+    """DELETE of a project or destination: what becomes of its backups (none given: refused while any exist)."""
+
+    backups: Literal["delete", "detach"] | None = Field(None, description=(
+        "delete: delete the backups too, their stored objects and records; detach: keep both, the records "
+        "stay listed read-only and say what is gone"))
+
+    def to_command(self) -> c.DeleteWithBackups:
+        return c.DeleteWithBackups(backups=self.backups)
+
+
 # --- organizations, members, me -------------------------------------------------------------
 
 class OrgIn(ApiRequest):
@@ -259,8 +270,10 @@ class BackupIn(ApiRequest):
 
 class BackupOut(Out):
     id: str
-    project_id: str
-    destination_id: str
+    project_id: str | None = Field(description="null once the project was deleted and the backup kept (detached)")
+    destination_id: str | None = Field(description="null once the destination was deleted and the backup kept")
+    detached: list[Literal["project", "destination"]] = Field(description=(
+        "what was deleted while this backup was kept; without its destination it is read-only"))
     schedule_id: str | None
     state: BackupState
     collections: list[str] | None
@@ -478,17 +491,28 @@ class WebhookDeliveryOut(Out):
 class TokenIn(ApiRequest):
     name: Name
     role: RoleName
+    expires_in_days: int | None = Field(None, ge=1, le=36500, description=(
+        "how long the token lives; default and maximum are set by the platform (90 and 365 days unless changed)"))
+    can_create_tokens: bool = Field(False, description=(
+        "whether the token may create tokens itself (only a signed-in member can grant it); "
+        "its tokens are revoked with it"))
 
     def to_command(self) -> c.CreateToken:
-        return c.CreateToken(name=self.name, role=Role[self.role])
+        return c.CreateToken(name=self.name, role=Role[self.role], expires_in_days=self.expires_in_days,
+                             can_create_tokens=self.can_create_tokens)
 
 
 class TokenOut(Out):
     id: str
     name: str
-    role: RoleName
+    role: RoleName = Field(description="the most it can do; it never does more than its creator's current role")
     prefix: str
+    created_by: str | None = Field(description="the member the token acts for (user id)")
+    created_by_email: str | None
+    parent_id: str | None = Field(description="the token that created this one; revoking it revokes this one")
+    can_create_tokens: bool
     created_at: datetime
+    expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
 

@@ -122,8 +122,10 @@ class Backup(Base):
     __table_args__ = (sa.Index("ix_backups_org_created", "org_id", "id"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("bkp"))
     org_id: Mapped[str] = mapped_column(ID, _org_fk())
-    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True)
-    destination_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("storage_destinations.id", ondelete="CASCADE"))
+    # NULL once the project or destination is deleted with ?backups=detach: the record stays, read-only.
+    project_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="SET NULL"), index=True)
+    destination_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("storage_destinations.id",
+                                                                         ondelete="SET NULL"))
     schedule_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("schedules.id", ondelete="SET NULL"))
     state: Mapped[str] = mapped_column(sa.String(16), default="pending")
     repo_backup_id: Mapped[str | None] = mapped_column(sa.String(64))  # id inside the storage location
@@ -298,10 +300,26 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(sa.String(16))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     prefix: Mapped[str] = mapped_column(sa.String(16))  # first characters, to recognise a token
+    # The member the token acts for (a user id): it is capped at their current role, and dies with
+    # their membership. A token minted by a token has the same creator and names its parent.
     created_by: Mapped[str | None] = mapped_column(ID)
+    parent_id: Mapped[str | None] = mapped_column(ID, sa.ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    can_create_tokens: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OAuthStateUse(Base):
+    """An OAuth state that has been completed once: its nonce is unique, so a second use is refused.
+
+    Rows are kept until the state would have expired anyway (then it is refused for its age).
+    """
+
+    __tablename__ = "oauth_state_uses"
+    nonce: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class PITRConfig(Base):

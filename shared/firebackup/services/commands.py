@@ -76,8 +76,21 @@ class ChangeRole:
 
 @dataclass(frozen=True)
 class CreateToken:
+    """A new API token; it lives `expires_in_days` (None: the settings' default) and may mint tokens
+    itself only when `can_create_tokens` (which only a signed-in user can grant)."""
+
     name: str
     role: Role
+    expires_in_days: int | None = None
+    can_create_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteWithBackups:
+    """Deleting a project or destination that has backup records: refused unless the caller chooses
+    to delete the backups too (objects and rows) or to keep them detached (rows and objects stay)."""
+
+    backups: Literal["delete", "detach"] | None = None
 
 
 # --- projects ----------------------------------------------------------------------------------------

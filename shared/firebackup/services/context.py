@@ -6,6 +6,7 @@ import contextlib
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, TypeVar
 
 import sqlalchemy as sa
@@ -41,13 +42,19 @@ class Role(enum.IntEnum):
 
 @dataclass
 class Principal:
-    """Who is calling: a signed-in user, or an API token bound to one organization and role."""
+    """Who is calling: a signed-in user, or an API token bound to one organization and role.
+
+    A token's role is already capped at its creator's current role in that organization.
+    """
 
     kind: str  # "user" | "token"
     user_id: str | None
     token_id: str | None = None
     token_org_id: str | None = None
     token_role: Role | None = None
+    token_creator_id: str | None = None  # the member the token acts for
+    token_can_create_tokens: bool = False
+    token_expires_at: datetime | None = None
 
     @property
     def actor_id(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,13 +36,46 @@ def authenticate(ctx: Ctx, authorization: str | None) -> Principal:
     if not token or len(token) > 8192:
         raise Unauthenticated("missing bearer token; send Authorization: Bearer <ID token or API token>")
     if token.startswith(TOKEN_PREFIX):
-        row = ctx.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-        if row is None or row.revoked_at is not None:
-            raise Unauthenticated("unknown or revoked API token; create a new one")
-        row.last_used_at = utcnow()
-        return Principal("token", user_id=None, token_id=row.id, token_org_id=row.org_id, token_role=Role[row.role])
+        return _token_principal(ctx, token)
     claims = ctx.ports.verifier.verify(token)
     return Principal("user", user_id=_user_for(ctx, claims).id)
+
+
+_MAX_TOKEN_DEPTH = 8  # a chain of tokens minting tokens; longer ones are refused at creation
+
+
+def _token_principal(ctx: Ctx, token: str) -> Principal:
+    """The API token's Principal, its role capped at its creator's role in the organization now.
+
+    A token lives only as long as every token above it (the one that minted it, and so on) and
+    its creator's membership: the member's current role is read on every request, so a demoted
+    admin's tokens act as the lower role at once, and a removed member's not at all.
+    """
+    row = ctx.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None:
+        raise Unauthenticated("unknown or revoked API token; create a new one")
+    now = utcnow()
+    link: ApiToken | None = row
+    for _ in range(_MAX_TOKEN_DEPTH):
+        if link is None:
+            break
+        _check_alive(link, now, "API token" if link is row else "the API token that created this one")
+        link = ctx.session.get(ApiToken, link.parent_id) if link.parent_id else None
+    creator_role = ctx.session.scalar(sa.select(UserOrganization.role).where(
+        UserOrganization.org_id == row.org_id, UserOrganization.user_id == row.created_by)) if row.created_by else None
+    if creator_role is None:
+        raise Unauthenticated("API token's creator is no longer a member of its organization; ask a member for a new one")
+    row.last_used_at = now
+    return Principal("token", user_id=None, token_id=row.id, token_org_id=row.org_id,
+                     token_role=min(Role[row.role], Role[creator_role]), token_creator_id=row.created_by,
+                     token_can_create_tokens=row.can_create_tokens, token_expires_at=row.expires_at)
+
+
+def _check_alive(row: ApiToken, now: datetime, subject: str) -> None:
+    if row.revoked_at is not None:
+        raise Unauthenticated(f"{subject} was revoked; create a new one")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated(f"{subject} expired at {row.expires_at:%Y-%m-%d %H:%M} UTC; create a new one")
 
 
 def _user_for(ctx: Ctx, claims: Mapping[str, Any]) -> User:

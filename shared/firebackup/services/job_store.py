@@ -230,7 +230,7 @@ def _finished(job: Backup | Restore) -> JobFinished:
     outcome: Literal["completed", "failed"] = "completed" if job.state == "completed" else "failed"
     if isinstance(job, Backup):
         size = job.bytes_stored if outcome == "completed" else None  # a failed backup's bytes are partial
-        return JobFinished("backup", job.org_id, job.project_id, outcome, seconds, size)
+        return JobFinished("backup", job.org_id, job.project_id or "", outcome, seconds, size)
     return JobFinished("restore", job.org_id, job.target_project_id, outcome, seconds)
 
 

@@ -14,6 +14,7 @@ from firebackup.services.context import Ctx, Role, page
 from firebackup.services.errors import Conflict, Invalid
 from firebackup.services.identity import require_role
 from firebackup.services.resources import get_destination, get_in_org, get_project, open_destination, probe_failure
+from firebackup.storage.base import Storage
 
 ACTIVE = ("pending", "running")
 
@@ -27,7 +28,16 @@ def _progress(done: int, total: int, state: str) -> float:
 def backup_out(row: Backup) -> dict[str, Any]:
     out = {c.key: getattr(row, c.key) for c in Backup.__table__.columns}
     out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
+    out["detached"] = [what for what, gone in (("project", row.project_id is None),
+                                               ("destination", row.destination_id is None)) if gone]
     return out
+
+
+def _writable(row: Backup, doing: str) -> None:
+    """A backup whose destination was deleted (kept detached) is a record only: nothing can reach its objects."""
+    if row.destination_id is None:
+        raise Conflict(f"cannot {doing}: the backup is detached, its storage destination was deleted; "
+                       "the record is kept read-only")
 
 
 def restore_out(row: Restore) -> dict[str, Any]:
@@ -83,14 +93,28 @@ def cancel_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     return backup_out(row)
 
 
-def delete_backup(ctx: Ctx, org_id: str, backup_id: str) -> None:
+def delete_backup(ctx: Ctx, org_id: str, backup_id: str, *, storage: Storage | None = None,
+                  because: str | None = None) -> None:
+    """Delete the backup's record now and its objects through a worker, or through `storage` now.
+
+    storage: the destination is being deleted in this same transaction, so no worker could open it
+    later; the objects go first, and a failure leaves every row in place. because: audited.
+    """
     row = _backup(ctx, org_id, backup_id)
     if row.state in ACTIVE:
         raise Conflict("backup is still in progress; cancel it first")
+    _writable(row, "delete it")
     repo_id, dest = row.repo_backup_id, row.destination_id
+    if storage is not None and repo_id:
+        from firebackup.engine.repository import Repository
+
+        try:
+            Repository(storage).delete_backup(repo_id)
+        except BackupNotFound:
+            pass  # already gone (an earlier attempt deleted the objects, then failed before the rows)
     ctx.session.delete(row)
-    ctx.audit("backup.delete", "backup", backup_id)
-    if repo_id:
+    ctx.audit("backup.delete", "backup", backup_id, {"reason": because} if because else None)
+    if repo_id and storage is None:
         # Objects are removed by a worker: deleting thousands of chunks does not fit in a request.
         ctx.ports.queue.enqueue("delete_backup", {"destination_id": dest, "repo_backup_id": repo_id})
 
@@ -99,6 +123,7 @@ def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     row = _backup(ctx, org_id, backup_id)
     if row.state != "completed":
         raise Conflict(f"backup is {row.state}; only completed backups can be verified")
+    _writable(row, "verify it")
     row.verify_state = "pending"
     ctx.audit("backup.verify", "backup", backup_id)
     ctx.ports.queue.enqueue("verify", {"backup_id": row.id})
@@ -121,7 +146,7 @@ def _stored_summary(ctx: Ctx, row: Backup) -> tuple[dict[str, Any] | None, str |
     """The manifest's clear header from the destination; a storage problem is reported, not raised."""
     from firebackup.engine.repository import Repository
 
-    dest = ctx.session.get(StorageDestination, row.destination_id)
+    dest = ctx.session.get(StorageDestination, row.destination_id) if row.destination_id else None
     if dest is None or not row.repo_backup_id:
         return None, "the backup has no storage location on record"
     try:
@@ -157,6 +182,7 @@ def start_restore(ctx: Ctx, org_id: str, cmd: StartRestore) -> dict[str, Any]:
     backup = _backup(ctx, org_id, cmd.backup_id)
     if backup.state != "completed":
         raise Conflict(f"backup is {backup.state}; only completed backups can be restored")
+    _writable(backup, "restore it")
     if cmd.include_auth and not backup.include_auth:
         raise Invalid("this backup has no Auth users; restore without include_auth")
     target = get_project(ctx, org_id, cmd.target_project_id)

@@ -119,7 +119,7 @@ def _reap(tx: SystemTx, model: type[JobRow], now: dt.datetime, cutoff: dt.dateti
 
 
 def _fail_lost(tx: SystemTx, model: type[JobRow], job_id: str, now: dt.datetime,
-               cutoff: dt.datetime) -> tuple[str, str | None] | None:
+               cutoff: dt.datetime) -> tuple[str | None, str | None] | None:
     """Fail the job if it is still lost (checked again under its row lock); returns where its objects are."""
     with tx() as ctx:
         row = ctx.session.scalar(sa.select(model).where(model.id == job_id, _lost(model, now, cutoff))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,6 +168,7 @@ def remove_member(ctx: Ctx, org_id: str, user_id: str) -> None:
             raise Conflict("the last owner cannot be removed; make someone else owner first")
     ctx.session.delete(m)
     ctx.audit("member.remove", "user", user_id)
+    _revoke_members_tokens(ctx, org_id, user_id, "its creator was removed from the organization")
 
 
 def leave(ctx: Ctx, org_id: str) -> None:
@@ -177,28 +178,64 @@ def leave(ctx: Ctx, org_id: str) -> None:
         raise Conflict("the last owner cannot leave; make someone else owner or delete the organization")
     ctx.session.delete(m)
     ctx.audit("member.leave", "user", user_id)
+    _revoke_members_tokens(ctx, org_id, user_id, "its creator left the organization")
 
 
 # --- API tokens ---------------------------------------------------------------------------------
 
-def list_tokens(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[ApiToken], str | None]:
-    return page(ctx.session, sa.select(ApiToken).where(ApiToken.org_id == org_id), ApiToken.id,
-                limit=q.limit, cursor=q.cursor)
+def _token_out(row: ApiToken, creator_email: str | None) -> dict[str, Any]:
+    # Every column but the hash: the clear token is the caller's to keep, the hash is ours.
+    out: dict[str, Any] = {c.key: getattr(row, c.key) for c in ApiToken.__table__.columns if c.key != "token_hash"}
+    out["created_by_email"] = creator_email
+    return out
+
+
+def list_tokens(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str, Any]], str | None]:
+    rows, cursor = page(ctx.session, sa.select(ApiToken).where(ApiToken.org_id == org_id), ApiToken.id,
+                        limit=q.limit, cursor=q.cursor)
+    creators = {r.created_by for r in rows if r.created_by}
+    emails = dict(ctx.session.execute(sa.select(User.id, User.email).where(User.id.in_(creators))).tuples().all())
+    return [_token_out(r, emails.get(r.created_by) if r.created_by else None) for r in rows], cursor
 
 
 def create_token(ctx: Ctx, org_id: str, cmd: CreateToken) -> dict[str, Any]:
-    """A new API token for the org, no stronger than the caller; the token itself is in the result, once."""
+    """A new API token for the org, no stronger than the caller; the token itself is in the result, once.
+
+    It acts for the member who made it (a token's own creator when a token makes it), capped at that
+    member's role on every request. A token may make tokens only when a signed-in user allowed it to;
+    its children then die with it: each names its parent, authentication checks every parent, and
+    expires no later than it.
+    """
+    p = _caller(ctx)
     if ctx.role is None or cmd.role > ctx.role:
         mine = ctx.role.name if ctx.role else "none"
         raise PermissionDenied(f"a token cannot have more than your own role ({mine})")
+    days = ctx.ports.settings.api_token_days if cmd.expires_in_days is None else cmd.expires_in_days
+    if not 1 <= days <= ctx.ports.settings.api_token_max_days:
+        raise Invalid(f"expires_in_days must be between 1 and {ctx.ports.settings.api_token_max_days}")
+    expires_at = utcnow() + timedelta(days=days)
+    parent_id: str | None = None
+    if p.kind == "token":
+        if not p.token_can_create_tokens:
+            raise PermissionDenied("this API token cannot create tokens; a signed-in member can, "
+                                   "or can make a token with can_create_tokens")
+        if cmd.can_create_tokens:
+            raise PermissionDenied("only a signed-in member can make a token that creates tokens")
+        parent_id, creator = p.token_id, p.token_creator_id
+        if p.token_expires_at is not None:
+            expires_at = min(expires_at, p.token_expires_at)
+    else:
+        creator = require_user(ctx)
     token = new_api_token()
     row = ApiToken(org_id=org_id, name=cmd.name, role=cmd.role.name, token_hash=hash_token(token),
-                   prefix=token[:10], created_by=ctx.actor_id)
+                   prefix=token[:10], created_by=creator, parent_id=parent_id, expires_at=expires_at,
+                   can_create_tokens=cmd.can_create_tokens)
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("token.create", "api_token", row.id, {"role": cmd.role.name})
-    # Every column but the hash: the clear token is the caller's to keep, the hash is ours.
-    out: dict[str, Any] = {c.key: getattr(row, c.key) for c in ApiToken.__table__.columns if c.key != "token_hash"}
+    ctx.audit("token.create", "api_token", row.id, {"role": cmd.role.name, "expires_at": expires_at.isoformat(),
+                                                    "can_create_tokens": cmd.can_create_tokens,
+                                                    **({"parent_id": parent_id} if parent_id else {})})
+    out = _token_out(row, _user(ctx, creator).email if creator else None)
     out["token"] = token
     return out
 
@@ -207,9 +244,28 @@ def revoke_token(ctx: Ctx, org_id: str, token_id: str) -> None:
     row = ctx.session.scalar(sa.select(ApiToken).where(ApiToken.org_id == org_id, ApiToken.id == token_id))
     if row is None:
         raise NotFound("API token not found")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-    ctx.audit("token.revoke", "api_token", token_id)
+    _revoke(ctx, [row], "revoked")
+
+
+def _revoke(ctx: Ctx, rows: list[ApiToken], reason: str) -> None:
+    """Revoke these tokens and every token they minted (and so on down), one audit row each."""
+    now = utcnow()
+    seen: set[str] = set()
+    while rows:
+        for row in rows:
+            seen.add(row.id)
+            if row.revoked_at is None:
+                row.revoked_at = now
+                ctx.audit("token.revoke", "api_token", row.id, {"reason": reason})
+        reason = "its parent token was revoked"
+        rows = [r for r in ctx.session.scalars(sa.select(ApiToken).where(ApiToken.parent_id.in_([r.id for r in rows])))
+                if r.id not in seen]
+
+
+def _revoke_members_tokens(ctx: Ctx, org_id: str, user_id: str, reason: str) -> None:
+    """A member who leaves takes their tokens with them (authentication refuses them anyway; this makes it visible)."""
+    _revoke(ctx, list(ctx.session.scalars(sa.select(ApiToken).where(
+        ApiToken.org_id == org_id, ApiToken.created_by == user_id, ApiToken.revoked_at.is_(None)))), reason)
 
 
 # --- audit log ----------------------------------------------------------------------------------

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Base, Project, Restore, Schedule, StorageDestination, Webhook, new_id, utcnow
+from firebackup.db.models import (Backup, Base, OAuthStateUse, Project, Restore, Schedule, StorageDestination, Webhook,
+                                  new_id, utcnow)
 from firebackup.egress import check_service_account_key
 from firebackup.errors import AccessDenied, BucketNotFound, EgressRefused, FireBackupError, UsageError, is_transient
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
-                                          PageRequest, Retention, Unset, UpdateSchedule)
+                                          DeleteWithBackups, PageRequest, Retention, Unset, UpdateSchedule)
 from firebackup.services.context import Ctx, page
 from firebackup.services.cron import parse_cron
-from firebackup.services.errors import Conflict, Invalid, NotFound
+from firebackup.services.errors import Conflict, Invalid, NotFound, ServiceError
 from firebackup.services.storage_opener import DestinationPolicy
 from firebackup.storage.base import Storage
 
@@ -79,8 +81,10 @@ _STATE_TTL = 900
 
 
 def oauth_start(ctx: Ctx, org_id: str) -> dict[str, str]:
-    # The state is sealed (authenticated) so the callback can trust which org and caller it was for.
-    payload = json.dumps({"org": org_id, "actor": ctx.actor_id, "exp": int(time.time()) + _STATE_TTL})
+    # The state is sealed (authenticated) so the callback can trust which org and caller it was for;
+    # its nonce makes it single-use (see _spend_state).
+    payload = json.dumps({"org": org_id, "actor": ctx.actor_id, "exp": int(time.time()) + _STATE_TTL,
+                          "nonce": secrets.token_urlsafe(24)})
     state = ctx.ports.sealer.seal(payload, "oauth-state")
     ctx.audit("project.oauth_start", "organization", org_id)
     return {"authorization_url": ctx.ports.oauth.authorization_url(state), "state": state}
@@ -93,14 +97,71 @@ def oauth_complete(ctx: Ctx, org_id: str, cmd: CompleteOAuth) -> Project:
         raise Invalid("OAuth state is not one we issued; start the connection again") from None
     if st.get("org") != org_id or st.get("actor") != ctx.actor_id or st.get("exp", 0) < time.time():
         raise Invalid("OAuth state is expired or for another organization; start the connection again")
+    _spend_state(ctx, st.get("nonce"), int(st["exp"]))
     refresh = ctx.ports.oauth.exchange(cmd.code)
     return _new_project(ctx, org_id, cmd.name, cmd.gcp_project_id, cmd.database_id, "oauth", refresh.encode())
 
 
-def delete_project(ctx: Ctx, org_id: str, project_id: str) -> None:
+def _spend_state(ctx: Ctx, nonce: object, exp: int) -> None:
+    """Record the state's nonce as used; a second completion with the same state is a Conflict.
+
+    The unique row is the decision (two completions at once: one insert waits for the other's commit,
+    then fails). Rows of states past their expiry are dropped here: such a state is refused for its age.
+    """
+    if not isinstance(nonce, str) or not nonce or len(nonce) > 64:
+        raise Invalid("OAuth state is from an older version; start the connection again")
+    now = utcnow()
+    ctx.session.execute(sa.delete(OAuthStateUse).where(OAuthStateUse.expires_at < now))
+    try:
+        with ctx.session.begin_nested():
+            ctx.session.add(OAuthStateUse(nonce=nonce, expires_at=datetime.fromtimestamp(exp, timezone.utc)))
+    except sa.exc.IntegrityError:
+        raise Conflict("this OAuth state was already used; start the connection again") from None
+
+
+def delete_project(ctx: Ctx, org_id: str, project_id: str, cmd: DeleteWithBackups = DeleteWithBackups()) -> None:
     row = get_project(ctx, org_id, project_id)
+    _settle_dependents(ctx, org_id, "project", project_id, cmd)
+    for restore in ctx.session.scalars(sa.select(Restore).where(Restore.target_project_id == project_id)):
+        # Restore records into the project go with it (their target is gone); each is on record.
+        ctx.session.delete(restore)
+        ctx.audit("restore.delete", "restore", restore.id, {"reason": "its target project was deleted"})
     ctx.session.delete(row)
-    ctx.audit("project.delete", "project", project_id)
+    ctx.audit("project.delete", "project", project_id, {"backups": cmd.backups})
+
+
+def _settle_dependents(ctx: Ctx, org_id: str, what: str, row_id: str, cmd: DeleteWithBackups,
+                       storage: Storage | None = None) -> None:
+    """Before a project or destination goes: refuse while its work runs or its backups are undecided, then
+    remove its schedules and delete or detach its backups, each audited (no silent cascade).
+
+    storage: the destination being deleted, opened, for its backups' objects (see jobs.delete_backup).
+    """
+    from firebackup.services.jobs import ACTIVE, delete_backup  # jobs builds on this module
+
+    column = Backup.project_id if what == "project" else Backup.destination_id
+    backups = list(ctx.session.scalars(sa.select(Backup).where(Backup.org_id == org_id, column == row_id)))
+    running = [b.id for b in backups if b.state in ACTIVE]
+    running += list(ctx.session.scalars(sa.select(Restore.id).where(
+        Restore.state.in_(ACTIVE), sa.or_(Restore.backup_id.in_([b.id for b in backups]),
+                                          Restore.target_project_id == row_id))))
+    if running:
+        raise Conflict(f"the {what} has {len(running)} backup(s) or restore(s) in progress; cancel them first")
+    if backups and cmd.backups is None:
+        raise Conflict(f"the {what} has {len(backups)} backup(s); add ?backups=delete to delete them too, "
+                       "or ?backups=detach to keep them (read-only)")
+    because = f"its {what} was deleted"
+    sched_column = Schedule.project_id if what == "project" else Schedule.destination_id
+    for sch in ctx.session.scalars(sa.select(Schedule).where(Schedule.org_id == org_id, sched_column == row_id)):
+        ctx.session.delete(sch)
+        ctx.audit("schedule.delete", "schedule", sch.id, {"reason": because})
+    for b in backups:
+        if cmd.backups == "delete":
+            delete_backup(ctx, org_id, b.id, storage=storage, because=because)
+        else:
+            setattr(b, column.key, None)
+            ctx.audit("backup.detach", "backup", b.id, {"reason": because, what: row_id})
+    ctx.session.flush()
 
 
 def project_credentials(ctx: Ctx, row: Project) -> bytes:
@@ -154,9 +215,29 @@ def create_destination(ctx: Ctx, org_id: str, cmd: AddDestination) -> StorageDes
     return row
 
 
-def delete_destination(ctx: Ctx, org_id: str, dest_id: str) -> None:
-    ctx.session.delete(get_destination(ctx, org_id, dest_id))
-    ctx.audit("destination.delete", "storage_destination", dest_id)
+def delete_destination(ctx: Ctx, org_id: str, dest_id: str, cmd: DeleteWithBackups = DeleteWithBackups()) -> None:
+    row = get_destination(ctx, org_id, dest_id)
+    has_backups = ctx.session.scalar(sa.select(Backup.id).where(Backup.destination_id == dest_id).limit(1))
+    if cmd.backups == "delete" and has_backups:
+        # The objects go now, in this request: once the row is gone no worker could open the destination.
+        try:
+            storage = open_destination(ctx, row, bounded=True)
+        except FireBackupError as e:
+            raise Conflict(probe_failure(e, "open the destination to delete its backups") + "; nothing was deleted"
+                           ) from None
+        try:
+            _settle_dependents(ctx, org_id, "destination", dest_id, cmd, storage)
+        except ServiceError:
+            raise
+        except FireBackupError as e:
+            raise Conflict(probe_failure(e, "delete the backups' objects") + "; no record was deleted, try again"
+                           ) from None
+        finally:
+            storage.close()
+    else:
+        _settle_dependents(ctx, org_id, "destination", dest_id, cmd)
+    ctx.session.delete(row)
+    ctx.audit("destination.delete", "storage_destination", dest_id, {"backups": cmd.backups})
 
 
 def destination_credentials(ctx: Ctx, row: StorageDestination) -> dict[str, Any] | None:

@@ -203,7 +203,7 @@ def apply(tx: SystemTx, schedule_id: str, now: dt.datetime) -> list[str]:
     return removed
 
 
-def delete_backup_objects(tx: SystemTx, dest_id: str, repo_id: str | None) -> None:
+def delete_backup_objects(tx: SystemTx, dest_id: str | None, repo_id: str | None) -> None:
     """Delete a backup's objects (manifest first, then chunks) from its destination; done if none are left.
 
     Raises FireBackupError when the destination cannot be reached or refuses.
@@ -211,7 +211,7 @@ def delete_backup_objects(tx: SystemTx, dest_id: str, repo_id: str | None) -> No
     from firebackup.engine.repository import Repository
 
     with tx() as ctx:
-        dest = ctx.session.get(StorageDestination, dest_id)
+        dest = ctx.session.get(StorageDestination, dest_id) if dest_id else None
         if dest is None or not repo_id:
             return  # nothing reachable holds objects for it
         storage = open_destination(ctx, dest)

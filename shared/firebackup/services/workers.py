@@ -155,11 +155,12 @@ class Workers:
 _Row = TypeVar("_Row")
 
 
-def _existing(ctx: Ctx, model: type[_Row], row_id: str, what: str) -> _Row:
-    """The row a job refers to; a permanent error, in one line, when it has been deleted since."""
-    row = ctx.session.get(model, row_id)
+def _existing(ctx: Ctx, model: type[_Row], row_id: str | None, what: str) -> _Row:
+    """The row a job refers to; a permanent error, in one line, when it has been deleted since (a detached
+    backup's project or destination id is NULL)."""
+    row = ctx.session.get(model, row_id) if row_id is not None else None
     if row is None:
-        raise FireBackupError(f"{what} {row_id} no longer exists")
+        raise FireBackupError(f"{what} {row_id} no longer exists" if row_id else f"{what} no longer exists")
     return row
 
 

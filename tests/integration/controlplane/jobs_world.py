@@ -14,19 +14,18 @@ import sqlalchemy as sa
 
 from firebackup.bootstrap import api_app
 from firebackup.crypto.secrets import LocalMasterKey, Sealer
-from firebackup.db.models import ApiToken, Backup, JobTask, Organization, new_id
+from firebackup.db.models import Backup, JobTask, Organization, new_id
 from firebackup.db.session import make_session_factory
 from firebackup.engine.repository import Repository
 from firebackup.firestore.documents import document_name
 from firebackup.services.source_opener import ProjectSources
 from firebackup.services.storage_opener import DestinationStorageOpener
 from firebackup.storage.base import ObjectInfo, ObjectWriter, Storage
-from firebackup.services.identity import hash_token, new_api_token
 from firebackup.services.ports import RecordingQueue
 from firebackup.services.workers import Workers
 from firebackup.settings import Settings
 from tests.integration.controlplane.conftest import FakeFirestoreProber, FakeGoogleOAuth
-from tests.integration.controlplane.world import SA_KEY
+from tests.integration.controlplane.world import SA_KEY, seed_token
 
 
 def seed(project: str) -> int:
@@ -75,13 +74,11 @@ class Org:
 
 
 def make_org(app, factory, tmp: Path) -> Org:
-    tok = new_api_token()
     with factory() as s, s.begin():
         org = Organization(id=new_id("org"), name="Acme")
         s.add(org)
         s.flush()
-        s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(tok),
-                       prefix=tok[:10]))
+        tok = seed_token(s, org.id)
     return Org(app, factory, tok, org.id, tmp)
 
 

@@ -11,17 +11,15 @@ import pytest
 import sqlalchemy as sa
 
 from firebackup.db.models import ApiToken, AuditLog, Backup, Organization, Restore, new_id
-from firebackup.services.identity import hash_token, new_api_token
-from tests.integration.controlplane.world import SA_KEY, build_world
+from firebackup.services.identity import hash_token
+from tests.integration.controlplane.world import SA_KEY, build_world, seed_token
 
 EMAILS = {c: f"flow-{c}@example.com" for c in ("owner", "admin", "member", "viewer", "outsider")}
 
 
-def _token(api, org_id: str, role: str = "owner") -> str:
-    tok = new_api_token()
+def _token(api, org_id: str, role: str = "owner", **kw) -> str:
     with api.session() as s, s.begin():
-        s.add(ApiToken(id=new_id("tok"), org_id=org_id, name="t", role=role, token_hash=hash_token(tok), prefix=tok[:10]))
-    return tok
+        return seed_token(s, org_id, role, **kw)
 
 
 @pytest.fixture
@@ -30,7 +28,8 @@ def world(api):
 
 
 def test_an_api_token_is_shown_once_stored_as_a_hash_scoped_to_its_org_and_role_and_revocable(api, world) -> None:
-    admin = _token(api, world.org, "admin")
+    # A token mints tokens only when a signed-in member allowed it (test_token_owners.py has the refusal).
+    admin = _token(api, world.org, "admin", can_create_tokens=True)
     r = api.call("POST", f"/v1/orgs/{world.org}/tokens", admin, json={"name": "ci", "role": "member"})
     assert r.status_code == 201
     created = r.get_json()

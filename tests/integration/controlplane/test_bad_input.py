@@ -7,8 +7,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from firebackup.db.models import ApiToken, AuditLog, Organization, UserOrganization, new_id
-from firebackup.services.identity import hash_token, new_api_token
+from firebackup.db.models import AuditLog, Organization, UserOrganization, new_id
+from tests.integration.controlplane.world import seed_token
 
 
 @pytest.fixture
@@ -18,8 +18,7 @@ def owner(api):
         org = Organization(id=new_id("org"), name="Acme")
         s.add(org)
         s.flush()
-        tok = new_api_token()
-        s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(tok), prefix=tok[:10]))
+        tok = seed_token(s, org.id)
     return org.id, tok
 
 

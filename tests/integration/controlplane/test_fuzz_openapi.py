@@ -17,9 +17,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from firebackup.api.routes import ROUTES
-from firebackup.db.models import ApiToken, new_id
-from firebackup.services.identity import hash_token, new_api_token
-from tests.integration.controlplane.world import build_world
+from tests.integration.controlplane.world import build_world, seed_token
 
 EMAILS = {c: f"fuzz-{c}-{secrets.token_hex(4)}@example.com" for c in ("owner", "admin", "member", "viewer", "outsider")}
 MAX_EXAMPLES = 20
@@ -30,10 +28,8 @@ SKIP = {"delete_org"}
 @pytest.fixture(scope="module")
 def fuzz_target(module_api):
     w = build_world(module_api, EMAILS)
-    token = new_api_token()
     with module_api.session() as s, s.begin():
-        s.add(ApiToken(id=new_id("tok"), org_id=w.org, name="fuzz", role="owner", token_hash=hash_token(token),
-                       prefix=token[:10]))
+        token = seed_token(s, w.org, name="fuzz")
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", module_api.app)
     ids = {"org_id": w.org, "user_id": w.users["target"], "project_id": w.project,
            "destination_id": w.destination, "backup_id": w.backup_done, "restore_id": w.restore,

@@ -25,6 +25,9 @@ SPECIAL = {
     # The matrix's restore is in overwrite mode: it can overwrite data, which needs admin; a member may
     # dry-run it or restore in skip mode (tests/unit/services/test_jobs.py covers those).
     ("start_restore", "member"): 403,
+    # The world's project and destination have backups (one in progress): deleting either is refused
+    # rather than cascading silently (test_delete_with_backups.py covers ?backups=delete and detach).
+    **{(op, role): 409 for op in ("delete_project", "delete_destination") for role in ("owner", "admin")},
 }
 
 
@@ -45,7 +48,8 @@ def _body(route: Route, w: World, harness, caller: str):
     op = route.operation_id
     if op == "oauth_complete":
         state = harness.sealer.seal(json.dumps({"org": w.org, "actor": w.users.get(caller, "none"),
-                                                "exp": int(time.time()) + 600}), "oauth-state")
+                                                "exp": int(time.time()) + 600, "nonce": secrets.token_hex(12)}),
+                                   "oauth-state")
         return {"state": state, "code": "4/code", "name": "oauth", "gcp_project_id": f"oauth-{tag}"}
     return {
         "create_org": {"name": "New org"},

@@ -12,7 +12,7 @@ from firebackup.crypto.secrets import LocalMasterKey, Sealer
 from firebackup.db.models import Project, StorageDestination, Webhook
 from firebackup.db.session import make_session_factory
 from firebackup.services.rotate import reseal_all
-from tests.integration.controlplane.world import SA_KEY, build_world
+from tests.integration.controlplane.world import SA_KEY, build_world, seed_token
 
 EMAILS = {c: f"rot-{c}@example.com" for c in ("owner", "admin", "member", "viewer", "outsider")}
 
@@ -26,13 +26,8 @@ def _add_destination_with_credentials(api, org_id: str, folder: str) -> str:
 
 
 def _owner_token(api, org_id: str) -> str:
-    from firebackup.db.models import ApiToken, new_id
-    from firebackup.services.identity import hash_token, new_api_token
-
-    tok = new_api_token()
     with api.session() as s, s.begin():
-        s.add(ApiToken(id=new_id("tok"), org_id=org_id, name="t", role="owner", token_hash=hash_token(tok), prefix=tok[:10]))
-    return tok
+        return seed_token(s, org_id)
 
 
 def _tokens(engine) -> list[str]:

@@ -2,18 +2,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from firebackup.db.models import ApiToken, Webhook, new_id
-from firebackup.services.identity import hash_token, new_api_token
-from tests.integration.controlplane.world import build_world
+from firebackup.db.models import Webhook
+from tests.integration.controlplane.world import build_world, seed_token
 
 EMAILS = {c: f"sch-{c}@example.com" for c in ("owner", "admin", "member", "viewer", "outsider")}
 
 
 def _admin(api, org: str) -> str:
-    tok = new_api_token()
     with api.session() as s, s.begin():
-        s.add(ApiToken(id=new_id("tok"), org_id=org, name="t", role="admin", token_hash=hash_token(tok), prefix=tok[:10]))
-    return tok
+        return seed_token(s, org, "admin")
 
 
 def test_a_schedule_validates_cron_and_time_zone_and_reports_its_next_run(api) -> None:

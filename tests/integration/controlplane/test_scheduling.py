@@ -5,14 +5,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from firebackup.db.models import ApiToken, AuditLog, Backup, Schedule, new_id
+from firebackup.db.models import AuditLog, Backup, Schedule, new_id
 from firebackup.engine.repository import Repository
 from firebackup.services import maintenance
 from firebackup.services.context import system_transactions
-from firebackup.services.identity import hash_token, new_api_token
 from firebackup.services.scheduling import run_due
 from tests.integration.controlplane.test_job_outcomes import _harness_ports
-from tests.integration.controlplane.world import build_world
+from tests.integration.controlplane.world import build_world, seed_token
 
 EMAILS = {c: f"sched-{c}@example.com" for c in ("owner", "admin", "member", "viewer", "outsider")}
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=timezone.utc)
@@ -28,10 +27,8 @@ def _schedule(api, w, **kw) -> str:
 
 
 def _token(api, org: str, role: str) -> str:
-    tok = new_api_token()
     with api.session() as s, s.begin():
-        s.add(ApiToken(id=new_id("tok"), org_id=org, name="t", role=role, token_hash=hash_token(tok), prefix=tok[:10]))
-    return tok
+        return seed_token(s, org, role)
 
 
 def test_due_schedules_start_one_backup_each_in_their_time_zone_and_not_twice(api) -> None:

@@ -49,6 +49,20 @@ def user_id_for(session, email: str) -> str:
     return uid
 
 
+def seed_token(s, org_id: str, role: str = "owner", name: str = "t", *, can_create_tokens: bool = False) -> str:
+    """An API token made in the database by a new member of `role` (a token acts for its creator, within
+    their current role), for tests whose subject is not the token itself; returns the token."""
+    holder = User(email=f"holder-{secrets.token_hex(6)}@example.com")
+    s.add(holder)
+    s.flush()
+    s.add(UserOrganization(user_id=holder.id, org_id=org_id, role=role))
+    tok = new_api_token()
+    s.add(ApiToken(id=new_id("tok"), org_id=org_id, name=name, role=role, token_hash=hash_token(tok), prefix=tok[:10],
+                   created_by=holder.id, can_create_tokens=can_create_tokens))
+    s.flush()
+    return tok
+
+
 def build_world(harness, emails: dict[str, str]) -> World:
     seal = harness.sealer.seal
     with harness.session() as s, s.begin():
@@ -96,7 +110,7 @@ def build_world(harness, emails: dict[str, str]) -> World:
                       secret_sealed=seal("whsec-world-0123456789", f"webhooks.secret_sealed:{wid}"),
                       secret_fingerprint=harness.sealer.fingerprint("whsec-world-0123456789")))
         tok = ApiToken(id=new_id("tok"), org_id=org.id, name="ci", role="viewer", token_hash=hash_token(new_api_token()),
-                       prefix="fbk_xxxxxx")
+                       prefix="fbk_xxxxxx", created_by=users["owner"])
         s.add_all([rst, sch, tok])
         s.flush()
         return World(org.id, users, pid, did, pend.id, done.id, rst.id, sch.id, wid, tok.id, folder)

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from firebackup.bootstrap import api_app
-from firebackup.db.models import ApiToken, AuditLog, Organization, new_id
+from firebackup.db.models import AuditLog, Organization, new_id
 from firebackup.db.session import make_engine
 from firebackup.errors import UsageError
-from firebackup.services.identity import hash_token, new_api_token
 from firebackup.settings import Settings
+from tests.integration.controlplane.world import seed_token
 
 
 class Api:
@@ -27,13 +27,11 @@ class Api:
         self.client = self.app.test_client()
 
     def org(self, name: str = "Acme") -> tuple[str, str]:
-        token = new_api_token()
         with sa.orm.Session(self.engine) as s, s.begin():
             org = Organization(id=new_id("org"), name=name)
             s.add(org)
             s.flush()
-            s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(token),
-                           prefix=token[:10]))
+            token = seed_token(s, org.id)
             return org.id, token
 
     def get(self, path: str, token: str | None = None, *, address: str = "198.51.100.7",

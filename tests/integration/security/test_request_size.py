@@ -13,13 +13,13 @@ from typing import Iterator
 import pytest
 
 from firebackup.db.migrate import upgrade
-from firebackup.db.models import ApiToken, Organization, new_id
+from firebackup.db.models import Organization, new_id
 from firebackup.db.session import make_engine, make_session_factory
-from firebackup.services.identity import hash_token, new_api_token
 from infra.build_functions import build
 from infra.local.function_server import FunctionServer, start_built
 
 LIMIT = 2048
+from tests.integration.controlplane.world import seed_token
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,11 @@ def api(tmp_path_factory) -> Iterator[tuple[FunctionServer, str, str]]:
     url = f"sqlite:///{tmp / 'api.db'}"
     engine = make_engine(url)
     upgrade(engine)
-    token = new_api_token()
     with make_session_factory(engine).begin() as s:
         org = Organization(id=new_id("org"), name="Acme")
         s.add(org)
         s.flush()
-        s.add(ApiToken(id=new_id("tok"), org_id=org.id, name="t", role="owner", token_hash=hash_token(token),
-                       prefix=token[:10]))
+        token = seed_token(s, org.id)
         org_id = org.id
     engine.dispose()
     out = tmp / "build"

@@ -167,8 +167,12 @@ class World:
         return u.id
 
     def token(self, org_id: str, role: Role) -> str:
+        """A token made by a new member of `role` (a token acts for its creator, within their role)."""
+        holder = self.user()
+        self.session.add(UserOrganization(user_id=holder, org_id=org_id, role=role.name))
         tok = new_api_token()
-        self.session.add(ApiToken(org_id=org_id, name="t", role=role.name, token_hash=hash_token(tok), prefix=tok[:10]))
+        self.session.add(ApiToken(org_id=org_id, name="t", role=role.name, token_hash=hash_token(tok), prefix=tok[:10],
+                                  created_by=holder))
         self.session.flush()
         return tok
 
