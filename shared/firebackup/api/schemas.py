@@ -111,6 +111,34 @@ class OrgOut(Out):
     role: RoleName | None = None
 
 
+KmsKeyName = Annotated[str, StringConstraints(
+    max_length=512, pattern=r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")]
+
+
+class EncryptionIn(ApiRequest):
+    kms_key_name: KmsKeyName | None
+
+    def to_command(self) -> c.SetOrgEncryption:
+        return c.SetOrgEncryption(kms_key_name=self.kms_key_name)
+
+
+class EncryptionOut(Out):
+    kms_key_name: str | None
+    rotating_from: str | None
+
+
+class RotationFailure(Out):
+    backup_id: str
+    error: str
+
+
+class RotationOut(Out):
+    kms_key_name: str
+    rewrapped: int
+    already_current: int
+    failed: list[RotationFailure]
+
+
 class MeOut(Out):
     kind: Literal["user", "token"]
     id: str

@@ -81,6 +81,13 @@ class CreateToken:
     role: Role
 
 
+@dataclass(frozen=True)
+class SetOrgEncryption:
+    """The Cloud KMS key (BYOK) new backups are wrapped with; None: the organization's own BackupKey."""
+
+    kms_key_name: str | None
+
+
 # --- projects ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
