@@ -84,14 +84,17 @@ def get_encryption(ctx: Ctx, org_id: str) -> dict[str, Any]:
     return {"kms_key_name": org.kms_key_name, "rotating_from": org.kms_key_previous}
 
 
+def _choose(org: Organization, name: str | None) -> None:
+    if org.kms_key_name and org.kms_key_name != name:
+        org.kms_key_previous = org.kms_key_name  # its backups stay readable until a rotation moves them
+    org.kms_key_name = name
+
+
 def set_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str, Any]:
     """New backups' data keys are wrapped with cmd.kms_key_name; existing backups keep theirs until rotated."""
     if cmd.kms_key_name is not None:
         _kms_key(ctx.ports, cmd.kms_key_name)  # the name's shape, in one line
-    org = _org(ctx, org_id)
-    if org.kms_key_name and org.kms_key_name != cmd.kms_key_name:
-        org.kms_key_previous = org.kms_key_name  # its backups stay readable until a rotation moves them
-    org.kms_key_name = cmd.kms_key_name
+    _choose(_org(ctx, org_id), cmd.kms_key_name)
     ctx.audit("org.encryption.set", "organization", org_id, {"kms_key_name": cmd.kms_key_name})
     return get_encryption(ctx, org_id)
 
@@ -106,8 +109,7 @@ def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str,
         raise Invalid("rotation needs kms_key_name: the Cloud KMS key to re-wrap every backup under")
     new = _kms_key(ctx.ports, cmd.kms_key_name)
     org = _org(ctx, org_id)
-    if org.kms_key_name != cmd.kms_key_name:
-        set_encryption(ctx, org_id, cmd)
+    _choose(org, cmd.kms_key_name)  # first, so a rotation cut short resumes from here (audited below)
     rewrapped, current, failed = 0, 0, []
     rows = ctx.session.scalars(sa.select(Backup).where(Backup.org_id == org_id, Backup.state == "completed",
                                                        Backup.repo_backup_id.is_not(None)).order_by(Backup.id))
