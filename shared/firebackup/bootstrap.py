@@ -132,6 +132,8 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "sources": sources,
         # control_plane() passes the configured adapter: its queue gauges need the database.
         "metrics": pick("metrics", NullMetrics),
+        # None: the real Cloud KMS client, made when an organization's own key is first used.
+        "kms_client": overrides.pop("kms_client", None),
     }
     if overrides:
         raise TypeError(f"unknown ports: {sorted(overrides)}")

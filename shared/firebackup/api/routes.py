@@ -12,7 +12,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from firebackup.api import schemas as s
-from firebackup.services import jobs, orgs, resources, retention, webhooks
+from firebackup.services import jobs, keys, orgs, resources, retention, webhooks
 from firebackup.services.context import Role
 
 
@@ -55,6 +55,11 @@ ROUTES: list[Route] = [
     Route("GET", ORG, orgs.get_org, V, s.OrgOut),
     Route("PATCH", ORG, orgs.rename_org, A, s.OrgOut, body=s.OrgPatch),
     Route("DELETE", ORG, orgs.delete_org, O, summary="Delete the organization and everything in it"),
+    Route("GET", ORG + "/encryption", keys.get_encryption, V, s.EncryptionOut),
+    Route("PUT", ORG + "/encryption", keys.set_encryption, A, s.EncryptionOut, body=s.EncryptionIn,
+          summary="Wrap new backups' data keys with the organization's own Cloud KMS key (BYOK)"),
+    Route("POST", ORG + "/encryption/rotate", keys.rotate_encryption, A, s.RotationOut, body=s.EncryptionIn,
+          summary="Re-wrap every completed backup's data key under a Cloud KMS key (re-run to resume)"),
     _list(ORG + "/members", orgs.list_members, V, s.MemberOut),
     Route("POST", ORG + "/members", orgs.invite_member, A, s.MemberOut, 201, s.MemberIn, summary="Invite by email"),
     Route("PATCH", ORG + "/members/{user_id}", orgs.change_role, A, s.MemberOut, body=s.MemberPatch),

@@ -122,6 +122,34 @@ class OrgOut(Out):
     role: RoleName | None = None
 
 
+KmsKeyName = Annotated[str, StringConstraints(
+    max_length=512, pattern=r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")]
+
+
+class EncryptionIn(ApiRequest):
+    kms_key_name: KmsKeyName | None
+
+    def to_command(self) -> c.SetOrgEncryption:
+        return c.SetOrgEncryption(kms_key_name=self.kms_key_name)
+
+
+class EncryptionOut(Out):
+    kms_key_name: str | None
+    rotating_from: str | None
+
+
+class RotationFailure(Out):
+    backup_id: str
+    error: str
+
+
+class RotationOut(Out):
+    kms_key_name: str
+    rewrapped: int
+    already_current: int
+    failed: list[RotationFailure]
+
+
 class MeOut(Out):
     kind: Literal["user", "token"]
     id: str
@@ -217,11 +245,24 @@ class StorageCredentials(In):
     access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     secret_access_key: Secret | None = None
     service_account_key: ServiceAccountKey | None = None
+    sse_customer_key: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
     def to_value(self) -> c.StorageCredentials:
         key = self.service_account_key
         return c.StorageCredentials(access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
-                                    service_account_key=key.model_dump(exclude_none=True) if key else None)
+                                    service_account_key=key.model_dump(exclude_none=True) if key else None,
+                                    sse_customer_key=self.sse_customer_key)
+
+
+class StorageEncryption(In):
+    """Provider-side encryption of every object written: sse-s3, sse-kms (kms_key optional), sse-c (the key in
+    credentials.sse_customer_key), cmek (GCS, kms_key required)."""
+
+    mode: c.StorageEncryptionMode
+    kms_key: Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9:/_+=.,@-]+$")] | None = None
+
+    def to_value(self) -> c.StorageEncryption:
+        return c.StorageEncryption(mode=self.mode, kms_key=self.kms_key)
 
 
 class DestinationIn(ApiRequest):
@@ -231,11 +272,13 @@ class DestinationIn(ApiRequest):
     region: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
     endpoint_url: Annotated[str, StringConstraints(min_length=8, max_length=512, pattern=r"^https?://")] | None = None
     credentials: StorageCredentials | None = None
+    encryption: StorageEncryption | None = None
 
     def to_command(self) -> c.AddDestination:
         return c.AddDestination(name=self.name, kind=self.kind, url=self.url, region=self.region,
                                 endpoint_url=self.endpoint_url,
-                                credentials=self.credentials.to_value() if self.credentials else None)
+                                credentials=self.credentials.to_value() if self.credentials else None,
+                                encryption=self.encryption.to_value() if self.encryption else None)
 
 
 class DestinationOut(Out):

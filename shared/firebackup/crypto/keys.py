@@ -199,6 +199,26 @@ class KmsClient(Protocol):
     def decrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any: ...
 
 
+class CloudKmsClient(KmsClient):
+    """The real Cloud KMS client (Application Default Credentials), made on its first call, never before."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    def _real(self) -> Any:
+        if self._client is None:
+            from google.cloud import kms
+
+            self._client = kms.KeyManagementServiceClient()
+        return self._client
+
+    def encrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any:
+        return self._real().encrypt(request=request, retry=retry, timeout=timeout)
+
+    def decrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any:
+        return self._real().decrypt(request=request, retry=retry, timeout=timeout)
+
+
 def _kms_status(e: Exception) -> str | None:
     """The canonical status name of a Cloud KMS client error, if it has one."""
     import google.auth.exceptions

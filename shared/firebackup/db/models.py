@@ -74,6 +74,10 @@ class Organization(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("org"))
     name: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # BYOK: the Cloud KMS key that wraps new backups' data keys (None: the organization's BackupKey),
+    # and during a rotation the key being rotated away from.
+    kms_key_name: Mapped[str | None] = mapped_column(sa.String(512), nullable=True)
+    kms_key_previous: Mapped[str | None] = mapped_column(sa.String(512), nullable=True)
 
 
 class UserOrganization(Base):

@@ -19,6 +19,7 @@ from firebackup.services.context import Role
 
 DestinationKind = Literal["s3", "spaces", "gcs", "s3compat", "local"]
 RestoreMode = Literal["overwrite", "skip", "merge"]
+StorageEncryptionMode = Literal["sse-s3", "sse-kms", "sse-c", "cmek"]
 
 
 class Unset(enum.Enum):
@@ -93,6 +94,13 @@ class DeleteWithBackups:
     backups: Literal["delete", "detach"] | None = None
 
 
+@dataclass(frozen=True)
+class SetOrgEncryption:
+    """The Cloud KMS key (BYOK) new backups are wrapped with; None: the organization's own BackupKey."""
+
+    kms_key_name: str | None
+
+
 # --- projects ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -120,18 +128,33 @@ class CompleteOAuth:
 
 @dataclass(frozen=True)
 class StorageCredentials:
-    """Access keys (S3-style) or a service-account key (GCS); sealed before storage, never returned."""
+    """Access keys (S3-style) or a service-account key (GCS), and an SSE-C customer key (base64 of 32
+    bytes) for sse-c encryption; sealed before storage, never returned."""
 
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
     service_account_key: Mapping[str, Any] | None = field(default=None, repr=False)
+    sse_customer_key: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that are set, as stored (sealed) and handed to the storage client."""
         out: dict[str, Any] = {"access_key_id": self.access_key_id, "secret_access_key": self.secret_access_key,
                                "service_account_key": dict(self.service_account_key) if self.service_account_key
-                               is not None else None}
+                               is not None else None, "sse_customer_key": self.sse_customer_key}
         return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class StorageEncryption:
+    """What the storage provider encrypts every object with, under FireBackup's own encryption.
+
+    sse-s3: the provider's managed keys (S3, S3-compatible); sse-kms: an AWS KMS key (kms_key, an id or
+    ARN; the account's aws/s3 key if None); sse-c: a customer key sent with every request (the one kind
+    Spaces offers; the key travels in the credentials); cmek: a Cloud KMS key for GCS (kms_key, required).
+    """
+
+    mode: StorageEncryptionMode
+    kms_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +165,14 @@ class AddDestination:
     region: str | None = None
     endpoint_url: str | None = None
     credentials: StorageCredentials | None = None
+    encryption: StorageEncryption | None = None
+
+    def options(self) -> dict[str, str]:
+        """The destination's stored options (shown by the API; no secrets): region, endpoint, encryption."""
+        enc = self.encryption
+        out = {"region": self.region, "endpoint_url": self.endpoint_url,
+               "encryption": enc.mode if enc else None, "kms_key": enc.kms_key if enc else None}
+        return {k: v for k, v in out.items() if v}
 
 
 # --- schedules and webhooks --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from firebackup.crypto.keys import KmsClient
 from firebackup.crypto.secrets import Sealer
 from firebackup.db.models import AuditLog
 from firebackup.runtime.metrics import Metrics, NullMetrics
@@ -76,6 +77,8 @@ class Ports:
     sources: ProjectSources  # connected projects' Firestore and Auth, with their own credentials
     # bootstrap always builds the configured adapter; the default serves Ports built by hand (unit tests).
     metrics: Metrics = field(default_factory=NullMetrics)
+    # Cloud KMS, for organizations that bring their own key; None: the real client, made on first use.
+    kms_client: KmsClient | None = None
 
 
 @dataclass

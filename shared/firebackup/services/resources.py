@@ -181,7 +181,7 @@ def test_project(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
 # --- storage destinations ----------------------------------------------------------------------
 
 def _options(cmd: AddDestination) -> dict[str, str]:
-    return {k: v for k, v in {"region": cmd.region, "endpoint_url": cmd.endpoint_url}.items() if v}
+    return cmd.options()
 
 
 def _check_destination(ctx: Ctx, cmd: AddDestination) -> None:

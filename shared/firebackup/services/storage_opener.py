@@ -20,10 +20,15 @@ connectors (storage/s3.py, storage/gcs.py) with their SDKs' retry loops off, wra
 RetryingStorage. `bounded=True` is for a call an HTTP request waits on (/test): one try and
 BOUNDED_TIMEOUTS, so a host that never answers releases the request within seconds.
 Credentials go to the connector, never into the URL; nothing here reads the environment.
+
+Storage-provider encryption (options "encryption" and "kms_key", ENCRYPTION_MODES says which kind
+takes which) is handed to the connector, which asks for it on every object it writes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -34,6 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from firebackup.egress import EgressGuard, check_service_account_key, google_key_info
 from firebackup.errors import AccessDenied, BadURL, UsageError
 from firebackup.storage import Storage, open_storage
+from firebackup.storage.s3 import S3Encryption, SseMode
 
 if TYPE_CHECKING:
     from firebackup.settings import Settings
@@ -45,6 +51,15 @@ GCS_ENDPOINT = "https://storage.googleapis.com"
 # across a continent, short enough that a stalled one frees the request well inside 15 s.
 BOUNDED_TIMEOUTS = (3.0, 5.0)
 
+# Which provider-side encryption each kind offers: Spaces supports SSE-C only (DigitalOcean's S3
+# compatibility table), GCS customer-managed keys; S3-compatible stores vary, so all three S3 kinds.
+ENCRYPTION_MODES: dict[str, tuple[str, ...]] = {
+    "s3": ("sse-s3", "sse-kms"), "s3compat": ("sse-s3", "sse-kms", "sse-c"), "spaces": ("sse-c",),
+    "gcs": ("cmek",), "local": (),
+}
+_SSE: dict[str, SseMode] = {"sse-s3": "AES256", "sse-kms": "aws:kms", "sse-c": "SSE-C"}
+_AWS_KMS_KEY = re.compile(r"[A-Za-z0-9:/_+=.,@-]{1,2048}")
+_CLOUD_KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 _REGION = re.compile(r"[a-z0-9-]{1,64}")
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
@@ -108,7 +123,28 @@ class DestinationPolicy:
         if kind == "spaces" and not region:
             raise BadURL("a spaces destination needs its region, e.g. nyc3")
         self._check_endpoint(kind, options.get("endpoint_url"))
-        self._check_credentials(kind, credentials or {})
+        self._check_encryption(kind, options, credentials or {})
+        self._check_credentials(kind, {k: v for k, v in (credentials or {}).items() if k != "sse_customer_key"})
+
+    def _check_encryption(self, kind: str, options: Mapping[str, Any], c: Mapping[str, Any]) -> None:
+        mode, key = options.get("encryption"), options.get("kms_key")
+        offered = ENCRYPTION_MODES[kind]
+        if mode is None:
+            if key or c.get("sse_customer_key"):
+                raise UsageError("a KMS key or an SSE-C key needs its encryption mode; set encryption")
+            return
+        if mode not in offered:
+            raise UsageError(f"a {kind} destination offers encryption {', '.join(offered) or 'none'}, not {mode}")
+        if mode == "cmek" and not (key and _CLOUD_KMS_KEY.fullmatch(key)):
+            raise UsageError("cmek needs kms_key: projects/P/locations/L/keyRings/R/cryptoKeys/K")
+        if mode == "sse-kms" and key is not None and not _AWS_KMS_KEY.fullmatch(key):
+            raise UsageError("kms_key for sse-kms must be an AWS KMS key id, ARN or alias")
+        if mode in ("sse-s3", "sse-c") and key:
+            raise UsageError(f"{mode} takes no kms_key")
+        if (mode == "sse-c") != bool(c.get("sse_customer_key")):
+            raise UsageError("sse-c needs credentials.sse_customer_key (base64 of 32 bytes), and only sse-c takes one")
+        if mode == "sse-c":
+            _customer_key(c["sse_customer_key"])
 
     def _check_endpoint(self, kind: str, endpoint: str | None) -> None:
         if kind != "s3compat":
@@ -180,17 +216,25 @@ class DestinationStorageOpener:
         if kind == "local":
             return open_storage(f"file://{self.policy.local_path(url)}", **opts)
         pinned = not self.policy.allow_ambient
+        creds = dict(credentials or {})
+        mode = options.get("encryption")
         if kind == "gcs":
             if bounded:
                 opts["timeout"] = BOUNDED_TIMEOUTS
-            if credentials:
-                opts["client"] = _gcs_client(credentials["service_account_key"], pinned=pinned)
+            if mode == "cmek":
+                opts["kms_key_name"] = options["kms_key"]
+            if creds:
+                opts["client"] = _gcs_client(creds["service_account_key"], pinned=pinned)
             return open_storage(url, **opts)
         if bounded:
             opts["connect_timeout"], opts["read_timeout"] = BOUNDED_TIMEOUTS
-        if credentials:
-            opts["access_key_id"] = credentials["access_key_id"]
-            opts["secret_access_key"] = credentials["secret_access_key"]
+        if mode is not None:
+            customer = creds.pop("sse_customer_key", None)
+            opts["encryption"] = S3Encryption(_SSE[mode], kms_key_id=options.get("kms_key") or None,
+                                              customer_key=_customer_key(customer) if customer else None)
+        if creds:
+            opts["access_key_id"] = creds["access_key_id"]
+            opts["secret_access_key"] = creds["secret_access_key"]
         return open_storage(self._s3_url(kind, url, options, pinned=pinned), **opts)
 
     def _s3_url(self, kind: str, url: str, options: Mapping[str, Any], *, pinned: bool) -> str:
@@ -208,6 +252,17 @@ class DestinationStorageOpener:
 
     def __repr__(self) -> str:
         return f"DestinationStorageOpener({self.policy!r})"
+
+
+def _customer_key(text: str) -> bytes:
+    """An SSE-C key from its base64 form; a refusal never quotes it."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise UsageError("sse_customer_key must be base64 of 32 random bytes") from None
+    if len(raw) != 32:
+        raise UsageError(f"sse_customer_key must be 32 bytes (AES-256), got {len(raw)}")
+    return raw
 
 
 def _gcs_client(key: Mapping[str, Any], *, pinned: bool) -> Any:

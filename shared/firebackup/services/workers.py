@@ -9,7 +9,8 @@ callables, so the embedded LocalQueue and a Cloud Tasks worker function run the 
 
 Backups are encrypted under the organization's backup key (BackupKey row): 32 random bytes made
 on the first backup, sealed with the control plane's Sealer like every other secret, used as a
-LocalKey KEK that wraps each backup's data key.
+LocalKey KEK that wraps each backup's data key; or, for an organization that brought its own
+Cloud KMS key, under that key only (services/keys.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from firebackup.crypto.keys import LocalKey
+from firebackup.crypto.keys import KeyEncryptionKey, LocalKey
 from firebackup.db.models import Backup, BackupKey, Project, Restore, StorageDestination, new_id
 from firebackup.engine.backup import BackupHandlers, BackupJob, BackupRequest
 from firebackup.engine.jobs import Clock, one_line, utcnow
@@ -69,15 +70,20 @@ class Workers:
         with self.factory.begin() as session:
             yield Ctx(session, self.ports)
 
-    def kek(self, org_id: str) -> LocalKey:
-        """The organization's backup KEK, made and sealed on first use."""
+    def kek(self, org_id: str) -> KeyEncryptionKey:
+        """The organization's backup KEK: its own Cloud KMS key if it chose one (services/keys.py), else its
+        BackupKey, made and sealed on first use."""
+        from firebackup.services.keys import LOCAL_SOURCE, org_kms_kek, stored_local_kek
+
         with self._tx() as ctx:
-            row = ctx.session.scalar(sa.select(BackupKey).where(BackupKey.org_id == org_id))
-            if row is not None:
-                raw = self.ports.sealer.open(row.key_sealed, f"backup_keys.key_sealed:{row.id}")
-                return LocalKey(base64.b64decode(raw), source="organization backup key")
+            kms = org_kms_kek(ctx, org_id)
+            if kms is not None:
+                return kms  # the BackupKey is neither made nor used for this organization's backups
+            local = stored_local_kek(ctx, org_id)
+            if local is not None:
+                return local
         raw_key = os.urandom(32)
-        kek = LocalKey(raw_key, source="organization backup key")
+        kek = LocalKey(raw_key, source=LOCAL_SOURCE)
         kid = new_id("bkk")
         try:
             with self._tx() as ctx:

@@ -6,7 +6,8 @@ retry=None: RetryingStorage is the one retry loop (the library's own DEFAULT_RET
 retry inside ours and hide failures from it). Objects larger than part_size go up through a
 resumable upload session, one chunk per part: the session is created by the library (auth,
 preconditions), the chunks are PUT here so that a failed chunk can be resumed from the
-offset the server reports instead of re-sending the object.
+offset the server reports instead of re-sending the object. With kms_key_name (CMEK) every
+object written, single upload and resumable session alike, is encrypted under that Cloud KMS key.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class GCSStorage(RemoteStorage):
         project: str | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (10, 120),
+        kms_key_name: str | None = None,
     ) -> None:
         if part_size <= 0 or part_size % CHUNK_QUANTUM:
             raise UsageError(f"part_size must be a positive multiple of {CHUNK_QUANTUM} for GCS, got {part_size}")
@@ -83,6 +85,7 @@ class GCSStorage(RemoteStorage):
         self._session = session
         self._lock = threading.Lock()
         self._bucket_ok = False
+        self.kms_key_name = kms_key_name
 
     # --- clients -------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -111,6 +114,10 @@ class GCSStorage(RemoteStorage):
     def _bucket(self) -> Any:
         return self.client.bucket(self.bucket_name)
 
+    def _new_blob(self, full: str) -> Any:
+        """A blob to write: carries the CMEK key, which the library sends as kmsKeyName on upload."""
+        return self._bucket.blob(full, kms_key_name=self.kms_key_name)
+
     def _run(self, key: str | None, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return fn(*args, **kwargs)
@@ -121,7 +128,7 @@ class GCSStorage(RemoteStorage):
 
     # --- Storage -------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> ObjectInfo:
-        blob = self._bucket.blob(self._full(key))
+        blob = self._new_blob(self._full(key))
         self._run(
             key,
             blob.upload_from_string,
@@ -286,7 +293,7 @@ class _GCSWriter(PartWriter):
             self._check_final(end if last else None)
             return  # a lost response to the final chunk: the server already has the object
         if self._session_url is None:
-            blob = self._s._bucket.blob(self._full)
+            blob = self._s._new_blob(self._full)
             self._session_url = self._s._run(
                 self.key,
                 blob.create_resumable_upload_session,

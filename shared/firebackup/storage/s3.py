@@ -6,6 +6,8 @@ loop is switched off (total_max_attempts=1): RetryingStorage is the one retry lo
 nested loops would multiply attempts and hide failures. Objects larger than part_size go up as
 a multipart upload, one part at a time (bounded memory); create-if-absent uses
 If-None-Match: * on PutObject and CompleteMultipartUpload, which S3, moto, MinIO and R2 honour.
+Server-side encryption (S3Encryption) is asked for on every object written, single put and
+multipart alike, so no object depends on the bucket's default.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Literal, Mapping
 from urllib.parse import urlencode
 
 from firebackup.errors import (
@@ -48,6 +51,45 @@ _TRANSIENT = {
 }
 
 
+SseMode = Literal["AES256", "aws:kms", "SSE-C"]
+
+
+@dataclass(frozen=True)
+class S3Encryption:
+    """Server-side encryption for every object written: SSE-S3 (AES256), SSE-KMS (aws:kms, optionally
+    naming the KMS key) or SSE-C (a customer key sent with every request, the one kind Spaces offers)."""
+
+    mode: SseMode
+    kms_key_id: str | None = None
+    customer_key: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("AES256", "aws:kms", "SSE-C"):
+            raise UsageError(f"unknown S3 server-side encryption {self.mode!r}; use AES256, aws:kms or SSE-C")
+        if self.kms_key_id is not None and self.mode != "aws:kms":
+            raise UsageError("a KMS key id goes with aws:kms server-side encryption only")
+        if (self.mode == "SSE-C") != (self.customer_key is not None):
+            raise UsageError("SSE-C needs a customer key, and only SSE-C takes one")
+        if self.customer_key is not None and len(self.customer_key) != 32:
+            raise UsageError("an SSE-C customer key must be 32 bytes (AES-256)")
+
+    def write_args(self) -> dict[str, Any]:
+        """PutObject and CreateMultipartUpload parameters."""
+        if self.mode == "SSE-C":
+            return self.request_args()
+        args: dict[str, Any] = {"ServerSideEncryption": self.mode}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    def request_args(self) -> dict[str, Any]:
+        """UploadPart, GetObject and HeadObject parameters: only SSE-C sends its key on each of these."""
+        if self.mode != "SSE-C":
+            return {}
+        # botocore base64-encodes the key and adds its MD5 header itself.
+        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.customer_key}
+
+
 class S3Storage(RemoteStorage):
     """One bucket and key prefix on an S3-compatible store."""
 
@@ -68,6 +110,7 @@ class S3Storage(RemoteStorage):
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_pool_connections: int = 16,
+        encryption: S3Encryption | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise UsageError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
@@ -91,6 +134,9 @@ class S3Storage(RemoteStorage):
         self._own_client = client is None
         self._lock = threading.Lock()
         self._bucket_ok = False
+        self.encryption = encryption
+        self._write_args = encryption.write_args() if encryption else {}
+        self._request_args = encryption.request_args() if encryption else {}
 
     # --- client --------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -132,7 +178,7 @@ class S3Storage(RemoteStorage):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> ObjectInfo:
         full = self._full(key)
         extra = {"IfNoneMatch": "*"} if if_absent else {}
-        r = self._call(key, self.client.put_object, Key=full, Body=bytes(data), **extra)
+        r = self._call(key, self.client.put_object, Key=full, Body=bytes(data), **extra, **self._write_args)
         return ObjectInfo(key, len(data), None, _etag(r))
 
     def open_write(self, key: str, *, if_absent: bool = False) -> "_S3Writer":
@@ -153,7 +199,7 @@ class S3Storage(RemoteStorage):
             end = "" if length is None else str(start + length - 1)
             extra["Range"] = f"bytes={start}-{end}"
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=full, **extra)
+            r = self.client.get_object(Bucket=self.bucket, Key=full, **extra, **self._request_args)
         except Exception as e:  # noqa: BLE001
             if _code(e) == "InvalidRange":
                 return io.BytesIO(b"")  # the object exists; the range starts at or past its end
@@ -165,7 +211,7 @@ class S3Storage(RemoteStorage):
             return s.read()
 
     def stat(self, key: str) -> ObjectInfo:
-        r = self._call(key, self.client.head_object, Key=self._full(key))
+        r = self._call(key, self.client.head_object, Key=self._full(key), **self._request_args)
         return ObjectInfo(key, r["ContentLength"], r.get("LastModified"), _etag(r))
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
@@ -270,10 +316,11 @@ class _S3Writer(PartWriter):
     def _send_part(self, number: int, data: bytes, last: bool) -> None:
         c = self._s.client
         if self._upload_id is None:
-            r = self._s._call(self.key, c.create_multipart_upload, Key=self._full)
+            r = self._s._call(self.key, c.create_multipart_upload, Key=self._full, **self._s._write_args)
             self._upload_id = r["UploadId"]
         r = self._s._call(
-            self.key, c.upload_part, Key=self._full, UploadId=self._upload_id, PartNumber=number, Body=data
+            self.key, c.upload_part, Key=self._full, UploadId=self._upload_id, PartNumber=number, Body=data,
+            **self._s._request_args,
         )
         self._etags[number] = r["ETag"]  # a re-sent part replaces the earlier one, same number
         self._sizes[number] = len(data)

@@ -65,6 +65,8 @@ def _body(route: Route, w: World, harness, caller: str):
         "update_schedule": {"enabled": False},
         "create_webhook": {"url": "https://hooks.example.test/y", "events": ["backup.failed"], "secret": "s" * 24},
         "create_token": {"name": "t", "role": "viewer"},
+        "set_encryption": {"kms_key_name": "projects/c/locations/global/keyRings/r/cryptoKeys/k"},
+        "rotate_encryption": {"kms_key_name": "projects/c/locations/global/keyRings/r/cryptoKeys/k"},
     }.get(op)
 
 
