@@ -4,7 +4,7 @@ kms_key_name wraps each new backup's data key; kms_key_previous is the key a rot
 away from, still accepted to read the manifests it has not re-wrapped yet.
 
 Revision ID: 0007
-Revises: 0005 (re-chain to 0006 when that lands)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
