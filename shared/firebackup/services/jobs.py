@@ -87,12 +87,14 @@ def delete_backup(ctx: Ctx, org_id: str, backup_id: str) -> None:
     row = _backup(ctx, org_id, backup_id)
     if row.state in ACTIVE:
         raise Conflict("backup is still in progress; cancel it first")
-    repo_id, dest = row.repo_backup_id, row.destination_id
-    ctx.session.delete(row)
     ctx.audit("backup.delete", "backup", backup_id)
-    if repo_id:
-        # Objects are removed by a worker: deleting thousands of chunks does not fit in a request.
-        ctx.ports.queue.enqueue("delete_backup", {"destination_id": dest, "repo_backup_id": repo_id})
+    if not row.repo_backup_id:
+        ctx.session.delete(row)
+        return
+    # Objects are removed by a worker (thousands of chunks do not fit in a request), then the row; the
+    # task names the row and its organization, and the worker acts only on a row marked `deleting`.
+    row.state = "deleting"
+    ctx.ports.queue.enqueue("delete_backup", {"backup_id": row.id, "org_id": org_id})
 
 
 def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
         raise Conflict(f"backup is {row.state}; only completed backups can be verified")
     row.verify_state = "pending"
     ctx.audit("backup.verify", "backup", backup_id)
-    ctx.ports.queue.enqueue("verify", {"backup_id": row.id})
+    ctx.ports.queue.enqueue("verify", {"backup_id": row.id, "org_id": org_id})
     return backup_out(row)
 
 
