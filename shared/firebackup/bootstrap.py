@@ -124,7 +124,9 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "settings": settings,
         "sealer": pick("sealer", lambda: Sealer.from_settings(settings)),
         "queue": pick("queue", RecordingQueue),
-        "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(settings.firebase_project_id)),
+        "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(
+            settings.firebase_project_id, emulator_host=settings.auth_emulator_host,
+            cache_seconds=settings.id_token_cache_seconds)),
         "oauth": pick("oauth", lambda: GoogleOAuthClient(settings.oauth_client_id, settings.oauth_client_secret,
                                                          settings.oauth_redirect_uri, settings.oauth_token_uri)),
         "prober": pick("prober", lambda: FirestoreProber(sources)),

@@ -46,6 +46,9 @@ class Settings:
     # Development only: accept the Auth emulator's unverified e-mail addresses, so invitations by e-mail
     # can be accepted locally. Never in production: an unverified address can be claimed by anyone.
     trust_emulator_tokens: bool = False
+    # How long a verified Firebase ID token is believed before Firebase is asked again whether its user
+    # is disabled or signed out everywhere: the most a revoked session keeps working. 0: ask every time.
+    id_token_cache_seconds: float = 60.0
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
@@ -159,6 +162,8 @@ class Settings:
             local_storage_root=env.get("FIREBACKUP_LOCAL_STORAGE_ROOT") or None,
             allow_http_webhooks=env.get("FIREBACKUP_ALLOW_HTTP_WEBHOOKS", "").lower() in ("1", "true", "yes"),
             trust_emulator_tokens=env.get("FIREBACKUP_TRUST_EMULATOR_TOKENS", "").lower() in ("1", "true", "yes"),
+            id_token_cache_seconds=_float(env, "FIREBACKUP_ID_TOKEN_CACHE_SECONDS", cls.id_token_cache_seconds,
+                                          zero=True),
             oauth_client_id=env.get("FIREBACKUP_OAUTH_CLIENT_ID") or None,
             oauth_client_secret=env.get("FIREBACKUP_OAUTH_CLIENT_SECRET") or None,
             oauth_redirect_uri=env.get("FIREBACKUP_OAUTH_REDIRECT_URI") or None,
@@ -289,7 +294,8 @@ def _b64key(text: str, name: str) -> bytes:
     return key
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    """A number of seconds, positive (or zero when `zero` allows it: a cache turned off)."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -297,8 +303,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise UsageError(f"{name}={raw!r} is not a positive number of seconds; set e.g. 30")
+    if not (value >= 0 if zero else value > 0):
+        least = "zero or more" if zero else "a positive number of"
+        raise UsageError(f"{name}={raw!r} is not {least} seconds; set e.g. 30")
     return value
 
 

@@ -293,7 +293,8 @@ class DestinationOut(Out):
 
 # --- backups and restores --------------------------------------------------------------------------
 
-BackupState = Literal["pending", "running", "completed", "failed", "cancelled"]
+# deleting: its objects are being removed by a worker; the row goes when they are gone.
+BackupState = Literal["pending", "running", "completed", "failed", "cancelled", "deleting"]
 
 
 def _tuple(items: list[str] | None) -> tuple[str, ...] | None:

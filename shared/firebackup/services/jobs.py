@@ -104,19 +104,23 @@ def delete_backup(ctx: Ctx, org_id: str, backup_id: str, *, storage: Storage | N
     if row.state in ACTIVE:
         raise Conflict("backup is still in progress; cancel it first")
     _writable(row, "delete it")
-    repo_id, dest = row.repo_backup_id, row.destination_id
+    repo_id = row.repo_backup_id
+    ctx.audit("backup.delete", "backup", backup_id, {"reason": because} if because else None)
     if storage is not None and repo_id:
+        # The destination itself is being deleted: its objects go now, while it can still be opened.
         from firebackup.engine.repository import Repository
 
         try:
             Repository(storage).delete_backup(repo_id)
         except BackupNotFound:
             pass  # already gone (an earlier attempt deleted the objects, then failed before the rows)
-    ctx.session.delete(row)
-    ctx.audit("backup.delete", "backup", backup_id, {"reason": because} if because else None)
-    if repo_id and storage is None:
-        # Objects are removed by a worker: deleting thousands of chunks does not fit in a request.
-        ctx.ports.queue.enqueue("delete_backup", {"destination_id": dest, "repo_backup_id": repo_id})
+    if not repo_id or storage is not None:
+        ctx.session.delete(row)
+        return
+    # Objects are removed by a worker (thousands of chunks do not fit in a request), then the row; the
+    # task names the row and its organization, and the worker acts only on a row marked `deleting`.
+    row.state = "deleting"
+    ctx.ports.queue.enqueue("delete_backup", {"backup_id": row.id, "org_id": org_id})
 
 
 def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     _writable(row, "verify it")
     row.verify_state = "pending"
     ctx.audit("backup.verify", "backup", backup_id)
-    ctx.ports.queue.enqueue("verify", {"backup_id": row.id})
+    ctx.ports.queue.enqueue("verify", {"backup_id": row.id, "org_id": org_id})
     return backup_out(row)
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from google.auth.exceptions import GoogleAuthError
 
 from firebackup.services.errors import Invalid, Unauthenticated
 from firebackup.settings import Settings
+
+log = logging.getLogger("firebackup.identity")
 
 if TYPE_CHECKING:
     from firebackup.services.source_opener import ProjectSources
@@ -41,16 +50,27 @@ class RecordingQueue:
 class IdTokenVerifier(Protocol):
     """Verify a Firebase ID token; return its claims (uid, email). Raises Unauthenticated."""
 
-    def verify(self, token: str) -> dict: ...
+    def verify(self, token: str) -> dict[str, Any]: ...
 
 
 class FirebaseIdTokenVerifier:
-    """firebase-admin verification; honours FIREBASE_AUTH_EMULATOR_HOST (the emulator's unsigned tokens)."""
+    """firebase-admin verification with check_revoked: a disabled user, or one whose sessions were revoked
+    (signed out everywhere), loses access within `cache_seconds`.
 
-    def __init__(self, project_id: str):
-        self.project_id = project_id
+    check_revoked costs a user lookup at Google per call, so a verified token's claims are kept for
+    `cache_seconds` (0: never kept), keyed by the token's SHA-256 (a leaked cache shows no token),
+    never past the token's own expiry, at most `cache_size` entries (least recently used go first).
+    With `emulator_host` the Auth emulator's unsigned tokens are accepted and its users looked up;
+    otherwise the lookup runs as the platform's own identity (Application Default Credentials).
+    """
+
+    def __init__(self, project_id: str, *, emulator_host: str | None = None, cache_seconds: float = 60.0,
+                 cache_size: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.project_id, self.emulator_host = project_id, emulator_host
+        self.cache_seconds, self.cache_size, self.clock = cache_seconds, max(1, cache_size), clock
         self._app: Any = None
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     def _get_app(self) -> Any:
         with self._lock:
@@ -61,19 +81,56 @@ class FirebaseIdTokenVerifier:
                 try:
                     self._app = firebase_admin.get_app(name)
                 except ValueError:
-                    # Verifying ID tokens needs only Google's public certificates, not a service account.
-                    self._app = firebase_admin.initialize_app(_anonymous_credential(), {"projectId": self.project_id},
+                    self._app = firebase_admin.initialize_app(self._credential(), {"projectId": self.project_id},
                                                               name=name)
             return self._app
 
-    def verify(self, token: str) -> dict:
-        from firebase_admin import auth
+    def _credential(self) -> Any:
+        from firebase_admin import credentials
+
+        if self.emulator_host:
+            # firebase-admin talks to the emulator with its own fake admin credential; none of ours is needed.
+            return _anonymous_credential()
+        # The revocation check reads the user record: the platform's identity needs firebaseauth.users.get.
+        return credentials.ApplicationDefault()
+
+    def verify(self, token: str) -> dict[str, Any]:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(key)
+                return dict(hit[1])
+            self._cache.pop(key, None)
+        claims = self.check(token)
+        if self.cache_seconds > 0:
+            until = now + self.cache_seconds
+            exp = claims.get("exp")
+            if isinstance(exp, (int, float)):
+                until = min(until, now + (exp - time.time()))
+            with self._lock:
+                self._cache[key] = (until, dict(claims))
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return claims
+
+    def check(self, token: str) -> dict[str, Any]:
+        """Ask Firebase: signature, expiry, and whether the user is disabled or their tokens revoked."""
+        from firebase_admin import auth, exceptions
 
         try:
-            claims = auth.verify_id_token(token, app=self._get_app())
-        except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError, auth.RevokedIdTokenError,
-                auth.CertificateFetchError, auth.UserDisabledError) as e:
+            claims: dict[str, Any] = auth.verify_id_token(token, app=self._get_app(), check_revoked=True)
+        except (auth.RevokedIdTokenError, auth.UserDisabledError, auth.UserNotFoundError) as e:
+            raise Unauthenticated("this sign-in was revoked or the account is disabled; sign in again") from e
+        except (ValueError, auth.InvalidIdTokenError, auth.ExpiredIdTokenError, auth.CertificateFetchError,
+                exceptions.FirebaseError) as e:
+            # A lookup Google cannot answer fails closed: the caller is not let in unchecked.
             raise Unauthenticated("invalid or expired ID token; sign in again") from e
+        except GoogleAuthError as e:
+            log.error("ID tokens cannot be checked for revocation: the platform's identity is missing: %s",
+                      str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise Unauthenticated("sign-in cannot be checked right now; try again later") from e
         return claims
 
 

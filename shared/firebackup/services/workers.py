@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from firebackup.crypto.keys import KeyEncryptionKey, LocalKey
-from firebackup.db.models import Backup, BackupKey, Project, Restore, StorageDestination, new_id
+from firebackup.db.models import (Backup, BackupKey, Project, Restore, StorageDestination, Webhook, WebhookDelivery,
+                                  new_id)
 from firebackup.engine.backup import BackupHandlers, BackupJob, BackupRequest
 from firebackup.engine.jobs import Clock, one_line, utcnow
 from firebackup.engine.restore import RestoreHandlers, RestoreJob, RestoreRequest
@@ -107,22 +108,32 @@ class Workers:
         return project_credentials(ctx, project)
 
     # --- verify, delete, webhooks -----------------------------------------------------------------
+    # The queue's endpoint is reachable by more than the services that enqueue (a forged POST to the
+    # worker): every payload is re-read against the database, and one whose rows do not belong to
+    # the organization it names, or whose state does not call for the task, does nothing but a log line.
 
-    def verify(self, payload: dict) -> None:
+    def verify(self, payload: dict[str, Any]) -> None:
         from firebackup.engine.repository import Repository
         from firebackup.engine.verify import verify
 
-        backup_id = payload["backup_id"]
+        backup_id, org_id = _text(payload, "backup_id"), _text(payload, "org_id")
         with self._tx() as ctx:
-            row = ctx.session.get(Backup, backup_id)
-            if row is None or row.state != "completed" or not row.repo_backup_id:
+            row = ctx.session.get(Backup, backup_id) if backup_id else None
+            if row is None or row.org_id != org_id:
+                _refuse("verify", payload, "no such backup in the organization it names")
                 return
-            org_id, repo_id, dest_id = row.org_id, row.repo_backup_id, row.destination_id
-            ctx.session.execute(sa.update(Backup).where(Backup.id == backup_id).values(verify_state="running"))
+            if row.state != "completed" or not row.repo_backup_id or row.verify_state not in ("pending", "running"):
+                log.info("verify of backup %s skipped: it is %s and its verification %s", row.id, row.state,
+                         row.verify_state)
+                return
+            repo_id, dest_id = row.repo_backup_id, row.destination_id
+            ctx.session.execute(sa.update(Backup).where(Backup.id == row.id).values(verify_state="running"))
         problems: list[str]
         try:
             with self._tx() as ctx:
-                storage = self.open_storage(ctx, _existing(ctx, StorageDestination, dest_id, "storage destination"))
+                dest = _existing(ctx, StorageDestination, dest_id, "storage destination")
+                _same_org("verify", org_id, dest=dest)
+                storage = self.open_storage(ctx, dest)
             try:
                 report = verify(Repository(storage), repo_id, self.kek(org_id), workers=self.threads)
             finally:
@@ -136,26 +147,56 @@ class Workers:
             ctx.audit("backup.verified", "backup", backup_id, {"ok": ok, "problems": problems[:5]}, org_id=org_id,
                       result="success" if ok else "failure")
 
-    def delete_backup(self, payload: dict) -> None:
+    def delete_backup(self, payload: dict[str, Any]) -> None:
+        """Delete the objects of a backup marked `deleting` in the organization the payload names, then its row."""
         from firebackup.engine.repository import Repository
 
+        backup_id, org_id = _text(payload, "backup_id"), _text(payload, "org_id")
+        if backup_id is None or org_id is None:
+            _refuse("delete_backup", payload, "it names no backup and organization")
+            return
         with self._tx() as ctx:
-            dest = ctx.session.get(StorageDestination, payload["destination_id"])
-            if dest is None:
-                return  # the destination itself is gone; nothing we can reach
-            storage = self.open_storage(ctx, dest)
-        try:
-            Repository(storage).delete_backup(payload["repo_backup_id"])
-        except BackupNotFound:
-            pass  # already deleted (a redelivered task)
-        finally:
-            storage.close()
+            row = ctx.session.get(Backup, backup_id)
+            if row is None:
+                log.info("delete_backup: backup %s is already gone", backup_id)
+                return
+            if row.org_id != org_id or row.state != "deleting":
+                _refuse("delete_backup", payload, f"backup is {row.state} or in another organization")
+                return
+            dest = ctx.session.get(StorageDestination, row.destination_id)
+            if dest is not None and dest.org_id != row.org_id:
+                _refuse("delete_backup", payload, "its destination is in another organization")
+                return
+            # No destination (deleted since) or no objects: nothing reachable to delete, the row goes.
+            storage = self.open_storage(ctx, dest) if dest is not None and row.repo_backup_id else None
+            repo_id = row.repo_backup_id
+        if storage is not None and repo_id:
+            try:
+                Repository(storage).delete_backup(repo_id)
+            except BackupNotFound:
+                pass  # already deleted (a redelivered task)
+            finally:
+                storage.close()
+        with self._tx() as ctx:
+            ctx.session.execute(sa.delete(Backup).where(Backup.id == backup_id, Backup.org_id == org_id,
+                                                        Backup.state == "deleting"))
 
-    def webhook_deliver(self, payload: dict) -> None:
+    def webhook_deliver(self, payload: dict[str, Any]) -> None:
         from firebackup.services.webhooks import deliver
 
+        delivery_id = _text(payload, "delivery_id")
         with self._tx() as ctx:
-            deliver(ctx, payload["delivery_id"], attempt=payload.get("attempt"), now=self.clock())
+            d = ctx.session.get(WebhookDelivery, delivery_id) if delivery_id else None
+            hook = ctx.session.get(Webhook, d.webhook_id) if d is not None else None
+            if d is not None and hook is not None:
+                problem = _foreign_subject(ctx, hook.org_id, d.payload)
+                if "org_id" in payload and payload["org_id"] != hook.org_id:
+                    problem = "the webhook is in another organization"
+                if problem:
+                    _refuse("webhook_deliver", payload, problem)
+                    return
+            attempt = payload.get("attempt")
+            deliver(ctx, delivery_id or "", attempt=attempt if isinstance(attempt, int) else None, now=self.clock())
 
 
 _Row = TypeVar("_Row")
@@ -168,6 +209,42 @@ def _existing(ctx: Ctx, model: type[_Row], row_id: str | None, what: str) -> _Ro
     if row is None:
         raise FireBackupError(f"{what} {row_id} no longer exists" if row_id else f"{what} no longer exists")
     return row
+
+
+def _text(payload: dict[str, Any], name: str) -> str | None:
+    """A payload's id field, or None when it is missing or not a string (a forged or garbled task)."""
+    value = payload.get(name) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _refuse(task: str, payload: Any, why: str) -> None:
+    """A task the database does not back: logged (ids only, never more of the payload) and dropped."""
+    ids = {k: v for k, v in payload.items() if isinstance(v, str) and k.endswith("_id")} if isinstance(
+        payload, dict) else {}
+    log.warning("refused %s task %s: %s", task, {k: v[:64] for k, v in ids.items()}, why)
+
+
+def _same_org(job: str, org_id: str, **rows: Any) -> None:
+    """Every row a job opens is in the job's organization; else the job is refused (a permanent error)."""
+    for what, row in rows.items():
+        if row.org_id != org_id:
+            log.warning("refused %s of organization %s: its %s %s is in organization %s", job, org_id, what,
+                        row.id, row.org_id)
+            raise FireBackupError(f"the {what} of this {job} is not in its organization; the {job} was refused")
+
+
+def _foreign_subject(ctx: Ctx, org_id: str, event: Any) -> str | None:
+    """A delivery's event may name only its webhook's organization's backups and restores."""
+    if not isinstance(event, dict):
+        return None
+    backup, restore = event.get("backup_id"), event.get("restore_id")
+    named: dict[str, Backup | Restore | None] = {
+        "backup_id": ctx.session.get(Backup, backup) if isinstance(backup, str) else None,
+        "restore_id": ctx.session.get(Restore, restore) if isinstance(restore, str) else None}
+    for key, row in named.items():
+        if row is not None and row.org_id != org_id:
+            return f"its event names a {key[:-3]} of another organization"
+    return None
 
 
 class _Backups:
@@ -186,6 +263,7 @@ class _Backups:
             row = _existing(ctx, Backup, job_id, "backup")
             project = _existing(ctx, Project, row.project_id, "project")
             dest = _existing(ctx, StorageDestination, row.destination_id, "storage destination")
+            _same_org("backup", row.org_id, project=project, destination=dest)
             org_id, collections, include_auth = row.org_id, row.collections, row.include_auth
             gcp, database, kind = project.gcp_project_id, project.database_id or "(default)", project.auth_kind
             secret = w.project_secret(ctx, project)
@@ -220,6 +298,7 @@ class _Restores:
             backup = _existing(ctx, Backup, row.backup_id, "backup")
             target = _existing(ctx, Project, row.target_project_id, "project")
             dest = _existing(ctx, StorageDestination, backup.destination_id, "storage destination")
+            _same_org("restore", row.org_id, backup=backup, project=target, destination=dest)
             if backup.repo_backup_id is None:
                 raise FireBackupError(f"backup {backup.id} has no objects in storage to restore from")
             request = RestoreRequest(backup_id=backup.repo_backup_id, project=target.gcp_project_id,

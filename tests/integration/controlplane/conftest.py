@@ -109,14 +109,15 @@ class Harness:
         return self.factory()
 
 
-def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any, *, trust_emulator_tokens: bool = True) -> Harness:
+def make_harness(engine: sa.Engine, firebase_users: Any, tmp: Any, *, trust_emulator_tokens: bool = True,
+                 **settings_: Any) -> Harness:
     key = os.urandom(32)
     # The Auth emulator verifies no e-mail address; invitations by e-mail work here only because these
     # settings say to trust its addresses (as a developer's local stack would). Likewise local folders
     # (under the temp folder the worlds' destinations are made in) and moto on 127.0.0.1 over http.
     settings = Settings(database_url=str(engine.url), master_key=key, firebase_project_id=AUTH_PROJECT,
                         allow_local_storage=True, local_storage_root=tempfile.gettempdir(),
-                        allow_private_egress=True, trust_emulator_tokens=trust_emulator_tokens)
+                        allow_private_egress=True, trust_emulator_tokens=trust_emulator_tokens, **settings_)
     sealer = Sealer(LocalMasterKey(key))
     queue, oauth, prober = RecordingQueue(), FakeGoogleOAuth(), FakeFirestoreProber()
     app = build_app(settings, engine=engine, sealer=sealer, queue=queue, oauth=oauth, prober=prober)

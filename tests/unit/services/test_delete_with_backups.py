@@ -85,8 +85,9 @@ def test_deleting_a_project_with_its_backups_goes_through_backup_deletion_for_ea
     org = world.org()
     bid = _backup(world, org)
     resources.delete_project(_admin(world, org), org.id, org.project_id, DeleteWithBackups("delete"))
-    assert world.session.get(Backup, bid) is None
-    assert queue.tasks == [("delete_backup", {"destination_id": org.destination_id, "repo_backup_id": REPO_ID})]
+    # The worker deletes the objects, then the row; until then the row says so, bound to its organization.
+    assert world.session.get(Backup, bid).state == "deleting"
+    assert queue.tasks == [("delete_backup", {"backup_id": bid, "org_id": org.id})]
     assert _actions(world) == ["backup.delete", "project.delete", "schedule.delete"]
 
 

@@ -103,8 +103,9 @@ def test_a_backup_in_progress_cannot_be_deleted_and_a_finished_ones_objects_go_t
     queue.tasks.clear()
     jobs.delete_backup(ctx, org.id, b)
     world.session.flush()
-    assert world.session.get(Backup, b) is None
-    assert queue.tasks == [("delete_backup", {"destination_id": org.destination_id, "repo_backup_id": "r-1"})]
+    # The row stays, marked, until the worker has removed its objects: the task names the row and its org.
+    assert world.session.get(Backup, b).state == "deleting"
+    assert queue.tasks == [("delete_backup", {"backup_id": b, "org_id": org.id})]
 
 
 def test_another_orgs_backup_cannot_be_seen_cancelled_or_deleted(world) -> None:
@@ -129,7 +130,7 @@ def test_only_completed_backups_can_be_restored_or_verified(world, queue) -> Non
     r = jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, mode="skip", collections=("users",)))
     assert (r["state"], r["mode"], r["collections"]) == ("pending", "skip", ["users"])
     assert jobs.verify_backup(ctx, org.id, b)["verify_state"] == "pending"
-    assert queue.tasks == [restore_task(r["id"]), ("verify", {"backup_id": b})]
+    assert queue.tasks == [restore_task(r["id"]), ("verify", {"backup_id": b, "org_id": org.id})]
 
 
 def test_restoring_auth_users_needs_a_backup_that_has_them(world) -> None:
