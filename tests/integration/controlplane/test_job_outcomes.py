@@ -39,9 +39,11 @@ def test_a_rolled_back_outcome_leaves_no_audit_row(api) -> None:
 
 
 def _harness_ports(api):
-    from firebackup.bootstrap import ports as build_ports
-    from firebackup.settings import Settings
+    from dataclasses import replace
 
-    # The webhook receivers these tests start listen on 127.0.0.1: the development egress setting lets them through.
-    return build_ports(Settings(master_key=api.master_key, allow_private_egress=True, allow_http_webhooks=True),
-                       sealer=api.sealer, queue=api.queue, oauth=api.oauth, prober=api.prober)
+    from firebackup.bootstrap import ports as build_ports
+
+    # The harness's own settings (its local root, its development egress setting for the webhook receivers on
+    # 127.0.0.1), with http webhooks allowed too.
+    settings = replace(api.app.extensions["firebackup_control_plane"].settings, allow_http_webhooks=True)
+    return build_ports(settings, sealer=api.sealer, queue=api.queue, oauth=api.oauth, prober=api.prober)

@@ -168,18 +168,25 @@ def _closure(requirements: list[Requirement], installed: dict[str, importlib.met
 def _origin(module: str) -> str | None:
     """Where the module's first non-namespace package sits, relative to its sys.path entry (as in a RECORD).
 
-    Found without importing anything.
+    Found on the file system without importing anything (importlib's finders look nested namespace
+    packages' parents up in sys.modules, which only an import fills). The deepest sys.path entry
+    holding it wins: the repository root, on sys.path, holds .venv too.
     """
-    path: list[str] | None = None
-    for depth in range(1, module.count(".") + 2):
-        spec = importlib.machinery.PathFinder.find_spec(".".join(module.split(".")[:depth]), path)
-        if spec is None:
-            return None  # not installed (a name only type checkers see), or a name that is not a module
-        if spec.origin is not None:
-            # The deepest entry holding it: the repository root (on sys.path) holds .venv too.
-            entry = max((e for e in sys.path if e and spec.origin.startswith(e.rstrip(os.sep) + os.sep)), key=len)
-            return os.path.relpath(spec.origin, entry)
-        path = list(spec.submodule_search_locations or [])
+    parts = module.split(".")
+    suffixes = importlib.machinery.all_suffixes()
+    for entry in sorted((e for e in sys.path if e and os.path.isdir(e)), key=len, reverse=True):
+        base = entry
+        for part in parts:
+            package = os.path.join(base, part)
+            init = os.path.join(package, "__init__.py")
+            if os.path.isfile(init):
+                return os.path.relpath(init, entry)
+            found = next((package + s for s in suffixes if os.path.isfile(package + s)), None)
+            if found is not None:
+                return os.path.relpath(found, entry)
+            if not os.path.isdir(package):
+                break
+            base = package  # a namespace package: look one level deeper
     return None
 
 

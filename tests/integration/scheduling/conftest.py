@@ -90,7 +90,7 @@ def serve_function(tmp_path: Path) -> Iterator[Callable[..., str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT}",
                "HOME": str(tmp_path), "FIREBACKUP_DATABASE_URL": db_url, "FIREBACKUP_QUEUE": "recording",
                "FIREBACKUP_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-               "FIREBACKUP_ALLOW_LOCAL_STORAGE": "1", **settings}
+               "FIREBACKUP_ALLOW_LOCAL_STORAGE": "1", "FIREBACKUP_LOCAL_STORAGE_ROOT": str(tmp_path), **settings}
         log = open(tmp_path / f"{name}.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "functions_framework", "--target", name,
                                  "--source", str(ROOT / "functions" / name / "main.py"),
