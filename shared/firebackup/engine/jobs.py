@@ -49,6 +49,9 @@ class JobCancelled(Exception):
     """The job left the running state (cancelled, failed elsewhere, deleted) while a task worked on it."""
 
 
+FINALIZE_KEY = "finalize"  # the task key every job's finalize task claims
+
+
 class LeaseHeld(TransientError):
     """Another attempt holds this task's lease; the queue should deliver it again later."""
 
@@ -97,6 +100,9 @@ class JobStore(Protocol):
 
         Raises JobCancelled when the job stopped running meanwhile (its output is to be discarded).
         """
+
+    def ready_to_finalize(self, job_id: str) -> bool:
+        """True when the job is running and every task it has is done (only finalize is left)."""
 
     def entries(self, job_id: str) -> list[ChunkEntry]:
         """Every chunk recorded for the job, one per chunk id."""
@@ -218,6 +224,11 @@ class MemoryJobStore:
                 raise JobCancelled(job_id)
             return all(t.done for t in job.tasks.values())
 
+    def ready_to_finalize(self, job_id: str) -> bool:
+        with self._lock:
+            job = self._jobs.setdefault(job_id, _Job())
+            return job.state == "running" and all(t.done for k, t in job.tasks.items() if k != "finalize")
+
     def release(self, job_id: str, task_key: str) -> None:
         with self._lock:
             task = self._jobs.setdefault(job_id, _Job()).tasks.get(task_key)
@@ -311,7 +322,13 @@ class TaskRunner(Generic[J]):
             except Exception as e:  # noqa: BLE001 - best effort; a later task (or the reaper) tries again
                 log.warning("%s %s: could not remove its partial output: %s", self.kind, job_id, one_line(e))
             return
-        if claim.state in (ClaimState.DONE, ClaimState.GONE):
+        if claim.state is ClaimState.DONE:
+            # A redelivery of a finished task: if it was the last one and its first delivery died
+            # between "done" and enqueueing finalize, nobody else will; finalize is idempotent.
+            if key != FINALIZE_KEY and self.store.ready_to_finalize(job_id):
+                self.queue.enqueue(self.finalize_task, {"job": job_id})
+            return
+        if claim.state is ClaimState.GONE:
             return
         if claim.state is ClaimState.BUSY:
             raise LeaseHeld(job_id, key)

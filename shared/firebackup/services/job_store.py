@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from firebackup.db.models import Backup, BackupChunk, JobTask, Restore
-from firebackup.engine.jobs import DEFAULT_LEASE_SECONDS, Claim, ClaimState, JobCancelled, utcnow
+from firebackup.engine.jobs import DEFAULT_LEASE_SECONDS, FINALIZE_KEY, Claim, ClaimState, JobCancelled, utcnow
 from firebackup.firestore.documents import parse_rfc3339
 from firebackup.format.manifest import ChunkEntry
 from firebackup.runtime.metrics import JobFinished, QueueDepth
@@ -157,6 +157,13 @@ class DbJobStore(Generic[JobRow]):
                 job.chunks_done = s.scalar(sa.select(sa.func.count()).select_from(JobTask).where(
                     JobTask.job_id == job_id, JobTask.done.is_(True), JobTask.task_key.like("d%"))) or 0
             return pending == 0
+
+    def ready_to_finalize(self, job_id: str) -> bool:
+        with self.factory() as s:
+            state = s.scalar(sa.select(self.model.state).where(self.model.id == job_id))
+            pending = s.scalar(sa.select(sa.func.count()).select_from(JobTask).where(
+                JobTask.job_id == job_id, JobTask.done.is_(False), JobTask.task_key != FINALIZE_KEY)) or 0
+            return state == "running" and pending == 0
 
     @staticmethod
     def _pending(s: Session, job_id: str) -> int:

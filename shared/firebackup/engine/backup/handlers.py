@@ -25,7 +25,7 @@ from firebackup.engine.backup.chunk import backup_auth_users, run_chunk
 from firebackup.engine.backup.finalize import backup_result, finalize
 from firebackup.engine.backup.model import AUTH_TASK, BackupPlan, BackupRequest, ChunkTask
 from firebackup.engine.backup.plan import plan
-from firebackup.engine.jobs import Clock, Handler, JobCancelled, Jobs, JobStore, TaskRunner, utcnow
+from firebackup.engine.jobs import FINALIZE_KEY, Clock, Handler, JobCancelled, Jobs, JobStore, TaskRunner, utcnow
 from firebackup.engine.ports import BackupRepository, DocumentSource
 from firebackup.errors import FireBackupError
 from firebackup.format.manifest import ChunkEntry
@@ -36,7 +36,7 @@ from firebackup.engine.tasks import BACKUP_AUTH as AUTH
 from firebackup.engine.tasks import BACKUP_CHUNK as CHUNK
 from firebackup.engine.tasks import BACKUP_FINALIZE as FINALIZE
 from firebackup.engine.tasks import BACKUP_PLAN as PLAN
-_PLAN_KEY, _FINALIZE_KEY = "plan", "finalize"
+_PLAN_KEY = "plan"
 
 
 
@@ -151,7 +151,7 @@ class BackupHandlers(TaskRunner[BackupJob]):
             if not self.store.complete(job_id, summary):
                 raise JobCancelled(job_id)  # cancelled while the manifest was written: not a backup after all
 
-        self.run(job_id, _FINALIZE_KEY, work)
+        self.run(job_id, FINALIZE_KEY, work)
 
     # --- the policy shared by every task -------------------------------------------------------
 

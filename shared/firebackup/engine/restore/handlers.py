@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
-from firebackup.engine.jobs import Clock, Handler, Jobs, JobStore, TaskRunner, utcnow
+from firebackup.engine.jobs import FINALIZE_KEY, Clock, Handler, Jobs, JobStore, TaskRunner, utcnow
 from firebackup.engine.ports import BackupRepository, DocumentTarget
 from firebackup.engine.restore.chunk import (
     DEFAULT_BATCH_WRITES,
@@ -38,7 +38,7 @@ from firebackup.engine.tasks import RESTORE_PLAN as PLAN
 if TYPE_CHECKING:
     from firebackup.firestore.auth import ImportOutcome
 
-_PLAN_KEY, _AUTH_KEY, _FINALIZE_KEY = "plan", "auth", "finalize"
+_PLAN_KEY, _AUTH_KEY = "plan", "auth"
 
 
 class AuthImport(Protocol):
@@ -164,7 +164,7 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
                        "error": None if result.ok else _failure_line(result)}
             self.store.complete(job_id, summary)
 
-        self.run(job_id, _FINALIZE_KEY, work)
+        self.run(job_id, FINALIZE_KEY, work)
 
 
 def _failure_line(result: RestoreResult) -> str:
