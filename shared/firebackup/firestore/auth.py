@@ -80,11 +80,12 @@ def client_environment(emulator_host: str | None) -> dict[str, str]:
     return {EMULATOR_ENV: host} if host else {}
 
 
-def auth_app(project_id: str, app: Any = None) -> Any:
-    """The firebase_admin App for project_id (created once per process).
+def auth_app(project_id: str, app: Any = None, *, emulator_host: str | None = None) -> Any:
+    """The firebase_admin App for project_id and emulator host (created once per process).
 
-    The library routes its calls to the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is
-    in the environment (see client_environment); credentials load lazily (ADC).
+    The library routes its calls to the Auth emulator when FIREBASE_AUTH_EMULATOR_HOST is in the
+    environment when the app's auth service is made (see client_environment), and keeps that for
+    the app's life: one app per host. Credentials load lazily (ADC).
     """
     if app is not None:
         return app
@@ -92,7 +93,7 @@ def auth_app(project_id: str, app: Any = None) -> Any:
         raise UsageError("no Firebase project given for Auth users; pass --project")
     import firebase_admin
 
-    name = f"firebackup-auth-{project_id}"
+    name = f"firebackup-auth-{project_id}-{_host(emulator_host) or 'google'}"
     with _apps_lock:
         try:
             return firebase_admin.get_app(name)
@@ -231,7 +232,7 @@ def iter_user_records(
     from firebase_admin import auth
 
     target = _Target(project_id, emulator_host, retry)
-    app = auth_app(project_id, app)
+    app = auth_app(project_id, app, emulator_host=emulator_host)
     token = None
     while True:
         page = target.call(lambda: auth.list_users(page_token=token, max_results=page_size, app=app), "listing users")
@@ -254,7 +255,7 @@ def get_hash_config(
         return {"algorithm": EMULATOR_HASH}
     import google.auth.transport.requests
 
-    app = auth_app(project_id, app)
+    app = auth_app(project_id, app, emulator_host=emulator_host)
 
     def fetch() -> Any:
         creds = app.credential.get_credential()
@@ -287,7 +288,7 @@ def export_users(
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> tuple[Iterator[bytes], dict[str, Any] | None]:
     """(user records, hash config) for the backup engine; `source` may be a firebase_admin App."""
-    app = auth_app(project_id, app or source)
+    app = auth_app(project_id, app or source, emulator_host=emulator_host)
     records = iter_user_records(project_id, emulator_host=emulator_host, app=app, retry=retry)
     return records, get_hash_config(project_id, emulator_host=emulator_host, app=app, retry=retry)
 
@@ -430,7 +431,7 @@ def import_user_records(
     hash_alg, no_password_reason = _import_hash(hash_config, emulator)
     out = ImportOutcome()
     look_up = mode == "skip" or (emulator and not dry_run)
-    app = auth_app(project_id, app) if look_up or not dry_run else None
+    app = auth_app(project_id, app, emulator_host=emulator_host) if look_up or not dry_run else None
     batch: list[Any] = []
 
     def send() -> None:

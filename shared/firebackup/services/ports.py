@@ -77,7 +77,10 @@ class FirebaseIdTokenVerifier:
             if self._app is None:
                 import firebase_admin
 
-                name = f"firebackup-api-{self.project_id}"
+                # firebase_admin reads the emulator's host once per app (from the environment, when its
+                # auth service is made) and apps live as long as the process: one app per host, or a
+                # process that meets a second emulator keeps calling the first.
+                name = f"firebackup-api-{self.project_id}-{self.emulator_host or 'google'}"
                 try:
                     self._app = firebase_admin.get_app(name)
                 except ValueError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import secrets
 
@@ -37,7 +39,7 @@ def sign_in(host: str, email: str, password: str) -> requests.Response:
 
 def make_users(project: str, tag: str) -> dict[str, str]:
     """Users of every shape in `project`; returns {uid: password or ''}."""
-    app = fa.auth_app(project)
+    app = fa.auth_app(project, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])
     auth.create_user(uid=f"{tag}-pw", email=f"{tag}-pw@example.com", password="s3cret-pw!", display_name="Ann Ünï",
                      photo_url="https://example.com/a.png", email_verified=True,
                      phone_number=f"+1555{int(tag[-6:], 16) % 10**7:07d}", app=app)
@@ -75,7 +77,7 @@ def test_auth_users_round_trip_keeps_passwords_claims_disabled_and_providers(emu
     outcome = fa.import_user_records(DEFAULT_AUTH_PROJECT, records, hash_config, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.errors) == (4, 0, [])
 
-    src_app, dst_app = fa.auth_app(project_id), fa.auth_app(DEFAULT_AUTH_PROJECT)
+    src_app, dst_app = fa.auth_app(project_id, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"]), fa.auth_app(DEFAULT_AUTH_PROJECT, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])
     for uid in users:
         assert comparable(auth.get_user(uid, app=dst_app)) == comparable(auth.get_user(uid, app=src_app)), uid
     ok = sign_in(emulator.env["FIREBASE_AUTH_EMULATOR_HOST"], f"{tag}-pw@example.com", "s3cret-pw!")
@@ -87,7 +89,7 @@ def test_auth_users_round_trip_keeps_passwords_claims_disabled_and_providers(emu
 
 
 def test_export_pages_through_every_user(emulator, project_id):
-    app = fa.auth_app(project_id)
+    app = fa.auth_app(project_id, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])
     res = auth.import_users([auth.ImportUserRecord(uid=f"p{i:02d}", email=f"p{i}@example.com") for i in range(7)], app=app)
     assert res.success_count == 7
     records = list(fa.iter_user_records(project_id, page_size=3, emulator_host=emulator.env[fa.EMULATOR_ENV]))
@@ -105,14 +107,14 @@ def test_import_reports_per_user_errors_exactly(emulator, project_id):
     outcome = fa.import_user_records(target, records, None, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed, outcome.skipped) == (5, 3, 0)
     assert sorted(e.split(":")[0] for e in outcome.errors) == ["auth user ?", "auth user bad-email", "auth user pw"]
-    listed = sorted(u.uid for u in auth.list_users(app=fa.auth_app(target)).iterate_all())
+    listed = sorted(u.uid for u in auth.list_users(app=fa.auth_app(target, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])).iterate_all())
     assert listed == sorted(f"ok{i}" for i in range(5))
 
 
 def _target_with_existing_users(project_id: str) -> tuple[str, list[bytes]]:
     """A target holding users `keep-0` and `keep-1` (old emails) and records for them (new emails) and two new users."""
     target = project_id + "-modes"
-    app = fa.auth_app(target)
+    app = fa.auth_app(target, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])
     res = auth.import_users([auth.ImportUserRecord(uid=f"keep-{i}", email=f"old{i}@example.com", disabled=True)
                              for i in range(2)], app=app)
     assert res.success_count == 2
@@ -122,7 +124,7 @@ def _target_with_existing_users(project_id: str) -> tuple[str, list[bytes]]:
 
 
 def _emails(target: str) -> dict[str, tuple[str, bool]]:
-    return {u.uid: (u.email, u.disabled) for u in auth.list_users(app=fa.auth_app(target)).iterate_all()}
+    return {u.uid: (u.email, u.disabled) for u in auth.list_users(app=fa.auth_app(target, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])).iterate_all()}
 
 
 @pytest.mark.parametrize("mode", ["overwrite", "merge"])
@@ -161,14 +163,14 @@ def test_import_sends_batches_of_a_thousand_users(emulator, project_id):
                for i in range(2345)]
     outcome = fa.import_user_records(project_id, records, None, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed) == (2345, 0)
-    assert sum(1 for _ in auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == 2345
+    assert sum(1 for _ in auth.list_users(app=fa.auth_app(project_id, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])).iterate_all()) == 2345
 
 
 def test_dry_run_import_sends_nothing(emulator, project_id):
     records = [json.dumps({"localId": f"d{i}"}).encode() for i in range(3)]
     outcome = fa.import_user_records(project_id, records, None, dry_run=True, emulator_host=emulator.env[fa.EMULATOR_ENV])
     assert (outcome.imported, outcome.failed) == (3, 0)
-    assert list(auth.list_users(app=fa.auth_app(project_id)).iterate_all()) == []
+    assert list(auth.list_users(app=fa.auth_app(project_id, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])).iterate_all()) == []
 
 
 def test_backup_and_restore_with_auth_users(emulator, firestore_emulator, monkeypatch, project_id):

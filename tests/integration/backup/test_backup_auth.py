@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import pytest
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.integration
 def test_auth_users_are_backed_up_encrypted_in_auth_chunks_beside_the_documents(
         auth_emulator, monkeypatch, conn, repo):
     auth_emulator.apply(monkeypatch)
-    app = fa.auth_app(conn.project)
+    app = fa.auth_app(conn.project, emulator_host=os.environ["FIREBASE_AUTH_EMULATOR_HOST"])
     for i in range(3):
         auth.create_user(uid=f"u{i}", email=f"u{i}@example.com", password=f"pw-{i}-secret", app=app)
     auth.set_custom_user_claims("u1", {"admin": True}, app=app)
