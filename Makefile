@@ -7,7 +7,7 @@ bootstrap:
 	@bash infra/bootstrap.sh
 
 run: bootstrap
-	$(PY) -m infra.local.demo
+	$(PY) -m infra.local.platform
 
 # mypy first (its config is in pyproject.toml): a type error fails the run before any test.
 # pytest exits 5 when it collects no tests; that is a failure here like any other non-zero.
