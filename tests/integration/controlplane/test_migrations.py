@@ -64,3 +64,36 @@ def test_an_unsupported_database_url_is_refused_with_an_actionable_message() -> 
         make_engine("mysql://u:secretpw@h/db")
     except UsageError as e:
         assert "secretpw" not in str(e)
+
+
+def test_upgrading_a_database_with_rows_keeps_every_row_of_the_tables_it_rebuilds(db_url: str) -> None:
+    """SQLite rebuilds a table to change it; with foreign keys on, the old table's DROP cascaded into
+    every table referencing it (a backup's chunk rows, everything an organization owns) and emptied them."""
+    from firebackup.db.migrate import downgrade
+
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as c:
+            c.exec_driver_sql("INSERT INTO organizations (id, name, created_at) VALUES ('org_1', 'Acme', CURRENT_TIMESTAMP)")
+            c.exec_driver_sql("INSERT INTO projects (id, org_id, name, gcp_project_id, database_id, auth_kind, "
+                              "credentials_sealed, credentials_fingerprint, created_at) VALUES ('prj_1', 'org_1', 'p', "
+                              "'g', '(default)', 'service_account', 'x', 'f', CURRENT_TIMESTAMP)")
+            c.exec_driver_sql("INSERT INTO storage_destinations (id, org_id, name, kind, url, options, created_at) "
+                              "VALUES ('dst_1', 'org_1', 'd', 'local', 'file:///x', '{}', CURRENT_TIMESTAMP)")
+            c.exec_driver_sql("INSERT INTO backups (id, org_id, project_id, destination_id, state, include_auth, "
+                              "documents, chunks_total, chunks_done, bytes_raw, bytes_stored, created_at, attempts) "
+                              "VALUES ('bkp_1', 'org_1', 'prj_1', 'dst_1', 'completed', false, 1, 1, 1, 1, 1, "
+                              "CURRENT_TIMESTAMP, 0)")
+            c.exec_driver_sql("INSERT INTO backup_chunks (backup_id, chunk_id, kind, key, records, bytes_raw, "
+                              "bytes_stored, sha256, created_at) VALUES ('bkp_1', 'd00000-00000', 'docs', 'k', 1, 1, 1, "
+                              "'s', CURRENT_TIMESTAMP)")
+        counts = "SELECT (SELECT count(*) FROM backups), (SELECT count(*) FROM backup_chunks), (SELECT count(*) FROM projects)"
+        upgrade(engine)
+        with engine.connect() as c:
+            assert tuple(c.exec_driver_sql(counts).one()) == (1, 1, 1)
+        downgrade(engine, "0005")
+        with engine.connect() as c:
+            assert tuple(c.exec_driver_sql(counts).one()) == (1, 1, 1)
+    finally:
+        engine.dispose()
