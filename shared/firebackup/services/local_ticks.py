@@ -30,19 +30,16 @@ class LocalTicker:
         self.every, self.maintenance_every, self.reap_after = every, maintenance_every, reap_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.ticks = self.maintenance_runs = 0
 
     def tick(self) -> list[str]:
         """One scheduler tick now; returns the ids of the backups it started."""
         started = scheduling.run_due(self.tx, self.clock())
-        self.ticks += 1
         self.ports.metrics.report_queues()
         return started
 
     def maintain(self) -> maintenance.Report:
         """One maintenance run now."""
         report = maintenance.run(self.tx, self.clock(), reap_after=self.reap_after)
-        self.maintenance_runs += 1
         return report
 
     def start(self) -> "LocalTicker":

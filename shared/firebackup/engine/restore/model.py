@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from firebackup.errors import UsageError
-from firebackup.firestore.batch_writer import WriteStats
 from firebackup.firestore.rewrite import MODES
 
 ERROR_LIMIT = 100
@@ -87,12 +86,5 @@ class RestoreTask:
     collections: list[str] | None = None
     dry_run: bool = False
     keep_references: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RestoreTask":
-        return cls(**d)
 
 
