@@ -130,7 +130,9 @@ def verify_backup(ctx: Ctx, org_id: str, backup_id: str) -> dict[str, Any]:
     _writable(row, "verify it")
     row.verify_state = "pending"
     ctx.audit("backup.verify", "backup", backup_id)
-    ctx.ports.queue.enqueue("verify", {"backup_id": row.id, "org_id": org_id})
+    # Each request carries its own id: Cloud Tasks names a task by its payload and refuses a name it
+    # used within the last hour, so a second verify of the same backup would otherwise be dropped.
+    ctx.ports.queue.enqueue("verify", {"backup_id": row.id, "org_id": org_id, "request": new_id("vrq")})
     return backup_out(row)
 
 

@@ -121,3 +121,18 @@ def test_a_webhook_delivery_whose_event_names_another_organizations_backup_is_no
         got = s.get(WebhookDelivery, delivery_id)
         assert got.state == "pending" and got.attempts == 0 and got.last_attempt_at is None
         assert s.get(StorageDestination, world.row(backup_id).destination_id) is not None
+
+
+def test_a_second_verify_of_the_same_backup_is_a_new_cloud_tasks_task_not_a_refused_duplicate(
+        world: World, project_id: str) -> None:
+    from firebackup.runtime.cloud_tasks import task_id
+
+    backup_id = _completed_backup(world, world.org, project_id)
+    names = []
+    for _ in range(2):
+        world.org.ok("POST", f"/backups/{backup_id}/verify", status=202)
+        [(task, payload)] = world.queue.tasks
+        names.append(task_id(task, payload))
+        world.drain()
+        assert world.row(backup_id).verify_state == "ok"
+    assert names[0] != names[1]
