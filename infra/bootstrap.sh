@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`; a fast no-op once done.
-# Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), firebase-tools (Auth emulator) into
+# Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), checkov into .venv-checkov,
+# firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
 # (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
 set -euo pipefail
@@ -84,6 +85,22 @@ if ! "$VENV/bin/python" -c "import gcloud_tasks_emulator" >/dev/null 2>&1; then
   log "pip install --no-deps gcloud-tasks-emulator"
   "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps 'gcloud-tasks-emulator>=0.6.2,<0.7' \
     >>"$VENV/pip-install.log" 2>&1 || { log "pip install gcloud-tasks-emulator failed (log: $VENV/pip-install.log)"; exit 1; }
+fi
+
+# --- checkov (terraform/'s static checks) in a venv of its own: its pins conflict with ours. Pinned
+# exactly: checks change between releases (CKV_GCP_79 names the latest PostgreSQL), and CI must not.
+CHECKOV_SPEC='checkov==3.3.30'
+checkov_venv="$ROOT/.venv-checkov"
+if [ "$(cat "$checkov_venv/.firebackup-bootstrap" 2>/dev/null || true)" != "$CHECKOV_SPEC" ]; then
+  log "pip install $CHECKOV_SPEC into .venv-checkov"
+  "${PYTHON:-python3}" -m venv "$checkov_venv"
+  if ! "$checkov_venv/bin/python" -m pip install --disable-pip-version-check "$CHECKOV_SPEC" \
+      >"$checkov_venv/pip-install.log" 2>&1; then
+    tail -20 "$checkov_venv/pip-install.log" >&2
+    log "pip install $CHECKOV_SPEC failed (full log: $checkov_venv/pip-install.log)"
+    exit 1
+  fi
+  echo "$CHECKOV_SPEC" >"$checkov_venv/.firebackup-bootstrap"
 fi
 
 if [ -n "$npm_pid" ]; then
