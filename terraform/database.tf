@@ -7,7 +7,7 @@ resource "random_id" "sql_suffix" {
 }
 
 resource "google_sql_database_instance" "main" {
-  # checkov:skip=CKV_GCP_60:Without sql_private_network the instance keeps a public IP with no authorized networks; connector_enforcement REQUIRED admits only IAM-authorized connector connections.
+  # checkov:skip=CKV_GCP_60:The public IP has no authorized networks and connector_enforcement REQUIRED admits only IAM-authorized connector connections; sql_public_ip = false drops it.
   project             = var.project_id
   name                = "${var.name_prefix}-${random_id.sql_suffix.hex}"
   region              = var.region
@@ -25,7 +25,7 @@ resource "google_sql_database_instance" "main" {
     user_labels                 = local.labels
 
     ip_configuration {
-      ipv4_enabled                                  = var.sql_private_network == null
+      ipv4_enabled                                  = var.sql_public_ip
       private_network                               = var.sql_private_network
       enable_private_path_for_google_cloud_services = var.sql_private_network != null
       ssl_mode                                      = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"

@@ -75,8 +75,10 @@ module "function" {
   max_instances         = try(var.function_sizes[each.key].max_instances, each.value.max)
   min_instances         = try(var.function_sizes[each.key].min_instances, each.value.min)
   vpc_connector         = var.vpc_connector
-  # Only the api faces the internet; workers and ticks take Google's own callers (Cloud Tasks, Eventarc).
-  ingress          = each.key == "api" ? "ALLOW_ALL" : "ALLOW_INTERNAL_AND_GCLB"
+  # The tick functions take Eventarc's internal pushes only. The api and the workers stay reachable
+  # from Google's front end (Cloud Tasks dispatches through it): for the workers, IAM admits the tasks
+  # identity alone, and the worker checks the OIDC token's audience and account once more.
+  ingress          = each.value.topic == null ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
   trigger_topic    = each.value.topic == null ? null : google_pubsub_topic.ticks[each.value.topic].id
   trigger_identity = each.value.topic == null ? null : google_service_account.identity["ticks"].email
   labels           = local.labels
@@ -94,11 +96,17 @@ resource "google_cloud_run_v2_service_iam_member" "api_public" {
   member   = "allUsers"
 }
 
-# Customer projects' Cloud Build reads the capture source (modules/customer_pitr builds it there).
+# Customer projects build the capture from its source object (modules/customer_pitr): their Cloud
+# Functions service agent and the build's identity (the default compute account in projects made
+# since 2024, the legacy Cloud Build account before) read it.
 resource "google_storage_bucket_iam_member" "pitr_customer_source" {
-  for_each = toset(var.pitr_customer_projects)
+  for_each = toset(flatten([for p in var.pitr_customer_projects : [
+    "serviceAccount:service-${p}@gcf-admin-robot.iam.gserviceaccount.com",
+    "serviceAccount:${p}-compute@developer.gserviceaccount.com",
+    "serviceAccount:${p}@cloudbuild.gserviceaccount.com",
+  ]]))
 
   bucket = google_storage_bucket.sources.name
   role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${each.value}-compute@developer.gserviceaccount.com"
+  member = each.value
 }

@@ -29,9 +29,10 @@ locals {
   ]
 
   # One entry per function in infra/functions.py. env: what the function reads beyond the control
-  # plane's (control_plane_env); secrets: the Secret Manager ones it reads. placement "customer": the
-  # PITR capture runs in each customer's project (modules/customer_pitr), since Eventarc delivers
-  # Firestore events only to a destination in the database's own project.
+  # plane's (control_plane_env); secrets: the Secret Manager ones it reads; timeout in seconds (at most
+  # 540 for the Pub/Sub-triggered ones). placement "customer": the PITR capture runs in each
+  # customer's project (modules/customer_pitr), since Eventarc delivers Firestore events only to a
+  # destination in the database's own project.
   functions = {
     api = {
       signature = "http"
@@ -92,7 +93,7 @@ locals {
       topic     = "firebackup-maintenance-tick"
       memory    = "1Gi"
       cpu       = "1"
-      timeout   = 1800
+      timeout   = 540
       max       = 1
       min       = 0
       env       = ["FIREBACKUP_REAP_AFTER_SECONDS"]

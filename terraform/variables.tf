@@ -78,8 +78,19 @@ variable "vpc_connector" {
 
 variable "sql_private_network" {
   type        = string
-  description = "VPC network self link for Cloud SQL's private IP; null keeps a public IP with no authorized networks, reachable only through the Cloud SQL connector."
+  description = "VPC network self link giving Cloud SQL a private IP (functions reach it through vpc_connector); null: none."
   default     = null
+}
+
+variable "sql_public_ip" {
+  type        = bool
+  description = "Keep Cloud SQL's public IP (no authorized networks: only IAM-authorized Cloud SQL connector connections). The functions' connector dials the public IP, so turn it off only with a private network and a connector set to dial it."
+  default     = true
+
+  validation {
+    condition     = var.sql_public_ip || var.sql_private_network != null
+    error_message = "sql_public_ip = false needs sql_private_network: the instance would have no IP at all."
+  }
 }
 
 variable "sql_tier" {
