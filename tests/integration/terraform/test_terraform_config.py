@@ -36,7 +36,7 @@ def _tool(path: str | Path, hint: str) -> str:
 
 
 def test_terraform_files_are_formatted() -> None:
-    terraform = _tool("terraform", "install Terraform >= 1.5 (https://developer.hashicorp.com/terraform/install)")
+    terraform = _tool("terraform", "install Terraform >= 1.9 (https://developer.hashicorp.com/terraform/install)")
     run = subprocess.run([terraform, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"terraform fmt would change these files:\n{run.stdout}{run.stderr}"
