@@ -127,10 +127,10 @@ resource "google_secret_manager_secret_iam_member" "access" {
   member    = "serviceAccount:${google_service_account.identity[each.value.account].email}"
 }
 
-# Customer projects running the PITR capture: their Cloud Functions and Cloud Run service agents
-# deploy it as the capture identity, and their Cloud Build reads its source object.
+# Customer projects running the PITR capture: their Cloud Functions and Cloud Run service agents,
+# and whoever applies modules/customer_pitr there, deploy it as the capture identity.
 resource "google_service_account_iam_member" "pitr_customer_act_as" {
-  for_each = toset(flatten([for p in var.pitr_customer_projects : [
+  for_each = setunion(var.pitr_customer_deployers, flatten([for p in var.pitr_customer_projects : [
     "serviceAccount:service-${p}@gcf-admin-robot.iam.gserviceaccount.com",
     "serviceAccount:service-${p}@serverless-robot-prod.iam.gserviceaccount.com",
   ]]))

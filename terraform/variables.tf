@@ -220,6 +220,17 @@ variable "pitr_customer_projects" {
   }
 }
 
+variable "pitr_customer_deployers" {
+  type        = list(string)
+  description = "Members (e.g. serviceAccount:terraform@customer.iam.gserviceaccount.com) that apply modules/customer_pitr: deploying the capture as FireBackup's capture identity needs actAs on it."
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.pitr_customer_deployers : can(regex("^(serviceAccount|user|group):", m))])
+    error_message = "pitr_customer_deployers must be IAM members such as serviceAccount:NAME@PROJECT.iam.gserviceaccount.com."
+  }
+}
+
 variable "labels" {
   type        = map(string)
   description = "Labels added to every resource that takes labels."
