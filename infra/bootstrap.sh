@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`; a fast no-op once done.
-# Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), firebase-tools (Auth emulator) into
+# Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), checkov into .venv-checkov,
+# firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
 # (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
 set -euo pipefail
@@ -52,13 +53,27 @@ fi
 # --- Node: firebase-tools for the Auth emulator (in the background, beside pip) ------------
 npm_pid=""
 npm_log=$(mktemp -t firebackup-npm-ci.XXXXXX)
-trap '[ -n "$npm_pid" ] && kill "$npm_pid" 2>/dev/null; true' EXIT
+checkov_pid=""
+trap 'for pid in $npm_pid $checkov_pid; do kill "$pid" 2>/dev/null; done; true' EXIT
 want_npm=$(sha infra/local/package.json infra/local/package-lock.json)
 npm_stamp="infra/local/node_modules/.firebackup-bootstrap"
 if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$want_npm" ]; then
   log "npm ci (infra/local: firebase-tools)"
   npm ci --prefix infra/local --prefer-offline --no-audit --no-fund --loglevel=error >"$npm_log" 2>&1 &
   npm_pid=$!
+fi
+
+# --- checkov (terraform/'s static checks) in a venv of its own, in the background: its pins conflict
+# with ours. Pinned exactly: checks change between releases (CKV_GCP_79 names the latest PostgreSQL).
+CHECKOV_SPEC='checkov==3.3.30'
+checkov_venv="$ROOT/.venv-checkov"
+if [ "$(cat "$checkov_venv/.firebackup-bootstrap" 2>/dev/null || true)" != "$CHECKOV_SPEC" ]; then
+  log "pip install $CHECKOV_SPEC into .venv-checkov"
+  mkdir -p "$checkov_venv"
+  { "${PYTHON:-python3}" -m venv "$checkov_venv" &&
+    "$checkov_venv/bin/python" -m pip install --disable-pip-version-check "$CHECKOV_SPEC"; } \
+    >"$checkov_venv/pip-install.log" 2>&1 &
+  checkov_pid=$!
 fi
 
 # --- Python ---------------------------------------------------------------------------
@@ -96,3 +111,12 @@ if [ -n "$npm_pid" ]; then
   echo "$want_npm" >"$npm_stamp"
 fi
 rm -f "$npm_log"
+if [ -n "$checkov_pid" ]; then
+  if ! wait "$checkov_pid"; then
+    tail -20 "$checkov_venv/pip-install.log" >&2
+    log "pip install $CHECKOV_SPEC failed (full log: $checkov_venv/pip-install.log)"
+    exit 1
+  fi
+  checkov_pid=""
+  echo "$CHECKOV_SPEC" >"$checkov_venv/.firebackup-bootstrap"
+fi

@@ -78,3 +78,65 @@ def by_name() -> dict[str, Function]:
 def present(functions_dir: Path = FUNCTIONS_DIR) -> list[str]:
     """Names of the function folders in the tree (those with a main.py), sorted."""
     return sorted(p.parent.name for p in functions_dir.glob("*/main.py"))
+
+
+# --- What a deployment sets (terraform/ provisions it; infra/terraform_check.py holds the two equal) ---
+# Every function builds Settings.from_env(), so each names the variables it needs in the cloud. Secret ones
+# (Settings fields with repr=False) come from Secret Manager, granted only to the functions that name them.
+
+# The control plane every function builds: its database (Cloud SQL, IAM login), the sealer's keys, and
+# the task queues it enqueues into (Cloud Tasks, one queue per kind, tasks authenticated by OIDC).
+CONTROL_PLANE_ENV: frozenset[str] = frozenset({
+    "FIREBACKUP_CLOUDSQL_INSTANCE", "FIREBACKUP_CLOUDSQL_IAM_USER", "FIREBACKUP_CLOUDSQL_DATABASE",
+    "FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_KMS_KEY",
+    "FIREBACKUP_FIREBASE_PROJECT", "FIREBACKUP_GCP_PROJECT", "FIREBACKUP_METRICS",
+    "FIREBACKUP_QUEUE", "FIREBACKUP_TASKS_PROJECT", "FIREBACKUP_TASKS_LOCATION",
+    "FIREBACKUP_TASKS_BACKUP_QUEUE", "FIREBACKUP_TASKS_BACKUP_LIMITS",
+    "FIREBACKUP_TASKS_RESTORE_QUEUE", "FIREBACKUP_TASKS_RESTORE_LIMITS",
+    "FIREBACKUP_TASKS_WEBHOOK_QUEUE", "FIREBACKUP_TASKS_WEBHOOK_LIMITS",
+    "FIREBACKUP_BACKUP_WORKER_URL", "FIREBACKUP_RESTORE_WORKER_URL", "FIREBACKUP_TASKS_SERVICE_ACCOUNT",
+    "FIREBACKUP_WORKER_SECRET",
+})
+# Reading a connected project with the credentials its owner granted (OAuth refresh tokens need the client).
+_TENANT_SOURCES = frozenset({"FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_CLIENT_SECRET", "FIREBACKUP_OAUTH_TOKEN_URI"})
+# How a task runs: chunk size, chunks per task and the lease another delivery waits out.
+_TASK_RUNNER = frozenset({"FIREBACKUP_CHUNK_DOCS", "FIREBACKUP_CHUNKS_PER_TASK", "FIREBACKUP_LEASE_SECONDS"})
+
+ENVIRONMENT: Mapping[str, frozenset[str]] = MappingProxyType({
+    "api": CONTROL_PLANE_ENV | _TENANT_SOURCES | {
+        "FIREBACKUP_OAUTH_REDIRECT_URI", "FIREBACKUP_MAX_REQUEST_BYTES", "FIREBACKUP_ID_TOKEN_CACHE_SECONDS",
+        "FIREBACKUP_TRUSTED_PROXY_HOPS", "FIREBACKUP_RATE_LIMIT_PER_ADDRESS", "FIREBACKUP_RATE_LIMIT_PER_TOKEN",
+        "FIREBACKUP_RATE_LIMIT_STORAGE", "FIREBACKUP_API_TOKEN_DAYS", "FIREBACKUP_API_TOKEN_MAX_DAYS"},
+    "backup_worker": CONTROL_PLANE_ENV | _TENANT_SOURCES | _TASK_RUNNER,
+    "restore_worker": CONTROL_PLANE_ENV | _TENANT_SOURCES | _TASK_RUNNER,
+    "scheduler": CONTROL_PLANE_ENV,
+    "maintenance": CONTROL_PLANE_ENV | {"FIREBACKUP_REAP_AFTER_SECONDS"},
+    # The PITR capture function (Firestore change events): it completes an oversized event by reading
+    # the document with the project's own credentials, and enqueues nothing.
+    "pitr_capture": (CONTROL_PLANE_ENV - {"FIREBACKUP_WORKER_SECRET"}) | _TENANT_SOURCES,
+})
+
+# Read by settings.py but set by no deployment, each with the reason.
+NOT_DEPLOYED: Mapping[str, str] = MappingProxyType({
+    "FIREBACKUP_DATABASE_URL": "the embedded SQLite default or a self-hosted PostgreSQL; the cloud uses Cloud SQL",
+    "FIREBACKUP_ALLOW_LOCAL_STORAGE": "development only: local folders as destinations",
+    "FIREBACKUP_LOCAL_STORAGE_ROOT": "development only: where local destinations may live",
+    "FIREBACKUP_ALLOW_HTTP_WEBHOOKS": "development only: production webhooks use https",
+    "FIREBACKUP_TRUST_EMULATOR_TOKENS": "development only: the Auth emulator's unverified addresses",
+    "FIREBACKUP_TASKS_EMULATOR_HOST": "development and tests: the Cloud Tasks emulator",
+    "FIREBACKUP_WORKER_THREADS": "the embedded platform's in-process task threads",
+    "FIRESTORE_EMULATOR_HOST": "development and tests: the Firestore emulator",
+    "FIREBASE_AUTH_EMULATOR_HOST": "development and tests: the Auth emulator",
+    "FIREBACKUP_FIRESTORE_EMULATOR_CREDENTIALS": "tests only",
+    "FIREBACKUP_DEBUG": "the CLI's tracebacks",
+    "FIREBACKUP_ALLOW_AMBIENT_STORAGE": "development only: never in production (a confused deputy)",
+    "FIREBACKUP_ALLOW_PRIVATE_EGRESS": "development only: never in production (the metadata server)",
+    "AWS_ENDPOINT_URL": "development only, with FIREBACKUP_ALLOW_AMBIENT_STORAGE",
+    "AWS_DEFAULT_REGION": "the platform's own AWS default; tenants' S3 destinations name their region",
+    "FIREBACKUP_LOCAL_TICK_SECONDS": "the embedded platform's stand-in for Cloud Scheduler",
+    "FIREBACKUP_LOCAL_MAINTENANCE_SECONDS": "the embedded platform's stand-in for Cloud Scheduler",
+    "FIREBACKUP_SCHEDULER_TOPIC": "read by `python -m firebackup.services.ticks`; terraform creates the topics",
+    "FIREBACKUP_MAINTENANCE_TOPIC": "read by `python -m firebackup.services.ticks`; terraform creates the topics",
+    "FIREBACKUP_SCHEDULER_LOCATION": "read by `python -m firebackup.services.ticks`; terraform creates the jobs",
+    "GOOGLE_CLOUD_PROJECT": "a fallback for FIREBACKUP_GCP_PROJECT and FIREBACKUP_FIREBASE_PROJECT, which are set",
+})
