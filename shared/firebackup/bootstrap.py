@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from firebackup.runtime.cloud_tasks import CloudTasksQueue
     from firebackup.runtime.metrics import Metrics, QueueDepth
     from firebackup.runtime.worker import TaskEndpoint
+    from firebackup.crypto.keys import KmsClient, KmsKey
     from firebackup.runtime.worker_auth import WorkerAuth
     from firebackup.services.context import Ports
     from firebackup.services.local_ticks import LocalTicker
@@ -48,6 +49,17 @@ def prepare_process(settings: Settings) -> None:
     for name, value in GCS_CLIENT_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     os.environ.update(client_environment(settings.auth_emulator_host))
+
+
+def kms_client(settings: Settings) -> KmsClient:
+    """Cloud KMS (its client made on first use), or the test-only folder of keys settings.fake_kms_folder names."""
+    from firebackup.crypto.keys import CloudKmsClient
+
+    if settings.fake_kms_folder:
+        from firebackup.crypto.fake_kms import LocalFolderKms
+
+        return LocalFolderKms(settings.fake_kms_folder)
+    return CloudKmsClient()
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
@@ -80,6 +92,12 @@ class Cli:
         from firebackup.engine.sources import FirebaseAuthUsers
 
         return FirebaseAuthUsers(emulator_host=self.settings.auth_emulator_host)
+
+    def kms_key(self, name: str) -> KmsKey:
+        """A Cloud KMS key (--kms-key) as a KEK; BadKey, in one line, for a malformed name."""
+        from firebackup.crypto.keys import KmsKey
+
+        return KmsKey(name, kms_client(self.settings))
 
 
 def cli(settings: Settings) -> Cli:
@@ -122,7 +140,8 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         firestore_emulator_credentials=settings.firestore_emulator_credentials))
     parts = {
         "settings": settings,
-        "sealer": pick("sealer", lambda: Sealer.from_settings(settings)),
+        "sealer": pick("sealer", lambda: Sealer.from_settings(
+            settings, kms_client(settings) if settings.fake_kms_folder else None)),
         "queue": pick("queue", RecordingQueue),
         "verifier": pick("verifier", lambda: FirebaseIdTokenVerifier(
             settings.firebase_project_id, emulator_host=settings.auth_emulator_host,
@@ -134,8 +153,8 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
         "sources": sources,
         # control_plane() passes the configured adapter: its queue gauges need the database.
         "metrics": pick("metrics", NullMetrics),
-        # None: the real Cloud KMS client, made when an organization's own key is first used.
-        "kms_client": overrides.pop("kms_client", None),
+        # Cloud KMS (its client made when an organization's own key is first used), or the test-only fake.
+        "kms_client": pick("kms_client", lambda: kms_client(settings)),
     }
     if overrides:
         raise TypeError(f"unknown ports: {sorted(overrides)}")

@@ -138,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print exactly one JSON object on stdout (messages go to stderr)")
 
     def key_flag(sp, what: str):
-        sp.add_argument("--key-file", metavar="FILE", help=what)
+        keys = sp.add_mutually_exclusive_group()
+        keys.add_argument("--key-file", metavar="FILE", help=what)
+        keys.add_argument("--kms-key", metavar="NAME",
+                          help="instead of --key-file: a Cloud KMS key, projects/P/locations/L/keyRings/R/cryptoKeys/K "
+                               "(Application Default Credentials need roles/cloudkms.cryptoKeyEncrypterDecrypter)")
 
     def unencrypted_flag(sp):
         sp.add_argument("--allow-unencrypted", action="store_true",
@@ -259,6 +263,13 @@ def _adapters():
     return _CLI[0]
 
 
+def load_kek(args: argparse.Namespace) -> Any:
+    """The key-encryption key from --kms-key or --key-file, or None (unencrypted)."""
+    if getattr(args, "kms_key", None):
+        return _adapters().kms_key(args.kms_key)
+    return load_key(args.key_file)
+
+
 def load_key(path: str | None):
     """The key-encryption key from --key-file, or None (unencrypted)."""
     if path is None:
@@ -322,7 +333,7 @@ def _key_id(path: str) -> str | None:
 
 def _unencrypted_note(encrypted: bool, *, made_now: bool = True) -> None:
     if not encrypted:
-        why = " (no --key-file)" if made_now else ""
+        why = " (no --key-file or --kms-key)" if made_now else ""
         say(f"note: this backup is NOT encrypted{why}; anyone who can read the location can read it")
 
 
@@ -332,7 +343,7 @@ def cmd_backup(args) -> int:
 
     request = BackupRequest(project=args.project, database=args.database, collections=args.collections,
                             include_auth=args.include_auth, compression=args.compression, level=args.level)
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     cli = _adapters()
     repo = cli.repository(args.to)
     progress = _progress("backup")
@@ -379,7 +390,7 @@ def cmd_restore(args) -> int:
                              collections=args.collections, mode=args.mode, include_auth=args.include_auth,
                              dry_run=args.dry_run, keep_references=args.keep_references,
                              allow_unencrypted=args.allow_unencrypted)
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     cli = _adapters()
     repo = cli.repository(args.location)
     progress = _progress("restore")
@@ -424,7 +435,7 @@ def cmd_verify(args) -> int:
     from firebackup.engine.verify import verify
 
     check_backup_id(args.backup_id)
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     repo = open_repository(args.location)
     progress = _progress("verify")
     try:
@@ -478,7 +489,7 @@ def cmd_show(args) -> int:
     from firebackup.engine.repository import check_backup_id
 
     check_backup_id(args.backup_id)
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     repo = open_repository(args.location)
     try:
         summary = repo.read_summary(args.backup_id)
@@ -504,7 +515,7 @@ def cmd_show(args) -> int:
     else:
         _print_show(out)
     if manifest is None:
-        say("the backup is encrypted: pass --key-file to see its chunks and collections")
+        say("the backup is encrypted: pass --key-file or --kms-key to see its chunks and collections")
     _unencrypted_note(out["encrypted"], made_now=False)
     return 0
 
@@ -545,7 +556,7 @@ def cmd_cat(args) -> int:
     from firebackup.engine.repository import check_backup_id
 
     check_backup_id(args.backup_id)
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     repo = open_repository(args.location)
     parse = Document.FromString
     printed = 0
@@ -570,7 +581,7 @@ def cmd_cat(args) -> int:
 def cmd_demo_storage(args) -> int:
     from firebackup.engine import demo
 
-    kek = load_key(args.key_file)
+    kek = load_kek(args)
     repo = open_repository(args.to)
     progress = _progress("demo-storage")
     progress.set_total(documents=args.docs)

@@ -135,6 +135,9 @@ class Settings:
     maintenance_topic: str = "firebackup-maintenance-tick"
     gcp_project: str | None = None
     scheduler_location: str = "us-central1"
+    # TEST ONLY: Cloud KMS replaced by keys kept as files in this folder (crypto/fake_kms.py), from
+    # FIREBACKUP_KMS=fake:<folder>, refused unless FIREBACKUP_ALLOW_FAKE_KMS=1. None: Cloud KMS.
+    fake_kms_folder: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -207,6 +210,7 @@ class Settings:
             maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
             gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
             scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
+            fake_kms_folder=_fake_kms(env),
         )
 
 
@@ -274,6 +278,19 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
 def _flag(env: Mapping[str, str], name: str) -> bool:
     """A development switch: on only when explicitly set to 1, true or yes."""
     return env.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def _fake_kms(env: Mapping[str, str]) -> str | None:
+    """FIREBACKUP_KMS: unset or "cloud" is Cloud KMS; "fake:<folder>" the test-only stand-in, behind its own flag."""
+    raw = env.get("FIREBACKUP_KMS", "").strip()
+    if raw in ("", "cloud"):
+        return None
+    if not raw.startswith("fake:") or not raw[5:].strip():
+        raise UsageError(f"FIREBACKUP_KMS={raw!r} is not 'cloud' or 'fake:<folder>'; unset it to use Cloud KMS")
+    if not _flag(env, "FIREBACKUP_ALLOW_FAKE_KMS"):
+        raise UsageError("FIREBACKUP_KMS=fake:... keeps keys in local files and is for tests only; set "
+                         "FIREBACKUP_ALLOW_FAKE_KMS=1 in a test, or unset FIREBACKUP_KMS to use Cloud KMS")
+    return raw[5:].strip()
 
 
 def _host(raw: str | None) -> str | None:

@@ -144,10 +144,17 @@ class RotationFailure(Out):
 
 
 class RotationOut(Out):
+    """A key rotation job: pending, running, completed, or failed (`failed` lists the backups it could not move)."""
+
+    id: str
+    state: str
     kms_key_name: str
     rewrapped: int
     already_current: int
     failed: list[RotationFailure]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
 
 
 class MeOut(Out):

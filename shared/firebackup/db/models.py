@@ -368,6 +368,31 @@ class BackupKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class KeyRotation(Base):
+    """A rotation of an organization's backups to a Cloud KMS key: one job, one task on the backup queue.
+
+    Its task re-wraps each completed backup's manifest in id order; the counts and the failures survive a
+    redelivery, and the task's JobTask row says after which backup it resumes.
+    """
+
+    __tablename__ = "key_rotations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("rot"))
+    org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
+    kms_key_name: Mapped[str] = mapped_column(sa.String(512))
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    rewrapped: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    already_current: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    failed: Mapped[list | None] = mapped_column(sa.JSON)  # [{"backup_id", "error"}]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    requested_by: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 SEALED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
     (Project, "credentials_sealed"),
     (StorageDestination, "credentials_sealed"),

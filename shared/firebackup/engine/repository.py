@@ -352,10 +352,10 @@ class Repository:
         if kek is None:
             summary = read_manifest_summary(data, where=key)
             if summary.get("encrypted"):
-                raise BadKey(
-                    f"backup {backup_id} is encrypted (key {summary.get('kek_id')}): "
-                    f"pass --key-file with the key it was made with"
-                )
+                kek_id = str(summary.get("kek_id") or "")
+                how = (f"--kms-key {kek_id[4:]}" if kek_id.startswith("kms:")
+                       else "--key-file with the key it was made with")
+                raise BadKey(f"backup {backup_id} is encrypted (key {kek_id}): pass {how}")
         manifest, data_key = decode_manifest(data, kek=kek, where=key, allow_unencrypted=allow_unencrypted)
         if manifest.backup_id != backup_id:
             raise WrongKeyOrTampered(

@@ -6,3 +6,5 @@ Every backup or restore task's payload is {"job": <job id>} (a chunk task adds i
 BACKUP_PLAN, BACKUP_CHUNK, BACKUP_AUTH, BACKUP_FINALIZE = "backup.plan", "backup.chunk", "backup.auth", "backup.finalize"
 RESTORE_PLAN, RESTORE_CHUNK, RESTORE_AUTH, RESTORE_FINALIZE = (
     "restore.plan", "restore.chunk", "restore.auth", "restore.finalize")
+# An organization's key rotation (services/keys.py): one task per rotation, on the backup queue.
+KEYS_ROTATE = "keys.rotate"

@@ -241,7 +241,7 @@ def decode_manifest(
     dek: DataKey | None = None
     if enc == ENC_AES256GCM:
         if kek is None:
-            raise BadKey(f"{where}: backup {header.get('backup_id')} is encrypted with {header.get('kek_id')}: pass that key (--key)")
+            raise BadKey(f"{where}: backup {header.get('backup_id')} is encrypted with {header.get('kek_id')}: pass that key (--key-file or --kms-key)")
         bid = header.get("backup_id")
         try:
             wrapped = base64.b64decode(header["wrapped_dek"], validate=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Generic, Literal, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from firebackup.db.models import Backup, BackupChunk, JobTask, Restore
+from firebackup.db.models import Backup, BackupChunk, JobTask, KeyRotation, Restore
 from firebackup.engine.jobs import DEFAULT_LEASE_SECONDS, FINALIZE_KEY, Claim, ClaimState, JobCancelled, utcnow
 from firebackup.firestore.documents import parse_rfc3339
 from firebackup.format.manifest import ChunkEntry
@@ -25,16 +25,18 @@ from firebackup.services.context import Ctx, Ports
 
 # One store serves one kind of job row; the type variable keeps that kind through s.get().
 JobRow = TypeVar("JobRow", Backup, Restore)
+# Any job row with a state and a lease (a key rotation too): what TaskLeases needs.
+LeasedRow = TypeVar("LeasedRow", Backup, Restore, KeyRotation)
 _ACTIVE = ("pending", "running")
 
 
-class DbJobStore(Generic[JobRow]):
-    """A JobStore over the metadata database for one kind of job row (Backup or Restore)."""
+class TaskLeases(Generic[LeasedRow]):
+    """The leases of one kind of job's tasks (JobTask rows): claim and release, for at-least-once delivery."""
 
-    def __init__(self, factory: sessionmaker[Session], ports: Ports, model: type[JobRow], *,
+    def __init__(self, factory: sessionmaker[Session], ports: Ports, model: type[LeasedRow], *,
                  clock: Callable[[], dt.datetime] = utcnow, lease_seconds: float = DEFAULT_LEASE_SECONDS):
         self.factory, self.ports = factory, ports
-        self.model: type[JobRow] = model
+        self.model: type[LeasedRow] = model
         self.clock = clock
         self.lease = dt.timedelta(seconds=lease_seconds)
 
@@ -78,6 +80,15 @@ class DbJobStore(Generic[JobRow]):
                 s.add(JobTask(job_id=job_id, task_key=task_key))
         except sa.exc.IntegrityError:
             pass  # another delivery inserted it first
+
+    def release(self, job_id: str, task_key: str) -> None:
+        with self.factory.begin() as s:
+            s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key,
+                                               JobTask.done.is_(False)).values(lease_until=None))
+
+
+class DbJobStore(TaskLeases[JobRow]):
+    """A JobStore over the metadata database for one kind of job row (Backup or Restore)."""
 
     # --- the plan ----------------------------------------------------------------------------------
 
@@ -169,11 +180,6 @@ class DbJobStore(Generic[JobRow]):
     def _pending(s: Session, job_id: str) -> int:
         return s.scalar(sa.select(sa.func.count()).select_from(JobTask).where(
             JobTask.job_id == job_id, JobTask.done.is_(False))) or 0
-
-    def release(self, job_id: str, task_key: str) -> None:
-        with self.factory.begin() as s:
-            s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key,
-                                               JobTask.done.is_(False)).values(lease_until=None))
 
     def entries(self, job_id: str) -> list[ChunkEntry]:
         with self.factory() as s:

@@ -5,25 +5,37 @@ database). An organization that brings its own key (BYOK) names a Cloud KMS cryp
 data keys are wrapped by it (kek_id "kms:..."), and the BackupKey is not used for them, so the
 platform holds nothing that opens them without a KMS call the customer can revoke.
 
-Rotation re-wraps every completed backup's manifest from the key it names to the new one
-(format.manifest.rewrap_manifest; chunks are untouched). It first records the new key as current and
-the old one as previous, so a rotation cut short is finished by asking again: manifests already under
-the new key are skipped.
+Restore and verify unwrap with the key each manifest names (kek_named), so backups made before a
+switch of key stay readable. Rotation re-wraps every completed backup's manifest from the key it names
+to the new one (format.manifest.rewrap_manifest; chunks are untouched), as a job: the request records
+the new key as current and the old one as previous (both open backups meanwhile) and enqueues one
+keys.rotate task on the backup queue (KeyRotations). The task works through the backups in id
+order, records after each where a redelivery resumes, writes each new manifest and reads it back
+under the new key (putting the old one back if that fails), and forgets the previous key only when
+every backup was moved.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import datetime as dt
+import logging
+from typing import Any, Callable
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from firebackup.crypto.keys import CloudKmsClient, KeyEncryptionKey, KmsClient, KmsKey, LocalKey
-from firebackup.db.models import Backup, BackupKey, Organization, StorageDestination
-from firebackup.errors import BadKey, FireBackupError
+from firebackup.db.models import Backup, BackupKey, JobTask, KeyRotation, Organization, StorageDestination, new_id
+from firebackup.engine.jobs import ClaimState, Handler, LeaseHeld, one_line, utcnow
+from firebackup.engine.tasks import KEYS_ROTATE
+from firebackup.errors import BadKey, FireBackupError, is_transient
 from firebackup.services.commands import SetOrgEncryption
 from firebackup.services.context import Ctx, Ports
-from firebackup.services.errors import Invalid, NotFound
+from firebackup.services.errors import Conflict, Invalid, NotFound
+from firebackup.services.job_store import TaskLeases
+
+log = logging.getLogger("firebackup.keys")
 
 LOCAL_SOURCE = "organization backup key"
 
@@ -85,8 +97,17 @@ def get_encryption(ctx: Ctx, org_id: str) -> dict[str, Any]:
 
 
 def _choose(org: Organization, name: str | None) -> None:
-    if org.kms_key_name and org.kms_key_name != name:
-        org.kms_key_previous = org.kms_key_name  # its backups stay readable until a rotation moves them
+    """Make `name` the key of new backups; the one it replaces stays readable as the previous key.
+
+    Only one previous key is remembered: while backups may still be under it (a rotation not yet
+    finished), switching to a third key would strand them, so it is refused.
+    """
+    if name == org.kms_key_name:
+        return
+    if org.kms_key_previous and name != org.kms_key_previous:
+        raise Conflict(f"backups under {org.kms_key_previous} are not all re-wrapped yet: finish the rotation to "
+                       f"{org.kms_key_name} first (POST /encryption/rotate with it)")
+    org.kms_key_previous = org.kms_key_name  # its backups stay readable until a rotation moves them
     org.kms_key_name = name
 
 
@@ -99,47 +120,192 @@ def set_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str, An
     return get_encryption(ctx, org_id)
 
 
-def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str, Any]:
-    """Re-wrap every completed backup's manifest under cmd.kms_key_name (idempotent, resumable, audited)."""
-    from firebackup.engine.repository import Repository
-    from firebackup.format.manifest import read_manifest_summary, rewrap_manifest
-    from firebackup.services.resources import open_destination
+_ACTIVE = ("pending", "running")
 
+
+def rotation_out(row: KeyRotation) -> dict[str, Any]:
+    return {"id": row.id, "state": row.state, "kms_key_name": row.kms_key_name, "rewrapped": row.rewrapped,
+            "already_current": row.already_current, "failed": list(row.failed or []), "error": row.error,
+            "created_at": row.created_at, "finished_at": row.finished_at}
+
+
+def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str, Any]:
+    """Start re-wrapping every completed backup's manifest under cmd.kms_key_name: a job (202), audited.
+
+    Asked again while the same rotation runs, the running job is the answer (and its task is sent again if
+    no worker has held it for a lease: a lost task); a rotation that ended with failures is finished by
+    asking again (manifests already under the new key are skipped).
+    """
     if cmd.kms_key_name is None:
         raise Invalid("rotation needs kms_key_name: the Cloud KMS key to re-wrap every backup under")
-    new = _kms_key(ctx.ports, cmd.kms_key_name)
+    _kms_key(ctx.ports, cmd.kms_key_name)
     org = _org(ctx, org_id)
-    _choose(org, cmd.kms_key_name)  # first, so a rotation cut short resumes from here (audited below)
-    rewrapped, current, failed = 0, 0, []
-    rows = ctx.session.scalars(sa.select(Backup).where(Backup.org_id == org_id, Backup.state == "completed",
-                                                       Backup.repo_backup_id.is_not(None)).order_by(Backup.id))
-    for backup in list(rows):
-        dest = ctx.session.get(StorageDestination, backup.destination_id)
-        if dest is None or backup.repo_backup_id is None:
-            continue
+    running = ctx.session.scalar(sa.select(KeyRotation).where(KeyRotation.org_id == org_id,
+                                                              KeyRotation.state.in_(_ACTIVE)))
+    if running is not None:
+        if running.kms_key_name == cmd.kms_key_name:
+            lease = dt.timedelta(seconds=ctx.ports.settings.lease_seconds)
+            if (running.lease_until or running.created_at + lease) <= utcnow():
+                # No worker holds it (its task was lost): asking again sends the task again; it resumes.
+                ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": running.id})
+            return rotation_out(running)
+        raise Conflict(f"a rotation to {running.kms_key_name} is in progress ({running.id}); wait for it to end")
+    _choose(org, cmd.kms_key_name)
+    row = KeyRotation(id=new_id("rot"), org_id=org_id, kms_key_name=cmd.kms_key_name, state="pending",
+                      requested_by=ctx.actor_id)
+    ctx.session.add(row)
+    ctx.session.flush()
+    ctx.audit("org.encryption.rotate.start", "key_rotation", row.id, {"kms_key_name": cmd.kms_key_name})
+    ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": row.id})  # sent after the commit (AfterCommitQueue)
+    return rotation_out(row)
+
+
+def get_rotation(ctx: Ctx, org_id: str, rotation_id: str) -> dict[str, Any]:
+    row = ctx.session.get(KeyRotation, rotation_id)
+    if row is None or row.org_id != org_id:
+        raise NotFound(f"key rotation {rotation_id} not found")
+    return rotation_out(row)
+
+
+_TASK = "rotate"  # the one task of a rotation job (its JobTask key)
+
+
+class KeyRotations:
+    """The keys.rotate task handler: re-wraps one organization's manifests, at least once and resumable."""
+
+    def __init__(self, factory: sessionmaker[Session], ports: Ports, *, clock: Callable[[], dt.datetime] = utcnow,
+                 lease_seconds: float = 600.0):
+        self.factory, self.ports, self.clock = factory, ports, clock
+        self.leases = TaskLeases(factory, ports, KeyRotation, clock=clock, lease_seconds=lease_seconds)
+
+    def handlers(self) -> dict[str, Handler]:
+        return {KEYS_ROTATE: self.rotate}
+
+    def rotate(self, payload: dict[str, Any]) -> None:
+        job_id = payload.get("job") if isinstance(payload, dict) else None
+        if not isinstance(job_id, str):
+            log.warning("refused keys.rotate task: it names no job")
+            return
+        claim = self.leases.claim(job_id, _TASK)
+        if claim.state in (ClaimState.GONE, ClaimState.DONE):
+            return
+        if claim.state is ClaimState.BUSY:
+            raise LeaseHeld(job_id, _TASK)
         try:
-            storage = open_destination(ctx, dest)
+            self._run(job_id, claim.resume_after)
+        except Exception as e:
+            if is_transient(e):
+                self.leases.release(job_id, _TASK)  # the queue delivers it again; it resumes where it stopped
+                raise
+            self.fail(job_id, one_line(e))
+
+    def _run(self, job_id: str, after: str | None) -> None:
+        with self.factory.begin() as s:
+            row = s.get(KeyRotation, job_id)
+            if row is None:
+                return
+            org_id, name = row.org_id, row.kms_key_name
+            ctx = Ctx(s, self.ports)
+            new = _kms_key(self.ports, name)
+            if _org(ctx, org_id).kms_key_name != name:
+                raise FireBackupError(f"the organization's key is no longer {name}; rotate to its current key")
+        while True:
+            with self.factory() as s:
+                backup = s.scalar(sa.select(Backup.id).where(
+                    Backup.org_id == org_id, Backup.state == "completed", Backup.repo_backup_id.is_not(None),
+                    Backup.id > (after or "")).order_by(Backup.id).limit(1))
+            if backup is None:
+                break
             try:
-                repo = Repository(storage)
-                key = repo.manifest_key(backup.repo_backup_id)
-                data = repo.read_manifest_bytes(backup.repo_backup_id)
-                kek_id = read_manifest_summary(data, where=key).get("kek_id")
-                if kek_id == new.key_id:
-                    current += 1
-                    continue
-                if not kek_id:
-                    continue  # an unencrypted backup has no data key to wrap
-                old = kek_named(ctx, org_id, kek_id)
-                storage.put(key, rewrap_manifest(data, old_kek=old, new_kek=new, where=key))
-                rewrapped += 1
-            finally:
-                storage.close()
-        except FireBackupError as e:
-            failed.append({"backup_id": backup.id, "error": str(e).splitlines()[0][:300]})
-    if not failed and org.kms_key_previous:
-        org.kms_key_previous = None  # nothing is left under the old key
-    result = {"kms_key_name": cmd.kms_key_name, "rewrapped": rewrapped, "already_current": current,
-              "failed": failed}
-    ctx.audit("org.encryption.rotate", "organization", org_id, {k: v for k, v in result.items() if k != "failed"}
-              | {"failed": len(failed)}, result="success" if not failed else "failure")
-    return result
+                outcome = self._rewrap(org_id, backup, new)
+            except FireBackupError as e:
+                if is_transient(e):
+                    raise
+                outcome = one_line(e)[:300]
+            self._record(job_id, backup, outcome)
+            after = backup
+        self._finish(job_id)
+
+    def _rewrap(self, org_id: str, backup_id: str, new: KmsKey) -> str:
+        """Move one backup's manifest under `new`: "rewrapped", "current" (already there) or "unencrypted"."""
+        from firebackup.engine.repository import Repository
+        from firebackup.format.manifest import decode_manifest, read_manifest_summary, rewrap_manifest
+        from firebackup.services.resources import open_destination
+
+        with self.factory.begin() as s:
+            ctx = Ctx(s, self.ports)
+            row = s.get(Backup, backup_id)
+            dest = s.get(StorageDestination, row.destination_id) if row is not None and row.destination_id else None
+            if row is None or row.repo_backup_id is None or dest is None or dest.org_id != org_id:
+                return "gone"  # deleted or detached since: nothing reachable to re-wrap
+            repo_id = row.repo_backup_id
+            storage = open_destination(ctx, dest)
+        try:
+            repo = Repository(storage)
+            key = repo.manifest_key(repo_id)
+            data = repo.read_manifest_bytes(repo_id)
+            kek_id = read_manifest_summary(data, where=key).get("kek_id")
+            if kek_id == new.key_id:
+                return "current"
+            if not kek_id:
+                return "unencrypted"  # no data key to wrap
+            with self.factory() as s:
+                old = kek_named(Ctx(s, self.ports), org_id, kek_id)
+            rewrapped = rewrap_manifest(data, old_kek=old, new_kek=new, where=key)
+            storage.put(key, rewrapped)
+            try:
+                decode_manifest(storage.get(key), kek=new, where=key)  # it reads under the new key, or ...
+            except FireBackupError:
+                storage.put(key, data)  # ... the old manifest goes back: never a manifest nothing opens
+                raise
+            return "rewrapped"
+        finally:
+            storage.close()
+
+    def _record(self, job_id: str, backup_id: str, outcome: str) -> None:
+        """One backup done: its outcome counted and the resume point moved past it, in one transaction."""
+        now = self.clock()
+        with self.factory.begin() as s:
+            row = s.get(KeyRotation, job_id, with_for_update=True)
+            if row is None:
+                return
+            if outcome == "rewrapped":
+                row.rewrapped += 1
+            elif outcome == "current":
+                row.already_current += 1
+            elif outcome not in ("gone", "unencrypted"):
+                row.failed = [*(row.failed or []), {"backup_id": backup_id, "error": outcome}]
+            row.heartbeat_at, row.lease_until = now, now + self.leases.lease
+            s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == _TASK)
+                      .values(resume_after=backup_id, heartbeat_at=now, lease_until=now + self.leases.lease))
+
+    def _finish(self, job_id: str) -> None:
+        with self.factory.begin() as s:
+            row = s.get(KeyRotation, job_id, with_for_update=True)
+            if row is None or row.state not in _ACTIVE:
+                return
+            org = s.get(Organization, row.org_id, with_for_update=True)
+            failed = len(row.failed or [])
+            in_flight = s.scalar(sa.select(sa.func.count()).select_from(Backup).where(
+                Backup.org_id == row.org_id, Backup.state.in_(_ACTIVE))) or 0
+            if org is not None and not failed and not in_flight and org.kms_key_name == row.kms_key_name:
+                org.kms_key_previous = None  # nothing is left under the old key
+            error = f"{failed} backup(s) could not be re-wrapped; their key is still needed" if failed else None
+            s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == _TASK)
+                      .values(done=True, lease_until=None))
+            self._end(s, row, "failed" if failed else "completed", error)
+
+    def fail(self, job_id: str, reason: str) -> None:
+        """The rotation ends failed with a one-line reason (a permanent error, or the queue gave up)."""
+        with self.factory.begin() as s:
+            row = s.get(KeyRotation, job_id, with_for_update=True)
+            if row is not None and row.state in _ACTIVE:
+                self._end(s, row, "failed", reason)
+
+    def _end(self, s: Session, row: KeyRotation, state: str, error: str | None) -> None:
+        row.state, row.error, row.finished_at, row.lease_until = state, error, self.clock(), None
+        Ctx(s, self.ports).audit("org.encryption.rotate", "key_rotation", row.id,
+                                 {"kms_key_name": row.kms_key_name, "rewrapped": row.rewrapped,
+                                  "already_current": row.already_current, "failed": len(row.failed or []),
+                                  **({"error": error} if error else {})},
+                                 org_id=row.org_id, result="success" if state == "completed" else "failure")

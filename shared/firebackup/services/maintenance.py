@@ -1,4 +1,5 @@
-"""What the hourly `maintenance` function runs: retention, the reaper, webhook redelivery, PITR compaction.
+"""What the hourly `maintenance` function runs: retention, the reaper, webhook redelivery, PITR compaction,
+and keyed fingerprints for secrets stored before fingerprints were keyed.
 
 Each step runs on its own: one that fails is logged and reported, and the others still run
 (a destination that is down must not keep lost jobs `running`, nor stop webhooks).
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Restore, Schedule
+from firebackup.db.models import Backup, Project, Restore, Schedule, StorageDestination, Webhook
 from firebackup.engine.jobs import one_line
 from firebackup.errors import FireBackupError
 from firebackup.services import retention
@@ -39,6 +40,7 @@ class Report:
     removed: dict[str, list[str]] = field(default_factory=dict)  # schedule id -> backup ids removed
     reaped: list[str] = field(default_factory=list)
     webhooks_redelivered: int = 0
+    refingerprinted: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -54,6 +56,7 @@ def run(tx: SystemTx, now: dt.datetime, *, reap_after: dt.timedelta) -> Report:
         ("retention", lambda: apply_all_retention(tx, now, report)),
         ("webhooks", webhooks),
         ("pitr", lambda: compact_pitr(tx, now)),
+        ("fingerprints", lambda: setattr(report, "refingerprinted", refingerprint_secrets(tx))),
     ]
     for name, step in steps:
         try:
@@ -151,3 +154,44 @@ def redeliver_webhooks(tx: SystemTx, now: dt.datetime) -> int:
 
 def compact_pitr(tx: SystemTx, now: dt.datetime) -> None:
     """The hook for PITR compaction (captured changes into encrypted segments in storage); not yet built."""
+
+
+# --- keyed fingerprints ----------------------------------------------------------------------------------
+
+# Each sealed secret with the column that shows its label (crypto.secrets.fingerprint).
+FINGERPRINTED = ((Project, "credentials_sealed", "credentials_fingerprint"),
+                 (StorageDestination, "credentials_sealed", "credentials_fingerprint"),
+                 (Webhook, "secret_sealed", "secret_fingerprint"))
+KEYED_PREFIX = "hmac:"
+
+
+def refingerprint_secrets(tx: SystemTx, *, batch: int = 100) -> int:
+    """Replace every unkeyed fingerprint (the old plain "sha256:" form, which lets a Viewer test guesses of a
+    low-entropy secret offline) with the keyed one; returns how many rows changed.
+
+    Rows are opened a batch at a time; a compare-and-set keeps a label written meanwhile. Once no old
+    row is left, each run is one indexed-free scan that finds nothing.
+    """
+    changed = 0
+    for model, sealed, label in FINGERPRINTED:
+        table = model.metadata.tables[model.__tablename__]
+        pk, sealed_col, label_col = table.c.id, table.c[sealed], table.c[label]
+        after = ""
+        while True:
+            with tx() as ctx:
+                rows = ctx.session.execute(
+                    sa.select(pk, sealed_col, label_col).where(
+                        pk > after, sealed_col.is_not(None), label_col.is_not(None),
+                        sa.not_(label_col.startswith(KEYED_PREFIX))).order_by(pk).limit(batch)).all()
+                for row_id, token, old in rows:
+                    secret = ctx.ports.sealer.open(token, f"{table.name}.{sealed}:{row_id}")
+                    done = ctx.session.connection().execute(
+                        sa.update(table).where(pk == row_id, label_col == old)
+                        .values({label: ctx.ports.sealer.fingerprint(secret)}))
+                    changed += done.rowcount
+            if len(rows) < batch:
+                break
+            after = rows[-1][0]
+    if changed:
+        log.info("re-fingerprinted %d secrets with the server's key", changed)
+    return changed

@@ -1,5 +1,5 @@
 """The control plane's task handlers: the engine's backup and restore handlers over the database, plus
-verify, delete_backup and webhook_deliver.
+verify, delete_backup, webhook_deliver and an organization's key rotation (services/keys.py).
 
 Backups and restores run through the same engine handlers as the CLI (engine/backup/handlers.py,
 engine/restore/handlers.py); here they get a DbJobStore (job rows, task leases, chunk rows) and
@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,9 +32,14 @@ from firebackup.engine.backup import BackupHandlers, BackupJob, BackupRequest
 from firebackup.engine.jobs import Clock, one_line, utcnow
 from firebackup.engine.restore import RestoreHandlers, RestoreJob, RestoreRequest
 from firebackup.engine.sources import FirestoreSource
+from firebackup.engine.tasks import KEYS_ROTATE
 from firebackup.errors import BackupNotFound, FireBackupError
 from firebackup.services.context import Ctx, Ports
 from firebackup.services.job_store import DbJobStore
+from firebackup.services.keys import KeyRotations, kek_named
+
+if TYPE_CHECKING:
+    from firebackup.engine.repository import Repository
 
 log = logging.getLogger("firebackup.workers")
 
@@ -51,10 +56,11 @@ class Workers:
                                       queue=ports.queue, jobs=_Backups(self), clock=clock)
         self.restores = RestoreHandlers(store=DbJobStore(factory, ports, Restore, clock=clock, lease_seconds=lease),
                                         queue=ports.queue, jobs=_Restores(self), clock=clock)
+        self.rotations = KeyRotations(factory, ports, clock=clock, lease_seconds=lease)
 
     def handlers(self) -> dict[str, Handler]:
-        return {**self.backups.handlers(), **self.restores.handlers(), "verify": self.verify,
-                "delete_backup": self.delete_backup, "webhook_deliver": self.webhook_deliver}
+        return {**self.backups.handlers(), **self.restores.handlers(), **self.rotations.handlers(),
+                "verify": self.verify, "delete_backup": self.delete_backup, "webhook_deliver": self.webhook_deliver}
 
     def dead_letter(self, name: str, payload: dict, error: BaseException) -> None:
         """A task that will not be delivered again: its job ends failed with the last error, once."""
@@ -62,6 +68,8 @@ class Workers:
         runner = self.backups if name.startswith("backup.") else self.restores if name.startswith("restore.") else None
         if runner is not None and "job" in payload:
             runner.store.fail(payload["job"], one_line(error))
+        elif name == KEYS_ROTATE and isinstance(payload.get("job"), str):
+            self.rotations.fail(payload["job"], one_line(error))
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -94,6 +102,16 @@ class Workers:
         except sa.exc.IntegrityError:
             return self.kek(org_id)  # another task made it first: use theirs
         return kek
+
+    def kek_of(self, org_id: str, repo: Repository, repo_backup_id: str) -> KeyEncryptionKey:
+        """The KEK an existing backup's manifest names, if it is one of the organization's (services/keys.py):
+        backups made before the organization switched keys stay readable. A manifest that names no key gets
+        the current one, so an unencrypted manifest swapped in is refused (a downgrade)."""
+        kek_id = repo.read_summary(repo_backup_id).get("kek_id")
+        if not kek_id:
+            return self.kek(org_id)
+        with self._tx() as ctx:
+            return kek_named(ctx, org_id, str(kek_id))
 
     def open_storage(self, ctx: Ctx, dest: StorageDestination) -> Any:
         from firebackup.services.resources import open_destination
@@ -135,7 +153,8 @@ class Workers:
                 _same_org("verify", org_id, dest=dest)
                 storage = self.open_storage(ctx, dest)
             try:
-                report = verify(Repository(storage), repo_id, self.kek(org_id), workers=self.threads)
+                repo = Repository(storage)
+                report = verify(repo, repo_id, self.kek_of(org_id, repo, repo_id), workers=self.threads)
             finally:
                 storage.close()
             ok, problems = report.ok, list(report.problems)
@@ -265,6 +284,10 @@ class _Backups:
             dest = _existing(ctx, StorageDestination, row.destination_id, "storage destination")
             _same_org("backup", row.org_id, project=project, destination=dest)
             org_id, collections, include_auth = row.org_id, row.collections, row.include_auth
+            # A planned backup keeps the key its plan wrapped the data key with, even if the organization
+            # switched keys since (the previous key stays known until no backup is in flight).
+            planned = (row.plan or {}).get("kek_id")
+            kek = kek_named(ctx, org_id, planned) if planned else None
             gcp, database, kind = project.gcp_project_id, project.database_id or "(default)", project.auth_kind
             secret = w.project_secret(ctx, project)
             storage = w.open_storage(ctx, dest)
@@ -275,7 +298,7 @@ class _Backups:
                                         include_auth=include_auth, chunks_per_task=settings.chunks_per_task,
                                         chunk_docs=settings.chunk_docs or DEFAULT_CHUNK_DOCS)
                 auth = w.ports.sources.auth(gcp, kind, secret) if include_auth else None
-                yield BackupJob(request, source, Repository(storage), w.kek(org_id), auth)
+                yield BackupJob(request, source, Repository(storage), kek or w.kek(org_id), auth)
             finally:
                 source.close()
         finally:
@@ -312,7 +335,8 @@ class _Restores:
             conn = w.ports.sources.firestore(request.project, request.database, kind, secret)
             try:
                 auth = w.ports.sources.auth(request.project, kind, secret) if request.include_auth else None
-                yield RestoreJob(request, conn, Repository(storage), w.kek(org_id), auth)
+                repo = Repository(storage)
+                yield RestoreJob(request, conn, repo, w.kek_of(org_id, repo, request.backup_id), auth)
             finally:
                 conn.close()
         finally:

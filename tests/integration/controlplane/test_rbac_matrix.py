@@ -36,6 +36,7 @@ def _path(route: Route, w: World) -> str:
         "org_id": w.org, "user_id": w.users["target"], "project_id": w.project, "destination_id": w.destination,
         "backup_id": w.backup_pending if route.operation_id == "cancel_backup" else w.backup_done,
         "restore_id": w.restore, "schedule_id": w.schedule, "webhook_id": w.webhook, "token_id": w.token,
+        "rotation_id": w.rotation,
     }
     path = route.path
     for name in route.params:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from firebackup.db.models import (ApiToken, Backup, BackupChunk, Organization, Project, Restore, Schedule,
+from firebackup.db.models import (ApiToken, Backup, BackupChunk, KeyRotation, Organization, Project, Restore, Schedule,
                                   StorageDestination, User, UserOrganization, Webhook, new_id)
 from firebackup.services.identity import hash_token, new_api_token
 
@@ -37,6 +37,7 @@ class World:
     webhook: str
     token: str
     folder: str
+    rotation: str = ""
 
 
 def user_id_for(session, email: str) -> str:
@@ -111,6 +112,8 @@ def build_world(harness, emails: dict[str, str]) -> World:
                       secret_fingerprint=harness.sealer.fingerprint("whsec-world-0123456789")))
         tok = ApiToken(id=new_id("tok"), org_id=org.id, name="ci", role="viewer", token_hash=hash_token(new_api_token()),
                        prefix="fbk_xxxxxx", created_by=users["owner"])
-        s.add_all([rst, sch, tok])
+        rot = KeyRotation(id=new_id("rot"), org_id=org.id, kms_key_name="projects/c/locations/global/keyRings/r/"
+                          "cryptoKeys/old", state="completed")
+        s.add_all([rst, sch, tok, rot])
         s.flush()
-        return World(org.id, users, pid, did, pend.id, done.id, rst.id, sch.id, wid, tok.id, folder)
+        return World(org.id, users, pid, did, pend.id, done.id, rst.id, sch.id, wid, tok.id, folder, rot.id)

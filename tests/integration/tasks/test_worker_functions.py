@@ -66,8 +66,8 @@ def test_a_worker_function_in_a_fresh_interpreter_runs_tasks_without_loading_the
 def test_each_worker_runs_the_tasks_of_its_own_kinds_only(tmp_path: Path) -> None:
     backup = bootstrap.task_endpoint(settings(tmp_path), "backup_worker")
     restore = bootstrap.task_endpoint(settings(tmp_path), "restore_worker")
-    assert set(backup.handlers) == {"backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "verify",
-                                    "delete_backup", "webhook_deliver"}
+    assert set(backup.handlers) == {"backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "keys.rotate",
+                                    "verify", "delete_backup", "webhook_deliver"}
     assert set(restore.handlers) == {"restore.plan", "restore.chunk", "restore.auth", "restore.finalize"}
 
 

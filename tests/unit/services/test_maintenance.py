@@ -153,3 +153,31 @@ def test_a_failing_step_is_reported_and_the_other_steps_still_run(world, stores,
     report = maintenance.run(tx, NOW, reap_after=REAP_AFTER)
     assert report.errors == ["reaper: internal error (RuntimeError); see the worker log"]
     assert report.removed == {sid: [old]} and report.webhooks_redelivered == 0
+
+
+# --- keyed fingerprints -------------------------------------------------------------------------------
+
+
+def test_maintenance_replaces_old_unkeyed_sha256_fingerprints_with_keyed_ones_and_leaves_keyed_ones(world, tx) -> None:
+    import hashlib
+
+    from firebackup.db.models import Webhook
+
+    org = world.org()
+    admin = world.ctx_as(org.users[Role.admin], org.id, Role.admin)
+    old = resources.create_webhook(admin, org.id, AddWebhook("https://hooks.example.test/a", ("backup.failed",),
+                                                             "guessable"))
+    new = resources.create_webhook(admin, org.id, AddWebhook("https://hooks.example.test/b", ("backup.failed",),
+                                                             "another-secret"))
+    world.session.commit()
+    unkeyed = "sha256:" + hashlib.sha256(b"guessable").hexdigest()[:16]  # the form rows had before keying
+    world.session.execute(sa.update(Webhook).where(Webhook.id == old.id).values(secret_fingerprint=unkeyed))
+    world.session.commit()
+    keyed_new = world.session.get(Webhook, new.id).secret_fingerprint
+
+    report = maintenance.run(tx, NOW, reap_after=REAP_AFTER)
+    world.session.expire_all()
+    assert report.errors == [] and report.refingerprinted == 1
+    assert world.session.get(Webhook, old.id).secret_fingerprint == world.ports.sealer.fingerprint("guessable")
+    assert world.session.get(Webhook, new.id).secret_fingerprint == keyed_new
+    assert maintenance.run(tx, NOW, reap_after=REAP_AFTER).refingerprinted == 0  # nothing old is left
