@@ -138,5 +138,6 @@ NOT_DEPLOYED: Mapping[str, str] = MappingProxyType({
     "FIREBACKUP_SCHEDULER_TOPIC": "read by `python -m firebackup.services.ticks`; terraform creates the topics",
     "FIREBACKUP_MAINTENANCE_TOPIC": "read by `python -m firebackup.services.ticks`; terraform creates the topics",
     "FIREBACKUP_SCHEDULER_LOCATION": "read by `python -m firebackup.services.ticks`; terraform creates the jobs",
+    "FIREBACKUP_KMS": "tests only: `fake:<folder>` (with FIREBACKUP_ALLOW_FAKE_KMS=1) selects the test KMS; unset, Cloud KMS",
     "GOOGLE_CLOUD_PROJECT": "a fallback for FIREBACKUP_GCP_PROJECT and FIREBACKUP_FIREBASE_PROJECT, which are set",
 })
