@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT), str(ROOT / "bench")]
 
@@ -163,8 +165,30 @@ class Emulator:
 
 
 # --------------------------------------------------------------------------------------------
-# worker memory
+# worker memory and CPU
 # --------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of these processes and their descendants, the exited ones included."""
+    total = 0.0
+    for pid in pids:
+        try:
+            top = psutil.Process(pid)
+            t = top.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system  # children: those reaped
+            for child in top.children(recursive=True):
+                c = child.cpu_times()
+                total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def children_cpu() -> float:
+    """CPU time of this process's reaped children (a CLI run waited for)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -232,18 +256,21 @@ def backup_names(url: str, backup_id: str, kek: Any) -> tuple[list[tuple[str, in
         storage.close()
 
 
-def run_cli_backup(work: Path, key: Path, firestore_host: str, tag: str) -> dict[str, Any]:
+def run_cli_backup(work: Path, key: Path, firestore_host: str, server_pid: int, tag: str) -> dict[str, Any]:
     from firebackup.crypto.keys import LocalKey
 
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": firestore_host}
     env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     url = (work / f"cli-{tag}").as_uri()
+    cpu0, server0 = children_cpu(), cpu_seconds([server_pid])
     secs, rss, out, err, rc = scale.run_cli(["backup", "--project", "P", "--to", url, "--key-file", str(key),
                                              "--json"], env)
+    cpu, server_cpu = children_cpu() - cpu0, cpu_seconds([server_pid]) - server0
     if rc != 0:
         raise SystemExit(f"firebackup backup failed (rc {rc}): {err}")
     layout, count, digest = backup_names(url, out["backup_id"], LocalKey.from_file(str(key)))
-    return {"seconds": secs, "in_process_s": out.get("duration_s"), "peak_rss": rss, "documents": out.get("documents"),
+    return {"seconds": secs, "in_process_s": out.get("duration_s"), "peak_rss": rss, "cpu_s": cpu,
+            "server_cpu_s": server_cpu, "documents": out.get("documents"),
             "counted": count, "chunks": len(layout), "layout": layout, "names_sha256": digest}
 
 
@@ -258,6 +285,8 @@ class FanOut:
     org_id: str
     project_id: str
     work: Path
+    platform_pids: list[int]  # PostgreSQL and the tasks emulator: what the fan-out needs beside its workers
+    server_pid: int  # the fake Firestore
 
     def backup(self, tag: str, timeout: float) -> dict[str, Any]:
         import sqlalchemy as sa
@@ -276,6 +305,7 @@ class FanOut:
             dest_id = dest.id
         log_from = self._log_size()
         tx = system_transactions(self.plane.factory, self.plane.ports)
+        cpu0 = [cpu_seconds(self.sampler.pids), cpu_seconds(self.platform_pids), cpu_seconds([self.server_pid])]
         t0 = time.monotonic()
         with tx() as ctx:  # the plan task is sent when this commits
             job_id = start_backup(ctx, self.org_id, StartBackup(self.project_id, dest_id))["id"]
@@ -289,6 +319,9 @@ class FanOut:
                 raise SystemExit(f"fan-out backup {job_id} still {state} after {timeout:.0f}s")
             time.sleep(0.05)
         secs = time.monotonic() - t0
+        time.sleep(0.3)  # the finalize task's answer reaches the emulator just after the row completes
+        cpu = [cpu_seconds(self.sampler.pids) - cpu0[0], cpu_seconds(self.platform_pids) - cpu0[1],
+               cpu_seconds([self.server_pid]) - cpu0[2]]
         with self.plane.factory() as s:
             row = s.get(Backup, job_id)
             assert row is not None
@@ -296,8 +329,8 @@ class FanOut:
                 raise SystemExit(f"fan-out backup {job_id} ended {row.state}: {row.error}")
             repo_id, documents = row.repo_backup_id, row.documents
         layout, count, digest = backup_names(folder.as_uri(), repo_id, self.plane.workers.kek(self.org_id))
-        time.sleep(0.3)  # the finalize task's answer reaches the emulator just after the row completes
-        return {"seconds": secs, "documents": documents, "counted": count, "chunks": len(layout), "layout": layout,
+        return {"seconds": secs, "cpu_s": cpu[0], "platform_cpu_s": cpu[1], "server_cpu_s": cpu[2],
+                "documents": documents, "counted": count, "chunks": len(layout), "layout": layout,
                 "names_sha256": digest,
                 **task_figures(self.emulator.of_job(job_id), self.emulator.snapshot(), self._handler_ms(log_from))}
 
@@ -355,8 +388,7 @@ def task_figures(mine: list[Attempt], every: list[Attempt], handler_ms: dict[str
     }
 
 
-def start_fan_out(work: Path, firestore_host: str, emulator: Emulator, database_url: str, chunk_docs: int | None,
-                  chunks_per_task: int | None) -> FanOut:
+def start_fan_out(work: Path, servers: "Servers", chunk_docs: int | None, chunks_per_task: int | None) -> FanOut:
     """The platform: migrated database, queues, the built backup_worker (2 processes), an org, a project."""
     from firebackup import bootstrap
     from firebackup.db.migrate import upgrade
@@ -366,6 +398,7 @@ def start_fan_out(work: Path, firestore_host: str, emulator: Emulator, database_
     from infra import build_functions
     from infra.local import function_server, stack
 
+    emulator, firestore_host, database_url = servers.emulator, servers.firestore_host, servers.postgres.url
     engine = make_engine(database_url)
     upgrade(engine)
     port = stack.free_port()
@@ -393,8 +426,6 @@ def start_fan_out(work: Path, firestore_host: str, emulator: Emulator, database_
     build_functions.build(built)
     worker = function_server.start_built(built, "backup_worker", env, port=port)
     try:
-        import psutil  # type: ignore[import-untyped]
-
         assert worker.service.process is not None
         deadline = time.monotonic() + 30  # gunicorn forks its workers after it answers the first probe
         while len(pids := [p.pid for p in psutil.Process(worker.service.process.pid).children()]) < WORKER_PROCESSES \
@@ -417,7 +448,8 @@ def start_fan_out(work: Path, firestore_host: str, emulator: Emulator, database_
     sampler = RssSampler(pids, emulator)
     sampler.sample()  # idle, before any task
     sampler.start()
-    return FanOut(plane, emulator, worker, sampler, org_id, project_id, work)
+    return FanOut(plane, emulator, worker, sampler, org_id, project_id, work,
+                  [servers.postgres.process.pid, emulator.process.pid], servers.firestore.pid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,11 +497,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     fan: FanOut | None = None
     rounds = []
     try:
-        fan = start_fan_out(work, servers.firestore_host, servers.emulator, servers.postgres.url, a.chunk_docs,
-                            a.chunks_per_task)
+        fan = start_fan_out(work, servers, a.chunk_docs, a.chunks_per_task)
         for r in range(1, a.rounds + 1):
             say(f"... round {r}: firebackup backup of {a.docs:,} documents")
-            cli = run_cli_backup(work, key, servers.firestore_host, str(r))
+            cli = run_cli_backup(work, key, servers.firestore_host, servers.firestore.pid, str(r))
             say(f"    {cli['seconds']:.1f}s; fan-out backup")
             out = fan.backup(str(r), a.timeout)
             say(f"    {out['seconds']:.1f}s, {out['tasks']} tasks")
@@ -527,9 +558,19 @@ def print_table(res: dict[str, Any]) -> None:
               f"{f['dispatch_median_ms']:>7.1f} / {f['dispatch_p95_ms']:<7.1f} "
               f"{f['chunk_task_median_ms']:>8.0f} / {f['chunk_handler_median_ms']:<8.0f} "
               f"{f['plan_ms']:>5.0f} {f['finalize_ms']:>8.0f} {'yes' if same else 'NO':>9}")
+    print()
+    print(f"{'round':>5} {'CPU s for the backup:':<22} {'cli':>6} {'fan-out workers':>16} {'+ PostgreSQL, emulator':>23} "
+          f"{'fake Firestore (cli / fan-out)':>31}")
+    for r in res["rounds"]:
+        c, f = r["cli"], r["fanout"]
+        print(f"{r['round']:>5} {'':<22} {c['cpu_s']:>6.1f} {f['cpu_s']:>16.1f} {f['platform_cpu_s']:>23.1f} "
+              f"{c['server_cpu_s']:>15.1f} / {f['server_cpu_s']:<13.1f}")
     ratios = [r["cli"]["seconds"] / r["fanout"]["seconds"] for r in res["rounds"]]
-    print(f"fan-out / cli rate (wall): median {statistics.median(ratios):.2f}x over {len(ratios)} round(s); "
-          f"chunks per backup: cli {res['rounds'][0]['cli']['chunks']}, fan-out {res['rounds'][0]['fanout']['chunks']}")
+    warm = ratios[1:] or ratios
+    print(f"fan-out / cli rate (wall): median {statistics.median(warm):.2f}x over the warm round(s) "
+          f"{', '.join(f'{x:.2f}' for x in warm)}; round 1 {ratios[0]:.2f}x includes each instance's cold start "
+          f"(its first task builds the control plane)")
+    print(f"chunks per backup: cli {res['rounds'][0]['cli']['chunks']}, fan-out {res['rounds'][0]['fanout']['chunks']}")
     print()
     print("worker process   RSS at start   peak RSS after half the tasks   peak RSS at the end (MB)")
     for w in res["workers"]:
