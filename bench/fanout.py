@@ -586,13 +586,23 @@ def print_table(res: dict[str, Any]) -> None:
     print("plan, finalize: HTTP round trip of that task.")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--docs", type=int, default=100_000, help="documents (default 100000)")
-    ap.add_argument("--rounds", type=int, default=3, help="CLI + fan-out pairs on the same servers (default 3; "
+    ap.add_argument("--docs", type=_positive, default=100_000, help="documents (default 100000)")
+    ap.add_argument("--rounds", type=_positive, default=3, help="CLI + fan-out pairs on the same servers (default 3; "
                                                           "round 1's fan-out includes the workers' first task)")
-    ap.add_argument("--chunk-docs", type=int, help="FIREBACKUP_CHUNK_DOCS of the workers (default: the engine's)")
-    ap.add_argument("--chunks-per-task", type=int, help="FIREBACKUP_CHUNKS_PER_TASK of the workers (default 1)")
+    ap.add_argument("--chunk-docs", type=_positive, help="FIREBACKUP_CHUNK_DOCS of the workers (default: the engine's)")
+    ap.add_argument("--chunks-per-task", type=_positive, help="FIREBACKUP_CHUNKS_PER_TASK of the workers (default 1)")
     ap.add_argument("--no-partition-query", dest="partition_query", action="store_false",
                     help="the fake server answers PartitionQuery UNIMPLEMENTED, like the emulator")
     ap.add_argument("--timeout", type=float, default=900, help="seconds one fan-out backup may take")
@@ -602,7 +612,12 @@ def main() -> None:
     if a.tasks_emulator is not None:
         serve_tasks_emulator(a.tasks_emulator)
         return
-    res = run(a)
+    from infra.local.stack import StackError
+
+    try:
+        res = run(a)
+    except StackError as e:  # a server the bench needs is missing or did not start
+        raise SystemExit(f"fanout: {e}") from None
     if a.json:
         for r in res["rounds"]:
             for side in ("cli", "fanout"):
