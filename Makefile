@@ -15,7 +15,9 @@ test: bootstrap
 	$(PY) -m mypy
 	$(PY) -m pytest tests --durations=15
 
-# Not part of the two commands: engine throughput vs the emulator's ceiling and two npm peers.
+# Not part of the two commands: engine throughput vs the emulator's ceiling and two npm peers,
+# then the fan-out over Cloud Tasks to two worker processes vs the CLI on the same data.
 DOCS ?= 100000
 bench: bootstrap
 	$(PY) bench/engine.py --docs $(DOCS)
+	$(PY) bench/fanout.py --docs $(DOCS)

@@ -5,7 +5,8 @@ real CLI against a minimal fake Firestore: a gRPC server in a separate process i
 what the engine calls, with bytes-in/bytes-out handlers:
 
   BatchGetDocuments  the snapshot's server time (answers "missing" + read_time)
-  PartitionQuery     UNIMPLEMENTED, like the emulator (so the backup reads one kindless stream)
+  PartitionQuery     UNIMPLEMENTED, like the emulator (so the backup reads one kindless stream);
+                     with --partition-query (bench/fanout.py) evenly spaced cut points, like Firestore
   ListCollectionIds  the generated root collections
   RunQuery           streams generated documents in name order, honouring start_at / end_at / limit
   BatchWrite         OK for every write, counted
@@ -155,10 +156,21 @@ class Corpus:
 
         return bisect.bisect_left(_View(), key)
 
+    def cuts(self, collection_id: str, count: int) -> list[str]:
+        """Up to `count` evenly spaced document names splitting root collection `collection_id`."""
+        if collection_id not in self.names:
+            return []
+        first = self.names.index(collection_id) * self.per
+        size = min(self.per, self.n - first)
+        return list(dict.fromkeys(self.name(first + i * size // (count + 1)) for i in range(1, count + 1)
+                                  if i * size // (count + 1) > 0))
 
-def serve(n: int) -> None:
+
+def serve(n: int, partition_query: bool = False) -> None:
     import grpc
     from google.cloud.firestore_v1.types import firestore as firestore_pb
+    from google.cloud.firestore_v1.types import document as document_pb
+    from google.cloud.firestore_v1.types import query as query_pb
 
     RunQueryRequest = firestore_pb.RunQueryRequest._meta.pb
     BatchWriteRequest = firestore_pb.BatchWriteRequest._meta.pb
@@ -217,6 +229,16 @@ def serve(n: int) -> None:
         count("ListCollectionIds")
         return b"".join(_ld(1, c.encode()) for c in corpus.names)
 
+    def partition(request: bytes, context) -> bytes:
+        count("PartitionQuery")
+        req = firestore_pb.PartitionQueryRequest._meta.pb.FromString(request)
+        selectors = req.structured_query.from_
+        cuts = corpus.cuts(selectors[0].collection_id, req.partition_count) if len(selectors) == 1 else []
+        Cursor, Value = query_pb.Cursor._meta.pb, document_pb.Value._meta.pb
+        resp = firestore_pb.PartitionQueryResponse._meta.pb(
+            partitions=[Cursor(values=[Value(reference_value=c)]) for c in cuts])
+        return resp.SerializeToString()
+
     def unimplemented(name: str):
         def handler(request: bytes, context):
             count(name)
@@ -233,7 +255,8 @@ def serve(n: int) -> None:
         "BatchGetDocuments": grpc.unary_stream_rpc_method_handler(batch_get, **ident),
         "BatchWrite": grpc.unary_unary_rpc_method_handler(batch_write, **ident),
         "ListCollectionIds": grpc.unary_unary_rpc_method_handler(list_collection_ids, **ident),
-        "PartitionQuery": grpc.unary_unary_rpc_method_handler(unimplemented("PartitionQuery"), **ident),
+        "PartitionQuery": grpc.unary_unary_rpc_method_handler(
+            partition if partition_query else unimplemented("PartitionQuery"), **ident),
     }
 
     class Generic(grpc.GenericRpcHandler):
@@ -346,9 +369,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, action="append", help="document counts (repeatable; default 200000 and 1000000)")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--partition-query", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve is not None:
-        serve(a.serve)
+        serve(a.serve, a.partition_query)
         return
     sizes = a.docs or [200_000, 1_000_000]
     work = Path(tempfile.mkdtemp(prefix="fb-scale-"))

@@ -138,15 +138,19 @@ def pubsub_cloudevent(project: str, topic: str, data: bytes, attributes: Mapping
     return headers, json.dumps(body).encode()
 
 
-def start_built(out: Path, name: str, env: Mapping[str, str], *, timeout: float = 60) -> FunctionServer:
+def start_built(out: Path, name: str, env: Mapping[str, str], *, timeout: float = 60,
+                port: int | None = None) -> FunctionServer:
     """Start function `name` from its folder in a build's output, with the signature type of infra/functions.py."""
     fn = functions.by_name()[name]
-    return start_function(out / name, fn.entry_point, fn.signature, env, timeout=timeout)
+    return start_function(out / name, fn.entry_point, fn.signature, env, timeout=timeout, port=port)
 
 
 def start_function(folder: Path, target: str, signature: functions.Signature, env: Mapping[str, str],
-                   *, timeout: float = 60) -> FunctionServer:
-    """Serve functions-framework --target target --source folder/main.py, cwd folder, env on top of ours."""
+                   *, timeout: float = 60, port: int | None = None) -> FunctionServer:
+    """Serve functions-framework --target target --source folder/main.py, cwd folder, env on top of ours.
+
+    port: None for a free one; chosen beforehand when the function must know its own URL (a worker
+    enqueues its follow-up tasks to itself)."""
     workdir = tempfile.mkdtemp(prefix=f"firebackup-function-{target}-")
     name = f"function-{target}"
 
@@ -158,7 +162,7 @@ def start_function(folder: Path, target: str, signature: functions.Signature, en
     # robots.txt is answered by functions-framework itself (404, or 405 for an event function):
     # readiness without running the function.
     service = stack._start(name, build, lambda p: stack._http_ok(f"http://{stack.HOST}:{p}/robots.txt"),
-                           lambda p: {}, timeout=timeout, workdir=workdir)
+                           lambda p: {}, timeout=timeout, workdir=workdir, port=port)
     log = os.path.join(workdir, f"{name}.log")
     for line in Path(log).read_text(errors="replace").splitlines():
         if line.startswith(_REPORT):
