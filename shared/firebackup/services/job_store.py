@@ -11,6 +11,7 @@ A task's result replaces an earlier attempt's; chunk rows are keyed by (backup, 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any, Callable, Generic, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -43,43 +44,49 @@ class TaskLeases(Generic[LeasedRow]):
     # --- leases ----------------------------------------------------------------------------------
 
     def claim(self, job_id: str, task_key: str) -> Claim:
+        # One transaction and, on the common path, three statements: every chunk task starts here,
+        # so its round trips are paid once per task on every worker (bench/fanout.py measures them).
         now = self.clock()
         with self.factory.begin() as s:
-            job = s.get(self.model, job_id)
-            if job is None or job.state not in _ACTIVE:
-                return Claim(ClaimState.GONE, job_state=job.state if job is not None else "deleted")
-            if job.state == "pending":
-                # Only the first claim starts the job; a cancel that won the race keeps it cancelled.
-                s.execute(sa.update(self.model).where(self.model.id == job_id, self.model.state == "pending")
-                          .values(state="running", started_at=now))
-        self._ensure_task(job_id, task_key)
-        with self.factory.begin() as s:
-            # Through the session's connection: its execute() is typed to return the CursorResult
-            # that has rowcount (Session.execute returns one too, but is typed as Result).
-            took = s.connection().execute(
-                sa.update(JobTask)
-                .where(JobTask.job_id == job_id, JobTask.task_key == task_key, JobTask.done.is_(False),
-                       sa.or_(JobTask.lease_until.is_(None), JobTask.lease_until <= now))
-                .values(lease_until=now + self.lease, heartbeat_at=now, attempts=JobTask.attempts + 1)
-            ).rowcount
-            task = s.scalar(sa.select(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key))
-            assert task is not None
-            if not took:
-                return Claim(ClaimState.DONE if task.done else ClaimState.BUSY, task.attempts)
-            s.execute(sa.update(self.model).where(self.model.id == job_id)
-                      .values(attempts=self.model.attempts + 1, heartbeat_at=now, lease_until=now + self.lease))
-            return Claim(ClaimState.RUN, task.attempts, resume_seq=task.resume_seq, resume_after=task.resume_after)
+            state = s.scalar(sa.select(self.model.state).where(self.model.id == job_id))
+            if state not in _ACTIVE:
+                return Claim(ClaimState.GONE, job_state=state if state is not None else "deleted")
+            took = self._take_lease(s, job_id, task_key, now)
+            if took is None:
+                task = s.scalar(sa.select(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == task_key))
+                if task is None:
+                    try:
+                        with s.begin_nested():
+                            s.add(JobTask(job_id=job_id, task_key=task_key))
+                    except sa.exc.IntegrityError:
+                        pass  # another delivery inserted it first
+                    took = self._take_lease(s, job_id, task_key, now)
+                if took is None:
+                    task = s.scalar(sa.select(JobTask).where(JobTask.job_id == job_id,
+                                                             JobTask.task_key == task_key))
+                    assert task is not None
+                    return Claim(ClaimState.DONE if task.done else ClaimState.BUSY, task.attempts)
+            attempts, resume_seq, resume_after = took
+            # Only the first claim starts the job (SET sees the row's old values); a cancel that won
+            # the race keeps it cancelled.
+            pending = self.model.state == "pending"
+            s.execute(sa.update(self.model).where(self.model.id == job_id).values(
+                state=sa.case((pending, "running"), else_=self.model.state),
+                started_at=sa.case((pending, now), else_=self.model.started_at),
+                attempts=self.model.attempts + 1, heartbeat_at=now, lease_until=now + self.lease))
+            return Claim(ClaimState.RUN, attempts, resume_seq=resume_seq, resume_after=resume_after)
 
-    def _ensure_task(self, job_id: str, task_key: str) -> None:
-        with self.factory.begin() as s:
-            exists = s.scalar(sa.select(JobTask.id).where(JobTask.job_id == job_id, JobTask.task_key == task_key))
-            if exists is not None:
-                return
-        try:
-            with self.factory.begin() as s:
-                s.add(JobTask(job_id=job_id, task_key=task_key))
-        except sa.exc.IntegrityError:
-            pass  # another delivery inserted it first
+    def _take_lease(self, s: Session, job_id: str, task_key: str,
+                    now: dt.datetime) -> tuple[int, int | None, str | None] | None:
+        """The lease on the task if it is not done and no unexpired lease holds it: (attempts, resume point)."""
+        row = s.execute(
+            sa.update(JobTask)
+            .where(JobTask.job_id == job_id, JobTask.task_key == task_key, JobTask.done.is_(False),
+                   sa.or_(JobTask.lease_until.is_(None), JobTask.lease_until <= now))
+            .values(lease_until=now + self.lease, heartbeat_at=now, attempts=JobTask.attempts + 1)
+            .returning(JobTask.attempts, JobTask.resume_seq, JobTask.resume_after)
+        ).one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
 
     def release(self, job_id: str, task_key: str) -> None:
         with self.factory.begin() as s:
@@ -90,11 +97,30 @@ class TaskLeases(Generic[LeasedRow]):
 class DbJobStore(TaskLeases[JobRow]):
     """A JobStore over the metadata database for one kind of job row (Backup or Restore)."""
 
+    # A job's plan never changes once saved (save_plan keeps the first), so an instance keeps the
+    # plans of its recent jobs instead of reading them again for every task it runs.
+    _PLANS_KEPT = 16
+
+    @functools.cached_property
+    def _recent_plans(self) -> dict[str, dict[str, Any]]:
+        return {}
+
     # --- the plan ----------------------------------------------------------------------------------
 
     def load_plan(self, job_id: str) -> dict[str, Any] | None:
+        if job_id in self._recent_plans:
+            return self._recent_plans[job_id]
         with self.factory() as s:
-            return s.scalar(sa.select(self.model.plan).where(self.model.id == job_id))
+            plan = s.scalar(sa.select(self.model.plan).where(self.model.id == job_id))
+        if plan is not None:
+            self._keep_plan(job_id, plan)
+        return plan
+
+    def _keep_plan(self, job_id: str, plan: dict[str, Any]) -> None:
+        plans = self._recent_plans
+        plans[job_id] = plan
+        while len(plans) > self._PLANS_KEPT:
+            plans.pop(next(iter(plans)), None)  # the oldest (dicts keep insertion order)
 
     def save_plan(self, job_id: str, plan: dict[str, Any], task_keys: list[str]) -> dict[str, Any]:
         with self.factory.begin() as s:
