@@ -135,6 +135,11 @@ class Settings:
     maintenance_topic: str = "firebackup-maintenance-tick"
     gcp_project: str | None = None
     scheduler_location: str = "us-central1"
+    # The dashboard's sign-in: the Firebase project's Web API key (public by Firebase's design: it names
+    # the project to Identity Toolkit, it grants nothing). None with the Auth emulator: any key works there.
+    firebase_web_api_key: str | None = None
+    # Offer "Sign in with Google" on the dashboard (the provider enabled in Firebase Auth; cloud only).
+    dashboard_google_sign_in: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -207,6 +212,8 @@ class Settings:
             maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
             gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
             scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
+            firebase_web_api_key=env.get("FIREBACKUP_FIREBASE_WEB_API_KEY") or None,
+            dashboard_google_sign_in=_flag(env, "FIREBACKUP_DASHBOARD_GOOGLE_SIGN_IN"),
         )
 
 
