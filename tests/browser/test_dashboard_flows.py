@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from infra.local.platform import DEMO_EMAIL, DEMO_PASSWORD, PROJECT, _service_account_key
-from tests.browser.conftest import PASSWORD, Demo, open_signed_in, section
+from tests.browser.conftest import CHUNK_DOCS, PASSWORD, Demo, open_signed_in, section
 
 pytestmark = pytest.mark.browser
 
@@ -52,7 +52,9 @@ def test_a_user_connects_a_project_backs_it_up_live_and_restores_it_dry_run_then
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
     progress = page.get_by_test_id("progress-text")
     progress.filter(has_text="100%").wait_for(timeout=120_000)
-    assert "completed" in progress.inner_text() and page.evaluate("window.__sameDocument === true")
+    chunks = -(-d.documents // CHUNK_DOCS)
+    assert f"{chunks} of {chunks} chunks" in progress.inner_text() and "completed" in progress.inner_text()
+    assert page.evaluate("window.__sameDocument === true")
     assert page.locator("progress").get_attribute("value") == "100"
     page.get_by_text("Stored manifest").wait_for()
 

@@ -302,7 +302,7 @@ export async function schedules() {
     { label: "When", cell: s => [h("code", {}, s.cron), ` (${s.timezone})`, s.enabled ? "" : " · disabled"] },
     { label: "Next runs", cell: (s) => nextRunsView(s, runs[items.indexOf(s)]) },
     { label: "What", cell: s => `${projectsById[s.project_id]?.name || s.project_id} → ${destsById[s.destination_id]?.name || s.destination_id}`, class: "hide-phone" },
-    { label: "Retention", cell: s => Object.entries(s.retention).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`).join(", ") || "keep all" },
+    { label: "Retention", cell: s => Object.entries(s.retention).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`).join(", ") || "keep all", class: "hide-phone" },
     { label: "Actions", cell: s => [
       action("Retention dry run", async () => showRetention(s), { class: "secondary", aria: `Retention dry run of ${s.name}` }),
       can("PATCH", `${O}/schedules/{schedule_id}`) && action(s.enabled ? "Disable" : "Enable", async () => {
