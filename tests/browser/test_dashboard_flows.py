@@ -116,7 +116,7 @@ def test_a_viewer_finds_no_button_that_would_fail(demo_platform: Demo, browser: 
                 button.click()
                 page.wait_for_load_state("networkidle")
     for link in ("Audit log", "API tokens"):  # admin-only sections are not offered at all
-        assert page.get_by_role("link", name=link).is_hidden()
+        assert page.get_by_role("link", name=link).count() == 0
     page.goto(f"{d.url}/#/backups/{d.backup_id}")
     page.wait_for_selector("main[aria-busy=false] h1")
     assert page.locator("main button").count() == 0  # no verify, restore, cancel or delete
@@ -125,3 +125,36 @@ def test_a_viewer_finds_no_button_that_would_fail(demo_platform: Demo, browser: 
     assert {label for labels in visited.values() for label in labels} <= {"Retention dry run", "Apply filters"}, visited
     assert failures == [] and page.errors == []
     page.context.close()
+
+
+def test_an_api_token_is_shown_once_and_afterwards_only_its_prefix(demo_platform: Demo, browser: Any) -> None:
+    d = demo_platform
+    page = open_signed_in(browser, d.url, DEMO_EMAIL, DEMO_PASSWORD)
+    section(page, "API tokens")
+    page.get_by_label("Name").fill("shown once")
+    page.get_by_role("button", name="Create token").click()
+    token = page.get_by_test_id("new-token").inner_text()
+    assert len(token) > 20
+    assert d.owner.session.get(f"{d.url}/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page.reload()
+    page.locator("main[aria-busy=false] h1").filter(has_text="API tokens").wait_for()
+    assert token not in page.content() and page.get_by_role("cell", name="shown once", exact=True).count() == 1
+    assert page.errors == []
+    page.context.close()
+
+
+def test_a_wrong_password_is_refused_in_one_line_and_the_skip_link_is_the_first_tab_stop(
+        demo_platform: Demo, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(demo_platform.url + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.get_by_label("E-mail address").fill(DEMO_EMAIL)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    notice = page.get_by_role("status").locator("p")
+    notice.first.wait_for()
+    assert notice.first.inner_text().startswith("Sign-in failed:") and "\n" not in notice.first.inner_text()
+    assert page.get_by_role("heading", name="Sign in to FireBackup").is_visible()
+    context.close()

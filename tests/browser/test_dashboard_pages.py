@@ -51,6 +51,8 @@ def test_the_demo_data_shows_on_the_overview_and_schedules_with_next_runs_in_the
     cards = page.locator(".card").all_inner_texts()
     assert cards[0].startswith("1") and cards[1].startswith("2"), cards  # one project, two completed backups
     assert page.get_by_role("img", name="Size (bars").count() == 1
+    for link in ("Audit log", "API tokens"):  # an owner is offered the admin-only sections
+        assert page.get_by_role("navigation").get_by_role("link", name=link, exact=True).is_visible()
     page.goto(f"{d.url}/#/schedules")
     runs = page.get_by_role("list", name="Next runs of nightly").locator("li")
     runs.first.wait_for()

@@ -54,7 +54,7 @@ async function refreshOrgs() {
   const sw = document.getElementById("org-switch");
   sw.replaceChildren(...state.orgs.map(o => h("option", { value: o.id, selected: o.id === state.org?.id }, `${o.name} (${o.role})`)));
   sw.disabled = state.orgs.length < 2;
-  for (const a of document.querySelectorAll("nav a[data-needs]")) a.parentElement.hidden = !can("GET", a.dataset.needs);
+  for (const a of document.querySelectorAll("nav a[data-needs]")) a.parentElement.hidden = !can(...a.dataset.needs.split(" "));
 }
 
 async function route() {

@@ -1,7 +1,7 @@
 // One function per page: each fetches what it shows from /v1 and returns its content. Buttons appear only
 // when the caller's role may use them (can(...)); the API authorizes every call again anyway.
 
-import { api, atLeast, can, orgPath, state } from "./api.js";
+import { api, atLeast, can, chooseOrg, orgPath, state } from "./api.js";
 import { action, bytes, duration, facts, field, form, h, notify, seconds, select, sizeDurationChart, stateBadge,
          table, when } from "./ui.js";
 
@@ -124,6 +124,8 @@ export async function projects() {
 }
 
 export async function oauthCallback(params) {
+  const org = sessionStorage.getItem("firebackup.oauth.org");  // the organization the flow was started in
+  if (org) chooseOrg(org);
   return [h("h1", {}, "Finish connecting the project"), form("Name the project Google granted", [
     field("Name", h("input", { name: "name", required: true })),
     field("Google Cloud project ID", h("input", { name: "gcp", required: true })),
