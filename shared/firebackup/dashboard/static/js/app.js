@@ -27,6 +27,7 @@ const ROUTES = [
 function show(title, content) {
   main.replaceChildren(...[content].flat(Infinity).filter(c => c !== null && c !== undefined && c !== false && c !== ""));
   document.title = title ? `${title} · FireBackup` : "FireBackup";
+  main.dataset.route = location.hash || "#/";  // which page is drawn (tests wait for it)
   main.setAttribute("aria-busy", "false");
 }
 
