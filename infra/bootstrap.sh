@@ -3,7 +3,7 @@
 # Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), checkov into .venv-checkov,
 # firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
-# (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
+# (as root, only if missing) Debian's Java, Node.js, PostgreSQL and chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +16,7 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser tests (tests/browser)
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
@@ -58,7 +59,7 @@ trap 'for pid in $npm_pid $checkov_pid; do kill "$pid" 2>/dev/null; done; true' 
 want_npm=$(sha infra/local/package.json infra/local/package-lock.json)
 npm_stamp="infra/local/node_modules/.firebackup-bootstrap"
 if [ ! -x infra/local/node_modules/.bin/firebase ] || [ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$want_npm" ]; then
-  log "npm ci (infra/local: firebase-tools)"
+  log "npm ci (infra/local: firebase-tools, axe-core)"
   npm ci --prefix infra/local --prefer-offline --no-audit --no-fund --loglevel=error >"$npm_log" 2>&1 &
   npm_pid=$!
 fi

@@ -48,6 +48,7 @@ locals {
         "FIREBACKUP_MAX_REQUEST_BYTES", "FIREBACKUP_ID_TOKEN_CACHE_SECONDS", "FIREBACKUP_TRUSTED_PROXY_HOPS",
         "FIREBACKUP_RATE_LIMIT_PER_ADDRESS", "FIREBACKUP_RATE_LIMIT_PER_TOKEN", "FIREBACKUP_RATE_LIMIT_STORAGE",
         "FIREBACKUP_API_TOKEN_DAYS", "FIREBACKUP_API_TOKEN_MAX_DAYS",
+        "FIREBACKUP_FIREBASE_WEB_API_KEY", "FIREBACKUP_DASHBOARD_GOOGLE_SIGN_IN",
       ]
       secrets = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET", "FIREBACKUP_OAUTH_CLIENT_SECRET"]
     }
@@ -165,13 +166,15 @@ locals {
     FIREBACKUP_RATE_LIMIT_PER_ADDRESS = var.api_settings.rate_limit_per_address
     FIREBACKUP_RATE_LIMIT_PER_TOKEN   = var.api_settings.rate_limit_per_token
     # Per instance: a shared store (Memorystore) would make the limits global; one instance's share is enough.
-    FIREBACKUP_RATE_LIMIT_STORAGE = "memory://"
-    FIREBACKUP_API_TOKEN_DAYS     = tostring(var.api_settings.api_token_days)
-    FIREBACKUP_API_TOKEN_MAX_DAYS = tostring(var.api_settings.api_token_max_days)
-    FIREBACKUP_CHUNK_DOCS         = "0"
-    FIREBACKUP_CHUNKS_PER_TASK    = "1"
-    FIREBACKUP_LEASE_SECONDS      = "600"
-    FIREBACKUP_REAP_AFTER_SECONDS = "1800"
+    FIREBACKUP_RATE_LIMIT_STORAGE       = "memory://"
+    FIREBACKUP_API_TOKEN_DAYS           = tostring(var.api_settings.api_token_days)
+    FIREBACKUP_API_TOKEN_MAX_DAYS       = tostring(var.api_settings.api_token_max_days)
+    FIREBACKUP_FIREBASE_WEB_API_KEY     = var.dashboard.firebase_web_api_key
+    FIREBACKUP_DASHBOARD_GOOGLE_SIGN_IN = var.dashboard.google_sign_in ? "1" : "0"
+    FIREBACKUP_CHUNK_DOCS               = "0"
+    FIREBACKUP_CHUNKS_PER_TASK          = "1"
+    FIREBACKUP_LEASE_SECONDS            = "600"
+    FIREBACKUP_REAP_AFTER_SECONDS       = "1800"
   }
 }
 

@@ -173,6 +173,15 @@ variable "oauth_redirect_uri" {
   default     = null
 }
 
+variable "dashboard" {
+  type = object({
+    firebase_web_api_key = optional(string, "")
+    google_sign_in       = optional(bool, false)
+  })
+  description = "The dashboard's sign-in: the Firebase project's Web API key (public by Firebase's design) and whether to offer Sign in with Google."
+  default     = {}
+}
+
 variable "oauth_client_secret" {
   type        = string
   description = "The OAuth client's secret, stored in Secret Manager; null: none (keep it out of state by adding a version yourself)."

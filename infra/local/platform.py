@@ -121,7 +121,8 @@ class Platform:
         self.url = f"http://{stack.HOST}:{self.server.server_port}"
         self.ticker = bootstrap.local_ticker(self.plane).start()
         self._stop.append(self.ticker.stop)
-        say(f"API at {self.url}/v1 (metrics at {self.url}/metrics); ticks every {self.tick_seconds:g} s")
+        say(f"dashboard at {self.url}/, API at {self.url}/v1 (metrics at {self.url}/metrics); "
+            f"ticks every {self.tick_seconds:g} s")
 
     def stop(self) -> None:
         while self._stop:
@@ -199,7 +200,8 @@ def demo(platform: Platform, *, wait_seconds: float = 150) -> dict[str, Any]:
     problems = diff(src, dst)
     match = restore["state"] == "completed" and not problems and len(src) == docs == backup["documents"]
     return {
-        "match": match, "api": f"{platform.url}/v1", "metrics": f"{platform.url}/metrics",
+        "match": match, "dashboard": f"{platform.url}/", "api": f"{platform.url}/v1",
+        "metrics": f"{platform.url}/metrics",
         "openapi": f"{platform.url}/v1/openapi.json", "login": {"email": DEMO_EMAIL, "password": DEMO_PASSWORD},
         "organization": org, "schedule": schedule, "backup_id": backup["id"], "restore_id": restore["id"],
         "documents_seeded": docs, "documents_backed_up": backup["documents"],
@@ -216,6 +218,7 @@ def _print(s: dict[str, Any]) -> None:
           f"{s['bytes_stored']} bytes stored, encrypted, in {s['folder']}\n"
           f"  restore     {s['restore_id']}: {s['documents_restored']} documents\n"
           f"  compare     {s['documents_compared']} documents: {'exact match' if s['match'] else 'MISMATCH'}\n"
+          f"  dashboard   {s['dashboard']}   (sign in with the demo login below)\n"
           f"  API         {s['api']}   (OpenAPI: {s['openapi']})\n"
           f"  metrics     {s['metrics']}\n"
           f"  demo login  {s['login']['email']} / {s['login']['password']} (Auth emulator)\n"

@@ -138,6 +138,11 @@ class Settings:
     # TEST ONLY: Cloud KMS replaced by keys kept as files in this folder (crypto/fake_kms.py), from
     # FIREBACKUP_KMS=fake:<folder>, refused unless FIREBACKUP_ALLOW_FAKE_KMS=1. None: Cloud KMS.
     fake_kms_folder: str | None = None
+    # The dashboard's sign-in: the Firebase project's Web API key (public by Firebase's design: it names
+    # the project to Identity Toolkit, it grants nothing). None with the Auth emulator: any key works there.
+    firebase_web_api_key: str | None = None
+    # Offer "Sign in with Google" on the dashboard (the provider enabled in Firebase Auth; cloud only).
+    dashboard_google_sign_in: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -211,6 +216,8 @@ class Settings:
             gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
             scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
             fake_kms_folder=_fake_kms(env),
+            firebase_web_api_key=env.get("FIREBACKUP_FIREBASE_WEB_API_KEY") or None,
+            dashboard_google_sign_in=_flag(env, "FIREBACKUP_DASHBOARD_GOOGLE_SIGN_IN"),
         )
 
 

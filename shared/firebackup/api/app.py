@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from firebackup import dashboard
 from firebackup.api import limits
 from firebackup.api.errors import error_response, service_error_response
 from firebackup.api.limits import TtlSet
@@ -58,6 +59,7 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
         app.add_url_rule(rule, endpoint=f"{route.method} {route.path}", view_func=view, methods=[route.method])
 
     _add_metrics(app, ports.metrics)
+    dashboard.install(app, ports.settings, [(r.method, r.path, r.role.name if r.role else None) for r in ROUTES])
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:

@@ -101,6 +101,8 @@ ROUTES: list[Route] = [
     Route("GET", ORG + "/schedules/{schedule_id}", resources.get_schedule, V, s.ScheduleOut),
     Route("PATCH", ORG + "/schedules/{schedule_id}", resources.update_schedule, A, s.ScheduleOut, body=s.SchedulePatch),
     Route("DELETE", ORG + "/schedules/{schedule_id}", resources.delete_schedule, A),
+    Route("GET", ORG + "/schedules/{schedule_id}/next-runs", resources.next_runs, V, s.NextRunsOut,
+          query=s.NextRunsQuery, summary="The next runs in the schedule's time zone; ?cron= and ?timezone= preview a change"),
     Route("GET", ORG + "/schedules/{schedule_id}/retention/preview", retention.preview_retention, V,
           s.RetentionPreviewOut, summary="Dry run of retention: what would be removed, and why each kept backup stays"),
     _list(ORG + "/webhooks", resources.list_webhooks, V, s.WebhookOut),

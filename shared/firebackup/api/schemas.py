@@ -500,6 +500,30 @@ class ScheduleOut(Out):
     created_at: datetime
 
 
+class NextRunsQuery(ApiRequest):
+    cron: Annotated[str, StringConstraints(min_length=1, max_length=120)] | None = Field(
+        None, description="preview this expression instead of the schedule's own")
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="preview in this IANA time zone instead of the schedule's own")
+    count: int = Field(5, ge=1, le=50)
+
+    def to_command(self) -> c.NextRuns:
+        return c.NextRuns(cron=self.cron, timezone=self.timezone, count=self.count)
+
+
+class NextRunOut(Out):
+    at: datetime = Field(description="the run's instant, UTC")
+    local: str = Field(description="the same instant as wall time in the time zone, ISO 8601 with its offset")
+
+
+class NextRunsOut(Out):
+    schedule_id: str
+    cron: str
+    timezone: str
+    enabled: bool = Field(description="a disabled schedule would run at these times once enabled")
+    runs: list[NextRunOut]
+
+
 WebhookEvent = Literal["backup.completed", "backup.failed", "restore.completed", "restore.failed"]
 
 

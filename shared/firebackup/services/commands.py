@@ -52,6 +52,15 @@ class AuditFilter(PageRequest):
     until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class NextRuns:
+    """The next `count` runs of a schedule, or of the cron and time zone given instead (a preview before a change)."""
+
+    cron: str | None = None
+    timezone: str | None = None
+    count: int = 5
+
+
 # --- organizations, members, tokens ------------------------------------------------------------------
 
 @dataclass(frozen=True)

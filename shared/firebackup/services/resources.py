@@ -15,7 +15,7 @@ from firebackup.db.models import (Backup, Base, OAuthStateUse, Project, Restore,
 from firebackup.egress import check_service_account_key
 from firebackup.errors import AccessDenied, BucketNotFound, EgressRefused, FireBackupError, UsageError, is_transient
 from firebackup.services.commands import (AddDestination, AddWebhook, CompleteOAuth, ConnectProject, CreateSchedule,
-                                          DeleteWithBackups, PageRequest, Retention, Unset, UpdateSchedule)
+                                          DeleteWithBackups, NextRuns, PageRequest, Retention, Unset, UpdateSchedule)
 from firebackup.services.context import Ctx, page
 from firebackup.services.cron import parse_cron
 from firebackup.services.errors import Conflict, Invalid, NotFound, ServiceError
@@ -311,6 +311,22 @@ def list_schedules(ctx: Ctx, org_id: str, q: PageRequest) -> tuple[list[dict[str
 
 def get_schedule(ctx: Ctx, org_id: str, schedule_id: str) -> dict[str, Any]:
     return _schedule_out(get_in_org(ctx, Schedule, org_id, schedule_id, "schedule"))
+
+
+def next_runs(ctx: Ctx, org_id: str, schedule_id: str, q: NextRuns) -> dict[str, Any]:
+    """The schedule's next runs (disabled or not), each in UTC and as wall time in its time zone."""
+    row = get_in_org(ctx, Schedule, org_id, schedule_id, "schedule")
+    expr, tz = q.cron or row.cron, q.timezone or row.timezone
+    cron = parse_cron(expr, tz)
+    runs: list[dict[str, Any]] = []
+    at = utcnow()
+    while len(runs) < q.count:
+        nxt = cron.next_after(at)
+        if nxt is None:
+            break
+        runs.append({"at": nxt, "local": nxt.astimezone(cron.tz).isoformat()})
+        at = nxt
+    return {"schedule_id": row.id, "cron": cron.expr, "timezone": tz, "enabled": row.enabled, "runs": runs}
 
 
 def _check_retention(rules: Retention) -> None:
