@@ -2,7 +2,7 @@
 # Idempotent set-up shared by `make run` and `make test`; a fast no-op once done.
 # Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
-# (as root, only if missing) Debian's Java, Node.js and PostgreSQL.
+# (as root, only if missing) Debian's Java, Node.js, PostgreSQL and PgBouncer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +18,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+# PgBouncer in transaction mode, in front of the test PostgreSQL (tests/integration/database).
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "apt-get install ${missing[*]}"
