@@ -62,10 +62,13 @@ def load(engine: sa.Engine, now: dt.datetime) -> None:
             f"'overwrite', false, false, CASE WHEN g % 500 = 1 THEN 'running' ELSE 'completed' END, 4, 4, 1000, 0, 0, "
             f"0, {at}, {at}, 1 FROM generate_series(1, {RESTORES}) g "
             f"JOIN backups b ON b.id = (SELECT id FROM backups WHERE org_id = {org.format(k='g')} LIMIT 1)")
+        # Four in five enabled; each next due within the coming day, a few a minute ago (due now).
         run(f"INSERT INTO schedules (id, org_id, project_id, destination_id, name, cron, timezone, retention, "
-            f"collections, enabled, created_at) SELECT 'sch_vol' || lpad(g::text, 7, '0'), {org.format(k='g')}, "
-            f"'prj_vol' || lpad((g % {ORGS})::text, 6, '0'), 'dst_vol' || lpad((g % {ORGS})::text, 6, '0'), "
-            f"'nightly', '0 3 * * *', 'UTC', '{{\"keep_daily\": 7}}', NULL, g % 5 <> 0, {t} - interval '30 days' "
+            f"collections, enabled, created_at, next_run_at) SELECT 'sch_vol' || lpad(g::text, 7, '0'), "
+            f"{org.format(k='g')}, 'prj_vol' || lpad((g % {ORGS})::text, 6, '0'), "
+            f"'dst_vol' || lpad((g % {ORGS})::text, 6, '0'), 'nightly', (g % 60) || ' ' || (g % 24) || ' * * *', "
+            f"'UTC', '{{\"keep_daily\": 7}}', NULL, g % 5 <> 0, {t} - interval '30 days', "
+            f"CASE WHEN g % 500 = 0 THEN {t} - interval '1 minute' ELSE {t} + (1 + g % 1440) * interval '1 minute' END "
             f"FROM generate_series(0, {SCHEDULES - 1}) g")
         # One row every ~31.5 s over the year before now; organizations interleaved, not in blocks. Its
         # months get their partitions first, as maintenance would have made them.

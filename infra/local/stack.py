@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 # gRPC's post-fork handler (grpcio >= 1.81, grpc/grpc#43055) restarts its epoll poller in a
 # child forked by subprocess.Popen; once Popen closes the inherited descriptors the poller hits
@@ -566,7 +566,7 @@ def _pg_url(port: int, db: str = POSTGRES_DB) -> str:
     return f"postgresql+pg8000://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{HOST}:{port}/{db}"
 
 
-def _pg_probe(port: int, database: str, check: Callable[[object], None]) -> Callable[[], bool]:
+def _pg_probe(port: int, database: str, check: Callable[[Any], None]) -> Callable[[], bool]:
     """Ready when a pg8000 connection to `database` on port opens and `check(connection)` passes."""
     def probe() -> bool:
         import pg8000.native  # noqa: PLC0415

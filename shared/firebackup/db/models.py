@@ -228,8 +228,8 @@ class Restore(Base):
 
 class Schedule(Base):
     __tablename__ = "schedules"
-    # The scheduler's tick reads the enabled schedules only.
-    __table_args__ = (sa.Index("ix_schedules_enabled", "id", postgresql_where=sa.text("enabled"),
+    # The scheduler's tick reads the enabled schedules that are due (or not yet worked out) only.
+    __table_args__ = (sa.Index("ix_schedules_due", "next_run_at", postgresql_where=sa.text("enabled"),
                                sqlite_where=sa.text("enabled")),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("sch"))
     org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
@@ -243,6 +243,9 @@ class Schedule(Base):
     collections: Mapped[list | None] = mapped_column(sa.JSON)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the latest due instant started
+    # The first due instant after last_run_at (or creation), worked out by the scheduler's tick; None: not
+    # yet (a new or changed schedule), so the next tick looks at it.
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

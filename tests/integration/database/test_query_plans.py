@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from firebackup.bootstrap import ports
 from firebackup.crypto.secrets import LocalMasterKey, Sealer
 from firebackup.db.session import make_session_factory
-from firebackup.services import jobs, maintenance, orgs
+from firebackup.services import jobs, maintenance, orgs, scheduling
 from firebackup.services.commands import AuditFilter, PageRequest
 from firebackup.services.context import Ctx, SystemTx, system_transactions
 from firebackup.services.job_store import queue_depth
@@ -137,3 +137,11 @@ def test_the_reaper_and_the_queue_gauges_read_only_the_active_jobs_index(volume_
                     lambda name: name in ("ix_backups_active", "ix_restores_active"))
     depth = {q.kind: (q.waiting, q.active) for q in queue_depth(factory)}
     assert depth["backup"][1] == 200 and depth["restore"][1] == 40
+
+
+def test_the_scheduler_tick_reads_only_the_due_schedules_through_their_index(volume_engine):
+    # A day ago nothing was due yet: the tick's query runs as in production and starts nothing.
+    tx = _tx(volume_engine)
+    day_ago = VOLUME_NOW - dt.timedelta(days=1)
+    assert scheduling.run_due(tx, day_ago) == []
+    _assert_indexed(volume_engine, lambda: scheduling.run_due(tx, day_ago), lambda name: name == "ix_schedules_due")

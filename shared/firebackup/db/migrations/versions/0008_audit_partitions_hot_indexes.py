@@ -1,11 +1,12 @@
-"""the audit log partitioned by month on PostgreSQL; partial indexes for the reaper, queue depth and due schedules
+"""the audit log partitioned by month on PostgreSQL; indexes for the reaper, queue depth and due schedules
 
 PostgreSQL: audit_log becomes a table partitioned by RANGE (created_at), one partition per month from
 its oldest row to three months ahead (maintenance keeps creating them) and a default partition; every
 row is copied over in this transaction. Its primary key becomes (id, created_at), since a partitioned
 table's unique keys must hold the partition key; ids stay unique by construction (models.new_id).
 SQLite keeps one table. On both: partial indexes on the active jobs (state pending or running: the
-reaper and the queue gauges read only those) and on the enabled schedules (the scheduler's tick).
+reaper and the queue gauges read only those), and schedules.next_run_at (NULL: the next tick works it
+out) with a partial index on the enabled ones, so the scheduler's tick reads the due schedules only.
 
 Revision ID: 0008
 Revises: 0007
@@ -48,8 +49,10 @@ def upgrade() -> None:
     for table in ("backups", "restores"):
         op.create_index(f"ix_{table}_active", table, ["state"], postgresql_where=sa.text(_ACTIVE),
                         sqlite_where=sa.text(_ACTIVE))
+    with op.batch_alter_table("schedules") as batch:
+        batch.add_column(sa.Column("next_run_at", sa.DateTime(), nullable=True))
     enabled = sa.text("enabled")
-    op.create_index("ix_schedules_enabled", "schedules", ["id"], postgresql_where=enabled, sqlite_where=enabled)
+    op.create_index("ix_schedules_due", "schedules", ["next_run_at"], postgresql_where=enabled, sqlite_where=enabled)
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
         return
@@ -79,6 +82,8 @@ def downgrade() -> None:
             partitions.drop(conn, name)
         op.execute("ALTER TABLE audit_log_plain RENAME TO audit_log")
         _keys_and_indexes("audit_log", "id")
-    op.drop_index("ix_schedules_enabled", "schedules")
+    op.drop_index("ix_schedules_due", "schedules")
+    with op.batch_alter_table("schedules") as batch:
+        batch.drop_column("next_run_at")
     for table in ("backups", "restores"):
         op.drop_index(f"ix_{table}_active", table)
