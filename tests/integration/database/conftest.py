@@ -13,7 +13,7 @@ from firebackup.db.session import make_engine
 from infra.local import db_volume
 from tests.integration.conftest import postgres_database
 
-VOLUME_NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+VOLUME_NOW = dt.datetime(2026, 11, 15, 12, 0, tzinfo=dt.timezone.utc)  # the newest row's time: fixed, so plans repeat
 
 
 @pytest.fixture(scope="session")
