@@ -105,7 +105,8 @@ def export_and_drop(tx: SystemTx, storage: Storage, name: str) -> int:
             written += len(rows)
             after = (rows[-1]["created_at"], rows[-1]["id"])
         out.write(squeeze.flush())
-    stored = gzip.decompress(storage.get(key)).count(b"\n")
+    with storage.open_read(key) as raw, gzip.GzipFile(fileobj=raw) as lines:  # streamed: a month may be large
+        stored = sum(piece.count(b"\n") for piece in iter(lambda: lines.read(1 << 20), b""))
     with tx() as ctx:
         conn = ctx.session.connection()
         in_table = conn.scalar(sa.text(f"SELECT count(*) FROM {name}"))
