@@ -3,7 +3,7 @@
 # Installs: .venv with the package and its dev extras (and gcloud-tasks-emulator), checkov into .venv-checkov,
 # firebase-tools (Auth emulator) into
 # infra/local/node_modules, a system user for the throwaway PostgreSQL when run as root, and
-# (as root, only if missing) Debian's Java, Node.js, PostgreSQL and chromium.
+# (as root, only if missing) Debian's Java, Node.js, PostgreSQL, PgBouncer and chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,6 +20,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's br
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+# PgBouncer in transaction mode, in front of the test PostgreSQL (tests/integration/database).
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "apt-get install ${missing[*]}"

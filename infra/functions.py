@@ -96,6 +96,7 @@ CONTROL_PLANE_ENV: frozenset[str] = frozenset({
     "FIREBACKUP_TASKS_WEBHOOK_QUEUE", "FIREBACKUP_TASKS_WEBHOOK_LIMITS",
     "FIREBACKUP_BACKUP_WORKER_URL", "FIREBACKUP_RESTORE_WORKER_URL", "FIREBACKUP_TASKS_SERVICE_ACCOUNT",
     "FIREBACKUP_WORKER_SECRET",
+    "FIREBACKUP_DB_POOL_SIZE", "FIREBACKUP_DB_MAX_OVERFLOW", "FIREBACKUP_DB_POOL_TIMEOUT", "FIREBACKUP_DB_POOL_RECYCLE",
 })
 # Reading a connected project with the credentials its owner granted (OAuth refresh tokens need the client).
 _TENANT_SOURCES = frozenset({"FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_CLIENT_SECRET", "FIREBACKUP_OAUTH_TOKEN_URI"})
@@ -111,7 +112,8 @@ ENVIRONMENT: Mapping[str, frozenset[str]] = MappingProxyType({
     "backup_worker": CONTROL_PLANE_ENV | _TENANT_SOURCES | _TASK_RUNNER,
     "restore_worker": CONTROL_PLANE_ENV | _TENANT_SOURCES | _TASK_RUNNER,
     "scheduler": CONTROL_PLANE_ENV,
-    "maintenance": CONTROL_PLANE_ENV | {"FIREBACKUP_REAP_AFTER_SECONDS"},
+    "maintenance": CONTROL_PLANE_ENV | {"FIREBACKUP_REAP_AFTER_SECONDS", "FIREBACKUP_AUDIT_PARTITIONS_AHEAD",
+                                        "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL"},
     # The PITR capture function (Firestore change events): it completes an oversized event by reading
     # the document with the project's own credentials, and enqueues nothing.
     "pitr_capture": (CONTROL_PLANE_ENV - {"FIREBACKUP_WORKER_SECRET"}) | _TENANT_SOURCES,
@@ -140,5 +142,7 @@ NOT_DEPLOYED: Mapping[str, str] = MappingProxyType({
     "FIREBACKUP_MAINTENANCE_TOPIC": "read by `python -m firebackup.services.ticks`; terraform creates the topics",
     "FIREBACKUP_SCHEDULER_LOCATION": "read by `python -m firebackup.services.ticks`; terraform creates the jobs",
     "FIREBACKUP_KMS": "tests only: `fake:<folder>` (with FIREBACKUP_ALLOW_FAKE_KMS=1) selects the test KMS; unset, Cloud KMS",
+    "FIREBACKUP_REPORTING_DATABASE_URL": "a self-hosted read replica by URL; Cloud SQL replicas through the connector "
+                                         "have no setting yet, so deployments read reports from the primary",
     "GOOGLE_CLOUD_PROJECT": "a fallback for FIREBACKUP_GCP_PROJECT and FIREBACKUP_FIREBASE_PROJECT, which are set",
 })

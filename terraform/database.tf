@@ -47,6 +47,10 @@ resource "google_sql_database_instance" "main" {
       value = "on"
     }
     database_flags {
+      name  = "max_connections"
+      value = tostring(var.db_pool.server_max_connections)
+    }
+    database_flags {
       name  = "log_checkpoints"
       value = "on"
     }

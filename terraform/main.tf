@@ -97,8 +97,11 @@ locals {
       timeout   = 540
       max       = 1
       min       = 0
-      env       = ["FIREBACKUP_REAP_AFTER_SECONDS"]
-      secrets   = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
+      env = [
+        "FIREBACKUP_REAP_AFTER_SECONDS",
+        "FIREBACKUP_AUDIT_PARTITIONS_AHEAD", "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL",
+      ]
+      secrets = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
     }
     pitr_capture = {
       signature = "cloudevent"
@@ -130,6 +133,7 @@ locals {
     "FIREBACKUP_TASKS_RESTORE_QUEUE", "FIREBACKUP_TASKS_RESTORE_LIMITS",
     "FIREBACKUP_TASKS_WEBHOOK_QUEUE", "FIREBACKUP_TASKS_WEBHOOK_LIMITS",
     "FIREBACKUP_BACKUP_WORKER_URL", "FIREBACKUP_RESTORE_WORKER_URL", "FIREBACKUP_TASKS_SERVICE_ACCOUNT",
+    "FIREBACKUP_DB_POOL_SIZE", "FIREBACKUP_DB_MAX_OVERFLOW", "FIREBACKUP_DB_POOL_TIMEOUT", "FIREBACKUP_DB_POOL_RECYCLE",
   ]
   # Differs per function: each logs in to Cloud SQL as its own service account.
   per_identity_env = ["FIREBACKUP_CLOUDSQL_IAM_USER"]
@@ -175,6 +179,15 @@ locals {
     FIREBACKUP_CHUNKS_PER_TASK          = "1"
     FIREBACKUP_LEASE_SECONDS            = "600"
     FIREBACKUP_REAP_AFTER_SECONDS       = "1800"
+    # docs/database.md: each instance runs one request at a time (max_instance_request_concurrency = 1),
+    # so one connection plus one spare; check "connection_budget" holds the sum to the server's limit.
+    FIREBACKUP_DB_POOL_SIZE           = tostring(var.db_pool.size)
+    FIREBACKUP_DB_MAX_OVERFLOW        = tostring(var.db_pool.max_overflow)
+    FIREBACKUP_DB_POOL_TIMEOUT        = tostring(var.db_pool.timeout)
+    FIREBACKUP_DB_POOL_RECYCLE        = tostring(var.db_pool.recycle)
+    FIREBACKUP_AUDIT_PARTITIONS_AHEAD = tostring(var.audit_log.partitions_ahead)
+    FIREBACKUP_AUDIT_RETENTION_MONTHS = tostring(var.audit_log.retention_months)
+    FIREBACKUP_AUDIT_ARCHIVE_URL      = var.audit_log.archive_url
   }
 }
 
@@ -184,4 +197,15 @@ resource "google_project_service" "apis" {
   project            = var.project_id
   service            = each.value
   disable_on_destroy = false
+}
+
+# docs/database.md's formula: every instance's pool at its fullest stays under the server's limit,
+# less the superuser slots and a reserve for migrations, maintenance and an operator.
+check "connection_budget" {
+  assert {
+    condition = sum([for name, f in local.platform_functions :
+      try(var.function_sizes[name].max_instances, f.max) * (var.db_pool.size + var.db_pool.max_overflow)
+    ]) <= var.db_pool.server_max_connections - 3 - var.db_pool.reserve
+    error_message = "The functions' connection pools can exceed Cloud SQL's max_connections: lower max_instances or db_pool, or raise db_pool.server_max_connections (docs/database.md)."
+  }
 }

@@ -182,6 +182,37 @@ variable "dashboard" {
   default     = {}
 }
 
+variable "db_pool" {
+  type = object({
+    size                   = optional(number, 1)
+    max_overflow           = optional(number, 1)
+    timeout                = optional(number, 10)
+    recycle                = optional(number, 1800)
+    server_max_connections = optional(number, 400)
+    reserve                = optional(number, 10)
+  })
+  description = "Each function instance's database pool (size + max_overflow connections at most) and the server's max_connections flag; the sum over max instances must fit (docs/database.md)."
+  default     = {}
+  validation {
+    condition     = var.db_pool.size >= 1 && var.db_pool.max_overflow >= 0 && var.db_pool.timeout > 0 && var.db_pool.server_max_connections >= 25
+    error_message = "db_pool: size at least 1, max_overflow at least 0, timeout above 0, server_max_connections at least 25."
+  }
+}
+
+variable "audit_log" {
+  type = object({
+    partitions_ahead = optional(number, 3)
+    retention_months = optional(number, 0)
+    archive_url      = optional(string, "")
+  })
+  description = "The audit log's monthly partitions: created ahead; with retention_months > 0, older months are archived to archive_url (the maintenance identity must be able to write there) and dropped."
+  default     = {}
+  validation {
+    condition     = var.audit_log.partitions_ahead >= 1 && var.audit_log.retention_months >= 0 && (var.audit_log.retention_months == 0 || var.audit_log.archive_url != "")
+    error_message = "audit_log: partitions_ahead at least 1; a retention needs an archive_url (months are archived before they are dropped)."
+  }
+}
+
 variable "oauth_client_secret" {
   type        = string
   description = "The OAuth client's secret, stored in Secret Manager; null: none (keep it out of state by adding a version yourself)."

@@ -75,3 +75,9 @@ def postgres_server() -> Iterator[stack.Service]:
 def project_id() -> str:
     """A project id unique to this test, so tests can share one emulator without seeing each other's data."""
     return f"test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_server(postgres_server: stack.Service) -> Iterator[stack.Service]:
+    """PgBouncer in transaction mode in front of postgres_server (any database name there); env DATABASE_URL."""
+    yield from _serve(lambda: stack.start_pgbouncer(postgres_server))

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 # gRPC's post-fork handler (grpcio >= 1.81, grpc/grpc#43055) restarts its epoll poller in a
 # child forked by subprocess.Popen; once Popen closes the inherited descriptors the poller hits
@@ -553,24 +553,77 @@ def start_postgres(timeout: float = 60) -> Service:
                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=200"], None, wd
 
-    def url_for(port, db=POSTGRES_DB):
-        return f"postgresql+pg8000://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{HOST}:{port}/{db}"
+    def create_database(conn) -> None:
+        if not conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=POSTGRES_DB):
+            conn.run(f'CREATE DATABASE "{POSTGRES_DB}"')
 
-    def probe_for(port):
-        def probe():
-            import pg8000.native  # noqa: PLC0415
-            conn = pg8000.native.Connection(POSTGRES_USER, host=HOST, port=port, password=POSTGRES_PASSWORD,
-                                            database="postgres", timeout=3)
-            try:
-                if not conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=POSTGRES_DB):
-                    conn.run(f'CREATE DATABASE "{POSTGRES_DB}"')
-            finally:
-                conn.close()
-            return True
-        return probe
+    return _start("postgres", build, lambda port: _pg_probe(port, "postgres", create_database),
+                  lambda p: {"DATABASE_URL": _pg_url(p)}, timeout=timeout, url_for=_pg_url, user=user,
+                  stop_signal=signal.SIGINT, workdir=workdir)
 
-    return _start("postgres", build, probe_for, lambda p: {"DATABASE_URL": url_for(p)}, timeout=timeout,
-                  url_for=url_for, user=user, stop_signal=signal.SIGINT, workdir=workdir)
+
+def _pg_url(port: int, db: str = POSTGRES_DB) -> str:
+    return f"postgresql+pg8000://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{HOST}:{port}/{db}"
+
+
+def _pg_probe(port: int, database: str, check: Callable[[Any], None]) -> Callable[[], bool]:
+    """Ready when a pg8000 connection to `database` on port opens and `check(connection)` passes."""
+    def probe() -> bool:
+        import pg8000.native  # noqa: PLC0415
+        conn = pg8000.native.Connection(POSTGRES_USER, host=HOST, port=port, password=POSTGRES_PASSWORD,
+                                        database=database, timeout=3)
+        try:
+            check(conn)
+        finally:
+            conn.close()
+        return True
+    return probe
+
+
+def pgbouncer_bin() -> str:
+    for candidate in ("/usr/sbin/pgbouncer", shutil.which("pgbouncer")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise StackError("PgBouncer not found (/usr/sbin/pgbouncer or on PATH); install it (apt install pgbouncer)")
+
+
+def start_pgbouncer(postgres: Service, timeout: float = 30, *, pool_size: int = 20) -> Service:
+    """PgBouncer in transaction mode in front of `postgres`: every database name there, same user and password.
+
+    url is the SQLAlchemy pg8000 URL of POSTGRES_DB through the pooler; env: DATABASE_URL. At most
+    `pool_size` server connections per database, however many clients connect.
+    """
+    binary = pgbouncer_bin()
+    user = _postgres_os_user()  # PgBouncer refuses to run as root, like PostgreSQL
+    workdir = tempfile.mkdtemp(prefix="firebackup-pgbouncer-")
+    ini, users = os.path.join(workdir, "pgbouncer.ini"), os.path.join(workdir, "userlist.txt")
+    Path(users).write_text(f'"{POSTGRES_USER}" "{POSTGRES_PASSWORD}"\n')
+    if user is not None:
+        os.chmod(workdir, 0o700)
+        os.chown(workdir, user.pw_uid, user.pw_gid)
+        os.chown(users, user.pw_uid, user.pw_gid)
+
+    def build(port, wd):
+        # `*`: any database name is passed through to the server's database of that name, so each
+        # test's throwaway database is reachable through the pooler too.
+        Path(ini).write_text("\n".join([
+            "[databases]",
+            f"* = host={HOST} port={postgres.port}",
+            "[pgbouncer]",
+            f"listen_addr = {HOST}", f"listen_port = {port}", "unix_socket_dir =",
+            "pool_mode = transaction", f"default_pool_size = {pool_size}", "max_client_conn = 1000",
+            "auth_type = scram-sha-256", f"auth_file = {users}",
+            # A client waiting longer than this for a server connection gets an error (SQLSTATE 08P01).
+            "query_wait_timeout = 30",
+            "",
+        ]))
+        if user is not None:
+            os.chown(ini, user.pw_uid, user.pw_gid)
+        return [binary, ini], None, wd
+
+    return _start("pgbouncer", build, lambda port: _pg_probe(port, POSTGRES_DB, lambda conn: conn.run("SELECT 1")),
+                  lambda p: {"DATABASE_URL": _pg_url(p)}, timeout=timeout, url_for=_pg_url, user=user,
+                  stop_signal=signal.SIGINT, workdir=workdir)
 
 
 STARTERS: dict[str, Callable[[], Service]] = {

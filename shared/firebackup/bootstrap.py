@@ -117,6 +117,9 @@ class ControlPlane:
     factory: sessionmaker[Session]
     ports: Ports
     workers: Workers
+    # Sessions for reporting reads (metrics, the dashboard's overview): a read replica's when
+    # settings.reporting_database_url names one, else `factory`.
+    reporting: sessionmaker[Session]
 
 
 def ports(settings: Settings, **overrides: Any) -> Ports:
@@ -162,7 +165,7 @@ def ports(settings: Settings, **overrides: Any) -> Ports:
 
 
 def metrics(settings: Settings, factory: sessionmaker[Session]) -> Metrics:
-    """The Metrics adapter settings.metrics names; its queue gauges count job rows in this database."""
+    """The Metrics adapter settings.metrics names; its queue gauges count job rows through `factory` (reporting)."""
     from firebackup.runtime.metrics import LogMetrics, PrometheusMetrics
     from firebackup.services.job_store import queue_depth
 
@@ -192,8 +195,10 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
 
         upgrade(engine)
     factory = make_session_factory(engine)
+    reporting = (make_session_factory(make_engine(settings, url=settings.reporting_database_url))
+                 if settings.reporting_database_url else factory)
     if overrides.get("metrics") is None:
-        overrides["metrics"] = metrics(settings, factory)
+        overrides["metrics"] = metrics(settings, reporting)
     chosen = overrides.get("queue") is None
     in_process = chosen and settings.queue == "local"
     if in_process:
@@ -208,7 +213,7 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
         workers = attach(built.queue, factory, built, threads=settings.worker_threads)
     else:
         workers = Workers(factory, built, threads=settings.worker_threads)
-    return ControlPlane(settings, engine, factory, built, workers)
+    return ControlPlane(settings, engine, factory, built, workers, reporting)
 
 
 T = TypeVar("T")

@@ -29,6 +29,8 @@ FireBackupError                   base; str(e) is one line: what, where, what to
 │   └── KmsUnavailable            + TransientError: Cloud KMS unreachable, overloaded or timed out
 ├── QueueError                    the task queue (Cloud Tasks) refused a task: missing queue, no permission
 │   └── QueueUnavailable          + TransientError: the queue service unreachable, overloaded or timed out
+├── DatabaseUnavailable           + TransientError: the metadata database refused or dropped the connection,
+│                                 or none came free in the pool in time (db/session.py translates)
 ├── IntegrityError                stored bytes are not what was written; names chunk and frame
 │   ├── WrongKeyOrTampered        authentication failed: "wrong key, or the data was altered"
 │   ├── CorruptData               structurally broken (bad magic, bad length, bad record)
@@ -171,6 +173,10 @@ class QueueError(FireBackupError):
 
 class QueueUnavailable(QueueError, TransientError):
     pass
+
+
+class DatabaseUnavailable(TransientError):
+    """The metadata database is at its limit or unreachable; the unit of work was rolled back whole."""
 
 
 class IntegrityError(FireBackupError):

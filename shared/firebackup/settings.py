@@ -143,6 +143,25 @@ class Settings:
     firebase_web_api_key: str | None = None
     # Offer "Sign in with Google" on the dashboard (the provider enabled in Firebase Auth; cloud only).
     dashboard_google_sign_in: bool = False
+    # The metadata database's connection budget (docs/database.md has the formula): one process (a
+    # function instance) holds at most db_pool_size + db_max_overflow connections, sized to what it
+    # runs at once (worker_threads tasks, or the API's concurrent requests). A request that waits
+    # db_pool_timeout seconds for one answers 503 with Retry-After (a task: retried later); a
+    # connection older than db_pool_recycle seconds is replaced, below the server's and PgBouncer's
+    # idle limits.
+    db_pool_size: int = 2
+    db_max_overflow: int = 1
+    db_pool_timeout: float = 10.0
+    db_pool_recycle: float = 1800.0
+    # Reporting reads (the metrics' queue gauges, the dashboard's overview) on their own engine, e.g. a
+    # read replica; None: the primary database.
+    reporting_database_url: str | None = None
+    # The audit log on PostgreSQL is partitioned by month: maintenance creates partitions this many months
+    # ahead, and detaches the ones older than audit_retention_months (0: keep every month), exports them
+    # to audit_archive_url (the platform's own storage, as JSON lines, gzip) and only then drops them.
+    audit_partitions_ahead: int = 3
+    audit_retention_months: int = 0
+    audit_archive_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -218,6 +237,15 @@ class Settings:
             fake_kms_folder=_fake_kms(env),
             firebase_web_api_key=env.get("FIREBACKUP_FIREBASE_WEB_API_KEY") or None,
             dashboard_google_sign_in=_flag(env, "FIREBACKUP_DASHBOARD_GOOGLE_SIGN_IN"),
+            db_pool_size=_count(env, "FIREBACKUP_DB_POOL_SIZE", cls.db_pool_size, least=1),
+            db_max_overflow=_count(env, "FIREBACKUP_DB_MAX_OVERFLOW", cls.db_max_overflow),
+            db_pool_timeout=_float(env, "FIREBACKUP_DB_POOL_TIMEOUT", cls.db_pool_timeout),
+            db_pool_recycle=_float(env, "FIREBACKUP_DB_POOL_RECYCLE", cls.db_pool_recycle),
+            reporting_database_url=env.get("FIREBACKUP_REPORTING_DATABASE_URL", "").strip() or None,
+            audit_partitions_ahead=_count(env, "FIREBACKUP_AUDIT_PARTITIONS_AHEAD", cls.audit_partitions_ahead,
+                                          least=1),
+            audit_retention_months=_count(env, "FIREBACKUP_AUDIT_RETENTION_MONTHS", cls.audit_retention_months),
+            audit_archive_url=env.get("FIREBACKUP_AUDIT_ARCHIVE_URL", "").strip() or None,
         )
 
 
@@ -341,3 +369,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as e:
         raise UsageError(f"{name}={raw!r} is not an integer; set a whole number") from e
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, least: int = 0) -> int:
+    """A whole number of at least `least` (a pool size, a number of months)."""
+    value = _int(env, name, default)
+    if value < least:
+        raise UsageError(f"{name}={value} is below {least}; set a whole number of at least {least}")
+    return value

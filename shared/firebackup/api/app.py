@@ -23,6 +23,8 @@ from firebackup.api.openapi import build_openapi
 from firebackup.api.routes import ROUTES, Route
 from firebackup.api.schemas import ApiRequest
 from firebackup.db.models import AuditLog, Organization
+from firebackup.engine.jobs import one_line
+from firebackup.errors import TransientError
 from firebackup.runtime.metrics import Metrics, PrometheusMetrics
 from firebackup.services.context import Ctx, Ports
 from firebackup.services.errors import NotFound, PermissionDenied, ServiceError, Unauthenticated
@@ -31,6 +33,7 @@ from firebackup.services.identity import authenticate, authorize
 log = logging.getLogger("firebackup.api")
 PREFIX = "/v1"
 SessionFactory = sessionmaker[Session]
+RETRY_AFTER_SECONDS = 5  # how long a 503 asks a client to wait before it tries again
 
 
 def _clean_errors(e: ValidationError) -> list[dict[str, Any]]:
@@ -66,6 +69,14 @@ def create_app(ports: Ports, session_factory: SessionFactory) -> Flask:
         code = re.sub(r"\W+", "_", (e.name or "error").lower()).strip("_")
         headers = e.get_headers() if e.code == 405 else None
         return error_response(e.code or 500, code, e.description or e.name, headers=headers)
+
+    @app.errorhandler(TransientError)
+    def unavailable(e: TransientError) -> Response:
+        # The database at its limit (or a storage or KMS hiccup): the request's transaction was rolled
+        # back whole, so asking again later is safe. Never a 500: nothing is wrong with the request.
+        log.warning("%s %s -> 503: %s", request.method, request.path, one_line(e))
+        return error_response(503, "unavailable", "the service is busy; retry after a few seconds",
+                              headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> Response:

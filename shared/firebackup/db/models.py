@@ -121,9 +121,16 @@ class StorageDestination(Base):
 BACKUP_STATES = ("pending", "running", "completed", "failed", "cancelled")
 
 
+def _active_jobs_index(table: str) -> sa.Index:
+    """A partial index on the few jobs still pending or running, out of a table of mostly finished ones."""
+    active = sa.text("state IN ('pending', 'running')")
+    return sa.Index(f"ix_{table}_active", "state", postgresql_where=active, sqlite_where=active)
+
+
 class Backup(Base):
     __tablename__ = "backups"
-    __table_args__ = (sa.Index("ix_backups_org_created", "org_id", "id"),)
+    # The organization's list, newest first by cursor; the active jobs (the reaper, the queue gauges).
+    __table_args__ = (sa.Index("ix_backups_org_created", "org_id", "id"), _active_jobs_index("backups"))
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("bkp"))
     org_id: Mapped[str] = mapped_column(ID, _org_fk())
     # NULL once the project or destination is deleted with ?backups=detach: the record stays, read-only.
@@ -190,6 +197,7 @@ class JobTask(Base):
 
 class Restore(Base):
     __tablename__ = "restores"
+    __table_args__ = (_active_jobs_index("restores"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("rst"))
     org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
     backup_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("backups.id", ondelete="CASCADE"))
@@ -220,6 +228,9 @@ class Restore(Base):
 
 class Schedule(Base):
     __tablename__ = "schedules"
+    # The scheduler's tick reads the enabled schedules that are due (or not yet worked out) only.
+    __table_args__ = (sa.Index("ix_schedules_due", "next_run_at", postgresql_where=sa.text("enabled"),
+                               sqlite_where=sa.text("enabled")),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("sch"))
     org_id: Mapped[str] = mapped_column(ID, _org_fk(), index=True)
     project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
@@ -232,6 +243,9 @@ class Schedule(Base):
     collections: Mapped[list | None] = mapped_column(sa.JSON)
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the latest due instant started
+    # The first due instant after last_run_at (or creation), worked out by the scheduler's tick; None: not
+    # yet (a new or changed schedule), so the next tick looks at it.
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -280,6 +294,8 @@ class WebhookDelivery(Base):
 
 
 class AuditLog(Base):
+    """The audit log; on PostgreSQL partitioned by month (db/partitions.py), its key there (id, created_at)."""
+
     __tablename__ = "audit_log"
     __table_args__ = (sa.Index("ix_audit_org_id", "org_id", "id"),)
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=lambda: new_id("aud"))

@@ -1,5 +1,5 @@
 """What the hourly `maintenance` function runs: retention, the reaper, webhook redelivery, PITR compaction,
-and keyed fingerprints for secrets stored before fingerprints were keyed.
+the audit log's partitions, and keyed fingerprints for secrets stored before fingerprints were keyed.
 
 Each step runs on its own: one that fails is logged and reported, and the others still run
 (a destination that is down must not keep lost jobs `running`, nor stop webhooks).
@@ -41,6 +41,8 @@ class Report:
     reaped: list[str] = field(default_factory=list)
     webhooks_redelivered: int = 0
     refingerprinted: int = 0
+    audit_partitions_created: list[str] = field(default_factory=list)
+    audit_partitions_archived: dict[str, int] = field(default_factory=dict)  # partition -> rows, then dropped
     errors: list[str] = field(default_factory=list)
 
 
@@ -57,6 +59,7 @@ def run(tx: SystemTx, now: dt.datetime, *, reap_after: dt.timedelta) -> Report:
         ("webhooks", webhooks),
         ("pitr", lambda: compact_pitr(tx, now)),
         ("fingerprints", lambda: setattr(report, "refingerprinted", refingerprint_secrets(tx))),
+        ("audit_partitions", lambda: _audit_partitions(tx, now, report)),
     ]
     for name, step in steps:
         try:
@@ -139,6 +142,14 @@ def _fail_lost(tx: SystemTx, model: type[JobRow], job_id: str, now: dt.datetime,
 
 
 # --- hooks for what other modules own -----------------------------------------------------------------
+
+def _audit_partitions(tx: SystemTx, now: dt.datetime, report: Report) -> None:
+    """The audit log's monthly partitions (PostgreSQL): created ahead, expired ones archived (services/audit_archive.py)."""
+    from firebackup.services.audit_archive import maintain
+
+    done = maintain(tx, now)
+    report.audit_partitions_created, report.audit_partitions_archived = done.created, done.archived
+
 
 def redeliver_webhooks(tx: SystemTx, now: dt.datetime) -> int:
     """Hand the webhook deliveries whose task was lost (overdue) back to the webhook queue; returns how many.

@@ -356,6 +356,8 @@ def update_schedule(ctx: Ctx, org_id: str, schedule_id: str, cmd: UpdateSchedule
     cron = cmd.cron if isinstance(cmd.cron, str) and cmd.cron else row.cron
     tz = cmd.timezone if isinstance(cmd.timezone, str) and cmd.timezone else row.timezone
     parse_cron(cron, tz)
+    if (cron, tz) != (row.cron, row.timezone):
+        row.next_run_at = None  # the scheduler's next tick works it out again
     row.cron, row.timezone = cron, tz
     if isinstance(cmd.name, str):
         row.name = cmd.name

@@ -10,6 +10,10 @@ an older instant after a newer one has run.
 
 A tick starts only the latest due instant in (last_run_at, now]: after an outage the schedule
 runs once, not once per missed minute.
+
+A tick reads only the schedules due by now: each stores its next due instant (next_run_at, set
+when it starts or when a tick finds it not due yet; NULL when new or its expression changed, so
+the next tick works it out), and a partial index on the enabled ones serves the query.
 """
 
 from __future__ import annotations
@@ -50,15 +54,21 @@ def run_due(tx: SystemTx, now: dt.datetime) -> list[str]:
     """
     with tx() as ctx:
         candidates = [_Due(s.id, s.cron, s.timezone, s.last_run_at or s.created_at) for s in ctx.session.scalars(
-            sa.select(Schedule).where(Schedule.enabled.is_(True)).order_by(Schedule.id))]
+            # `enabled`, not `enabled IS true`: PostgreSQL proves only the former matches the partial
+            # index ix_schedules_due (WHERE enabled).
+            sa.select(Schedule).where(Schedule.enabled, sa.or_(Schedule.next_run_at.is_(None),
+                                                               Schedule.next_run_at <= now))
+            .order_by(Schedule.id))]
     started = []
     for cand in candidates:
         try:
-            due = parse_cron(cand.cron, cand.timezone).latest_at_or_before(now)
+            cron = parse_cron(cand.cron, cand.timezone)
+            due = cron.latest_at_or_before(now)
             if due is None or due <= cand.since:
+                _remember_next(tx, cand, cron.next_after(cand.since))
                 continue
             with tx() as ctx:
-                backup_id = _start(ctx, cand.schedule_id, due)
+                backup_id = _start(ctx, cand.schedule_id, due, cron.next_after(due))
         except (sa.exc.IntegrityError, _NotToRun):
             continue  # another tick started this instant (or a newer one) first, or it was disabled
         except FireBackupError as e:
@@ -68,7 +78,14 @@ def run_due(tx: SystemTx, now: dt.datetime) -> list[str]:
     return started
 
 
-def _start(ctx: Ctx, schedule_id: str, due: dt.datetime) -> str:
+def _remember_next(tx: SystemTx, cand: _Due, next_at: dt.datetime | None) -> None:
+    """Store when the schedule is next due, so ticks before then skip it; not if its expression changed meanwhile."""
+    with tx() as ctx:
+        ctx.session.execute(sa.update(Schedule).where(Schedule.id == cand.schedule_id, Schedule.cron == cand.cron,
+                                                      Schedule.timezone == cand.timezone).values(next_run_at=next_at))
+
+
+def _start(ctx: Ctx, schedule_id: str, due: dt.datetime, next_at: dt.datetime | None) -> str:
     """In one transaction: claim (schedule, due) with its unique row, then start the backup; returns its id."""
     run = ScheduleRun(schedule_id=schedule_id, due_at=due)
     ctx.session.add(run)
@@ -76,7 +93,7 @@ def _start(ctx: Ctx, schedule_id: str, due: dt.datetime) -> str:
     moved = ctx.session.connection().execute(
         sa.update(Schedule).where(Schedule.id == schedule_id, Schedule.enabled.is_(True),
                                   sa.or_(Schedule.last_run_at.is_(None), Schedule.last_run_at < due))
-        .values(last_run_at=due)).rowcount
+        .values(last_run_at=due, next_run_at=next_at)).rowcount
     if not moved:
         raise _NotToRun(schedule_id)
     sch = ctx.session.get(Schedule, schedule_id)

@@ -99,3 +99,36 @@ def test_a_schedule_never_run_counts_from_its_creation(world, queue, tx) -> None
     schedule(world, org, cron="0 3 * * *", tz="UTC", created_at=T0 + timedelta(hours=3, minutes=1))
     assert run_due(tx, T0 + timedelta(hours=12)) == []  # 03:00 came before the schedule existed
     assert len(run_due(tx, T0 + timedelta(days=1, hours=3))) == 1
+
+
+def _next_run(tx: SystemTx, sid: str) -> datetime | None:
+    with tx() as ctx:
+        return ctx.session.get(Schedule, sid).next_run_at
+
+
+def test_a_tick_stores_each_schedules_next_instant_and_later_ticks_skip_it_until_then(world, queue, tx) -> None:
+    org = world.org()
+    sid = schedule(world, org, cron="0 3 * * *", tz="UTC")
+    assert _next_run(tx, sid) is None  # a new schedule: the next tick works it out
+    assert run_due(tx, T0 + timedelta(hours=1)) == []
+    assert _next_run(tx, sid) == T0 + timedelta(hours=3)
+    started = run_due(tx, T0 + timedelta(hours=3))
+    assert len(started) == 1
+    assert _next_run(tx, sid) == T0 + timedelta(days=1, hours=3)
+    # A tick before then finds nothing to do and leaves the stored instant as it is.
+    assert run_due(tx, T0 + timedelta(days=1, hours=2, minutes=59)) == []
+    assert _next_run(tx, sid) == T0 + timedelta(days=1, hours=3)
+
+
+def test_a_changed_expression_is_worked_out_again_by_the_next_tick(world, queue, tx) -> None:
+    from firebackup.services.commands import UpdateSchedule
+    from firebackup.services.resources import update_schedule
+
+    org = world.org()
+    sid = schedule(world, org, cron="0 3 * * *", tz="UTC")
+    assert run_due(tx, T0 + timedelta(hours=1)) == []
+    with tx() as ctx:
+        update_schedule(ctx, org.id, sid, UpdateSchedule(cron="30 1 * * *"))
+    assert _next_run(tx, sid) is None
+    assert len(run_due(tx, T0 + timedelta(hours=1, minutes=30))) == 1
+    assert _next_run(tx, sid) == T0 + timedelta(days=1, hours=1, minutes=30)
