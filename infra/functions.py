@@ -40,12 +40,22 @@ class PubSubMessage:
 
 
 @dataclass(frozen=True)
+class FirestoreWrite:
+    """A Firestore document write, delivered as Eventarc delivers `document.v1.written` (binary, protobuf)."""
+
+    project: str
+    database: str
+    document: str  # path relative to documents/
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # string fields of the new version
+
+
+@dataclass(frozen=True)
 class Function:
     """One deployable function: its signature type and a request it must answer."""
 
     name: str
     signature: Signature
-    sample: HttpCall | PubSubMessage
+    sample: HttpCall | PubSubMessage | FirestoreWrite
 
     @property
     def entry_point(self) -> str:
@@ -67,6 +77,9 @@ FUNCTIONS: tuple[Function, ...] = (
     # Cloud Scheduler ticks: the functions read the time, not the message, so any payload does.
     Function("scheduler", "cloudevent", PubSubMessage("firebackup-scheduler-tick", b"tick")),
     Function("maintenance", "cloudevent", PubSubMessage("firebackup-maintenance-tick", b"tick")),
+    # A write in a project nobody enabled PITR for: acknowledged (2xx) and dropped with a log line.
+    Function("pitr_capture", "cloudevent", FirestoreWrite("demo-unknown", "(default)", "users/u1/orders/o1",
+                                                         MappingProxyType({"item": "book"}))),
 )
 
 

@@ -135,6 +135,13 @@ class Settings:
     maintenance_topic: str = "firebackup-maintenance-tick"
     gcp_project: str | None = None
     scheduler_location: str = "us-central1"
+    # PITR capture: how long a process trusts what it read of a project's PITR configuration (enabled,
+    # key) before asking the database again; 0 asks on every event.
+    pitr_config_cache_seconds: float = 30.0
+    # PITR compaction (maintenance): captured changes older than this move into segment objects, at
+    # most pitr_segment_changes per segment.
+    pitr_compact_after_seconds: int = 3600
+    pitr_segment_changes: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -207,6 +214,10 @@ class Settings:
             maintenance_topic=env.get("FIREBACKUP_MAINTENANCE_TOPIC") or cls.maintenance_topic,
             gcp_project=env.get("FIREBACKUP_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or None,
             scheduler_location=env.get("FIREBACKUP_SCHEDULER_LOCATION") or cls.scheduler_location,
+            pitr_config_cache_seconds=_float(env, "FIREBACKUP_PITR_CONFIG_CACHE_SECONDS",
+                                             cls.pitr_config_cache_seconds, zero=True),
+            pitr_compact_after_seconds=_int(env, "FIREBACKUP_PITR_COMPACT_AFTER_SECONDS", cls.pitr_compact_after_seconds),
+            pitr_segment_changes=_int(env, "FIREBACKUP_PITR_SEGMENT_CHANGES", cls.pitr_segment_changes),
         )
 
 

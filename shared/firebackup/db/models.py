@@ -335,19 +335,30 @@ class PITRConfig(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     retention_days: Mapped[int] = mapped_column(sa.Integer, default=7)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The project's PITR data key, wrapped by the organization's KEK (kek_id names it; pitr/sealing.py).
+    wrapped_dek: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    kek_id: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
 
 
 class PITRChange(Base):
-    """One captured document write; (project_id, event_id) makes redelivered events idempotent."""
+    """One captured document write; (project_id, event_id) makes redelivered events idempotent.
+
+    event_id is the write's identity, not the delivery's: a digest of path and version instant
+    (services/pitr.py), so one write delivered twice under two event ids is still one row.
+    `after` is the new document sealed with the project's PITR key (None for a delete).
+    """
 
     __tablename__ = "pitr_changes"
     __table_args__ = (
         sa.UniqueConstraint("project_id", "event_id"),
         sa.Index("ix_pitr_changes_project_time", "project_id", "update_time"),
+        sa.Index("ix_pitr_changes_project_database_time", "project_id", "database_id", "update_time"),
     )
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(sa.String(128))
+    database_id: Mapped[str] = mapped_column(sa.String(64), default="(default)")
+    operation: Mapped[str] = mapped_column(sa.String(8), default="update")  # create | update | delete
     document_path: Mapped[str] = mapped_column(sa.Text)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
     update_time_nanos: Mapped[int] = mapped_column(sa.Integer, default=0)  # sub-microsecond part

@@ -1,0 +1,38 @@
+"""point-in-time recovery capture: each change's database and operation, the project's wrapped PITR key
+
+pitr_changes gains database_id and operation and an index for (project, database, time) range
+scans; pitr_configs gains the project's PITR data key wrapped by the organization's KEK.
+
+Revision ID: 0009
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("pitr_changes") as batch:
+        batch.add_column(sa.Column("database_id", sa.String(length=64), nullable=False, server_default="(default)"))
+        batch.add_column(sa.Column("operation", sa.String(length=8), nullable=False, server_default="update"))
+        batch.create_index("ix_pitr_changes_project_database_time", ["project_id", "database_id", "update_time"])
+    with op.batch_alter_table("pitr_configs") as batch:
+        batch.add_column(sa.Column("wrapped_dek", sa.LargeBinary(), nullable=True))
+        batch.add_column(sa.Column("kek_id", sa.String(length=600), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("pitr_configs") as batch:
+        batch.drop_column("kek_id")
+        batch.drop_column("wrapped_dek")
+    with op.batch_alter_table("pitr_changes") as batch:
+        batch.drop_index("ix_pitr_changes_project_database_time")
+        batch.drop_column("operation")
+        batch.drop_column("database_id")
