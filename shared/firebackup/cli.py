@@ -165,8 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(sp)
     sp.set_defaults(func=cmd_backup)
 
-    sp = sub.add_parser("restore", help="restore a backup into a Firestore database")
-    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp = sub.add_parser("restore", help="restore a backup, or the state at an instant (--at), into a Firestore database")
+    sp.add_argument("backup_id", metavar="BACKUP_ID", nargs="?",
+                    help="the backup to restore; with --at, leave it out: the base backup is chosen for you")
+    sp.add_argument("--at", metavar="INSTANT",
+                    help="point in time (RFC 3339, e.g. 2026-11-29T10:15:00Z): the newest backup read at or "
+                         "before it plus the captured changes up to it, read from the location's pitr/ segments")
+    sp.add_argument("--source-project", metavar="ID",
+                    help="with --at: the project whose backups and changes to use (default: --project)")
+    sp.add_argument("--source-database", metavar="NAME",
+                    help="with --at: the database whose backups and changes to use (default: --database)")
+    sp.add_argument("--scope", metavar="PATH",
+                    help="with --at: a collection path (with its subcollections) or a document path "
+                         "(default: the whole database)")
     sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
     sp.add_argument("--project", required=True, metavar="ID", help="target project id")
     sp.add_argument("--database", default="(default)", metavar="NAME",
@@ -371,6 +382,10 @@ def _report_backup(out: dict[str, Any], args) -> None:
 def cmd_restore(args) -> int:
     from firebackup.engine.repository import check_backup_id
 
+    if args.at is not None or args.backup_id is None:
+        return cmd_restore_at(args)
+    if args.scope or args.source_project or args.source_database:
+        raise UsageError("restore: --scope, --source-project and --source-database go with --at")
     check_backup_id(args.backup_id)
     # lazily: the CLI's other commands start without the engine's imports
     from firebackup.engine.restore import RESULT_KEYS, RestoreRequest, run_restore
@@ -415,6 +430,53 @@ def cmd_restore(args) -> int:
         what = [f"{failed} documents were not written"] if failed else []
         what += [f"{auth_failed} Auth users were not imported"] if auth_failed else []
         say(f"restore failed: {', '.join(what)}")
+        return 1
+    return 0
+
+
+def cmd_restore_at(args) -> int:
+    """restore --at: base backup and captured changes read straight from the location with the key."""
+    from firebackup.pitr.events import parse_instant
+    from firebackup.pitr.restore import PointInTimeRequest
+    from firebackup.pitr.storage_restore import restore_from_location
+
+    if args.at is None:
+        raise UsageError("restore: pass a BACKUP_ID, or --at INSTANT for a point-in-time restore")
+    if args.backup_id is not None:
+        raise UsageError("restore: pass a BACKUP_ID or --at, not both")
+    if args.include_auth or args.collections:
+        raise UsageError("restore --at restores documents: use --scope instead of --collections; "
+                         "--include-auth restores a backup's users with BACKUP_ID")
+    request = PointInTimeRequest(at=parse_instant(args.at), project=args.project, database=args.database,
+                                 scope=args.scope, mode=args.mode, dry_run=args.dry_run,
+                                 keep_references=args.keep_references)
+    kek = load_key(args.key_file)
+    cli = _adapters()
+    repo = cli.repository(args.location)
+    try:
+        target = cli.firestore(args.project, args.database)
+        try:
+            result = restore_from_location(request, repo=repo, target=target, kek=kek,
+                                           source_project=args.source_project or args.project,
+                                           source_database=args.source_database or args.database)
+        finally:
+            target.close()
+    finally:
+        _close_repo(repo)
+    out = result.to_dict()
+    verb = "would write" if result.dry_run else "wrote"
+    say(f"restore {args.project}/{args.database} to {out['at']} from backup {result.backup_id} and "
+        f"{result.changes_applied} changed documents: {verb} {result.documents_written} documents, deleted "
+        f"{result.documents_deleted}, skipped {result.documents_skipped}, failed {result.documents_failed}, "
+        f"{out['duration_s']} s")
+    for line in result.warnings:
+        say(f"  warning: {line}")
+    if args.json:
+        emit_json(out)
+    for line in result.errors:
+        say(f"  {line}")
+    if result.documents_failed:
+        say(f"restore failed: {result.documents_failed} documents were not written")
         return 1
     return 0
 

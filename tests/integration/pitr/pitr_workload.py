@@ -9,7 +9,9 @@ event; the previous version is the `old_value`.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from google.cloud.firestore_v1.types import (
 
 from firebackup.firestore.documents import format_rfc3339
 from firebackup.pitr.events import format_ns, version_ns
+from infra.local import stack
 from infra.local.function_server import FunctionServer, firestore_write_cloudevent
 
 DocPb: Any = Document.pb()
@@ -198,10 +201,56 @@ def cloudevents(project: str, database: str, events: list[Event], *, duplicate: 
 
 
 def post_all(server: FunctionServer, events: list[tuple[dict[str, str], bytes]], *, threads: int = 16) -> list[int]:
-    """Deliver the events concurrently; the status of each, in order."""
+    """Deliver the events concurrently, each thread over one kept-alive connection; the status of each, in order."""
+    local = threading.local()
+    host, port = stack.HOST, server.service.port
+
+    def send(event: tuple[dict[str, str], bytes]) -> int:
+        for attempt in (1, 2):  # the server may close an idle kept-alive connection: open another once
+            conn = getattr(local, "conn", None) or http.client.HTTPConnection(host, port, timeout=60)
+            local.conn = conn
+            try:
+                conn.request("POST", "/", event[1], event[0])
+                answer = conn.getresponse()
+                answer.read()
+                return answer.status
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()
+                local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda e: server.deliver_firestore_write(*e).status, events))
+        return list(pool.map(send, events))
 
 
 def rfc3339(ns: int) -> str:
     return format_rfc3339(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=ns // 1000))
+
+
+def seed_project(plane: Any, source: str, location: str, key_text: str) -> tuple[str, str]:
+    """An organization whose backup key is `key_text`, a project reading `source` with PITR on, writing segments
+    to `location`; returns (org id, project row id)."""
+    from firebackup.crypto.keys import LocalKey
+    from firebackup.db.models import BackupKey, Organization, Project, StorageDestination, new_id
+    from firebackup.services import pitr
+    from firebackup.services.context import system_transactions
+
+    tx = system_transactions(plane.factory, plane.ports)
+    kek = LocalKey.from_text(key_text)
+    with tx() as ctx:
+        org = Organization(name="pitr")
+        ctx.session.add(org)
+        ctx.session.flush()
+        kid = new_id("bkk")
+        project = Project(org_id=org.id, name="source", gcp_project_id=source, auth_kind="service_account")
+        dest = StorageDestination(org_id=org.id, name="location", kind="local", url=location)
+        ctx.session.add_all([project, dest, BackupKey(id=kid, org_id=org.id, key_id=kek.key_id, key_sealed=(
+            plane.ports.sealer.seal(key_text.strip().encode(), f"backup_keys.key_sealed:{kid}")))])
+        ctx.session.flush()
+        org_id, project_id, dest_id = org.id, project.id, dest.id
+    assert plane.workers.kek(org_id).key_id == kek.key_id
+    with tx() as ctx:
+        pitr.enable(ctx, org_id, project_id, destination_id=dest_id, retention_days=7, enabled=True, kek=kek)
+    return org_id, project_id
