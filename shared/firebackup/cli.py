@@ -120,7 +120,7 @@ def _positive_int(value: str) -> int:
 from firebackup.compression import CODECS  # noqa: E402 - after the helpers it needs none of
 
 COMPRESSIONS = tuple(CODECS)
-PUBLIC_COMMANDS = "{keygen,backup,restore,verify,list,show}"
+PUBLIC_COMMANDS = "{keygen,backup,restore,history,diff,verify,list,show}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     unencrypted_flag(sp)
     json_flag(sp)
     sp.set_defaults(func=cmd_restore)
+
+    for name, what in (("history", "list one document's versions in the backups and captured changes"),
+                       ("diff", "compare one document's fields at two instants")):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("path", metavar="PATH", help="document path, e.g. users/u1/orders/o7")
+        sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+        sp.add_argument("--project", required=True, metavar="ID", help="the project the document lives in")
+        sp.add_argument("--database", default="(default)", metavar="NAME",
+                        help="its database (default: %(default)s)")
+        if name == "diff":
+            sp.add_argument("--at", action="append", default=[], required=True, metavar="INSTANT",
+                            help="an instant (RFC 3339); pass it twice")
+        key_flag(sp, "the key the backups and segments were made with")
+        json_flag(sp)
+        sp.set_defaults(func=cmd_history if name == "history" else cmd_diff)
 
     sp = sub.add_parser("verify", help="read every chunk of a backup and check it")
     sp.add_argument("backup_id", metavar="BACKUP_ID")
@@ -478,6 +493,50 @@ def cmd_restore_at(args) -> int:
     if result.documents_failed:
         say(f"restore failed: {result.documents_failed} documents were not written")
         return 1
+    return 0
+
+
+def cmd_history(args) -> int:
+    from firebackup.pitr.restore import check_scope
+    from firebackup.pitr.storage_restore import document_history
+
+    path = check_scope(args.path) or ""
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    try:
+        versions = document_history(repo, kek, project=args.project, database=args.database, path=path)
+    finally:
+        _close_repo(repo)
+    for v in versions:
+        say(f"{v.to_dict()['at']}  {v.source:<26}  {v.operation}")
+    say(f"{len(versions)} version(s) of {path}")
+    if args.json:
+        emit_json({"path": path, "versions": [v.to_dict() for v in versions]})
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from firebackup.pitr.events import format_ns
+    from firebackup.pitr.history import diff, fields_json, parse_instants
+    from firebackup.pitr.restore import check_scope
+    from firebackup.pitr.storage_restore import document_at
+
+    path = check_scope(args.path) or ""
+    first, second = parse_instants(args.at)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    try:
+        docs = [document_at(repo, kek, project=args.project, database=args.database, path=path, at=at)
+                for at in (first, second)]
+    finally:
+        _close_repo(repo)
+    changes = diff(docs[0], docs[1])
+    for c in changes:
+        say(f"{c['change']:<8} {c['field']}: {json.dumps(c['before'])} -> {json.dumps(c['after'])}")
+    say(f"{len(changes)} field(s) differ in {path} between {format_ns(first)} and {format_ns(second)}")
+    if args.json:
+        emit_json({"path": path, "at": [format_ns(first), format_ns(second)], "exists": [d is not None for d in docs],
+                   "before": fields_json(docs[0]), "after": fields_json(docs[1]), "changes": changes})
     return 0
 
 

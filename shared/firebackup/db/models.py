@@ -338,6 +338,23 @@ class PITRConfig(Base):
     # The project's PITR data key, wrapped by the organization's KEK (kek_id names it; pitr/sealing.py).
     wrapped_dek: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     kek_id: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    # Gap detection has compared every completed backup read up to here with the captured changes.
+    gaps_checked_through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PITRGap(Base):
+    """A window in which capture missed writes: instants in (start_ns, end_ns) are uncertain."""
+
+    __tablename__ = "pitr_gaps"
+    __table_args__ = (sa.UniqueConstraint("project_id", "start_ns", "end_ns"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    start_ns: Mapped[int] = mapped_column(sa.BigInteger)  # the last captured instant before the missed writes
+    end_ns: Mapped[int] = mapped_column(sa.BigInteger)  # the first captured instant after them (or the backup's)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    backup_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the backup that saw the missed writes
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class PITRChange(Base):

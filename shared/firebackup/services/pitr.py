@@ -9,6 +9,7 @@ acknowledged with one log line: Eventarc would otherwise retry it for days.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import logging
@@ -26,7 +27,8 @@ from firebackup.db.models import PITRChange, PITRConfig, Project, StorageDestina
 from firebackup.pitr.events import DELETE, CapturedWrite, ns_datetime
 from firebackup.pitr.restore import Change
 from firebackup.pitr.sealing import ChangeSealer, wrap_context
-from firebackup.services.context import Ctx, SystemTx
+from firebackup.services.commands import ConfigurePitr, RestoreAt
+from firebackup.services.context import Ctx, Role, SystemTx
 from firebackup.services.errors import Invalid, NotFound
 
 log = logging.getLogger("firebackup.pitr")
@@ -387,6 +389,7 @@ def compact_all(tx: SystemTx, now: dt.datetime, *, older_than: dt.timedelta, max
         ids = list(ctx.session.scalars(sa.select(PITRConfig.project_id).order_by(PITRConfig.project_id)))
     total = Compaction()
     for project_id in ids:
+        check_backups(tx, project_id)  # before compaction and retention touch the changes it compares
         for part in (compact_project(tx, project_id, now - older_than, max_changes=max_changes),
                      expire(tx, project_id, now)):
             total.segments += part.segments
@@ -396,23 +399,260 @@ def compact_all(tx: SystemTx, now: dt.datetime, *, older_than: dt.timedelta, max
     return total
 
 
-def captured_changes(tx: SystemTx, project_id: str, *, after: int, upto: int,
-                     prefix: str | None = None) -> list[Change]:
+def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None) -> list[Change]:
     """Every captured change of the project in (after, upto]: the rows and the segments in storage."""
     from firebackup.pitr.restore import in_scope
     from firebackup.pitr.segments import list_segments, stored_changes
 
-    with tx() as ctx:
-        out = list(changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
-        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
-        project = ctx.session.get(Project, project_id)
-        if config is None or project is None:
-            raise NotFound(f"PITR is not configured for project {project_id}")
-        repo, kek = _open_segments(ctx, config), _org_kek(ctx, config.org_id)
-        source = (project.gcp_project_id, project.database_id)
+    out = list(changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    project = ctx.session.get(Project, project_id)
+    if config is None or project is None:
+        raise NotFound(f"PITR is not configured for project {project_id}")
+    repo, kek = _open_segments(ctx, config), _org_kek(ctx, config.org_id)
     try:
-        segments = list_segments(repo, kek, project=source[0], database=source[1])
+        segments = list_segments(repo, kek, project=project.gcp_project_id, database=project.database_id)
         out.extend(c for c in stored_changes(repo, segments, kek, after=after, upto=upto) if in_scope(c.path, prefix))
     finally:
         repo.storage.close()
     return out
+
+
+# --- gaps: writes capture missed, seen by a backup ----------------------------------------------------
+
+def _backup_documents(ctx: Ctx, backup: Any) -> dict[str, int]:
+    """Path -> update_time (ns) of every document in a completed backup, read with the key it names."""
+    from firebackup.engine.repository import Repository
+    from firebackup.firestore.documents import decode_timestamp, first_len_field
+    from firebackup.pitr.events import version_ns
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import open_destination
+
+    dest = ctx.session.get(StorageDestination, backup.destination_id)
+    if dest is None or backup.repo_backup_id is None:
+        return {}
+    repo = Repository(open_destination(ctx, dest))
+    try:
+        kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
+        kek = kek_named(ctx, backup.org_id, kek_id) if kek_id else None
+        manifest, dek = repo.read_manifest(backup.repo_backup_id, kek)
+        prefix = len(f"projects/{manifest.source.get('project')}/databases/"
+                     f"{manifest.source.get('database') or '(default)'}/documents/")
+        seen: dict[str, int] = {}
+        for entry in manifest.chunks:
+            if entry.kind != "docs":
+                continue
+            for records in repo.iter_record_batches(backup.repo_backup_id, entry, dek):
+                for raw in records:  # maintenance only: a pass over the backup's names and update times
+                    stamp = first_len_field(raw, 4, "Document")
+                    name = first_len_field(raw, 1, "Document")
+                    if stamp is not None and name is not None:
+                        seen[name[prefix:].decode()] = version_ns(*decode_timestamp(stamp))
+        return seen
+    finally:
+        repo.storage.close()
+
+
+def gap_windows(seen: dict[str, int], captured: list[Change], *, start: int, read_time: int) -> list[tuple[int, int]]:
+    """Windows (lo, hi) around each update a backup saw that capture has no change for.
+
+    lo is the last captured instant before the missed update (or the start of capture), hi the
+    first captured instant after it (or the backup's read time): every missed instant lies strictly
+    inside, and no captured one does.
+    """
+    import bisect
+
+    versions: dict[str, set[int]] = {}
+    for c in captured:
+        versions.setdefault(c.path, set()).add(c.version)
+    instants = sorted({c.version for c in captured})
+    windows = set()
+    for path, updated in seen.items():
+        if start < updated <= read_time and updated not in versions.get(path, ()):
+            i = bisect.bisect_left(instants, updated)
+            lo = instants[i - 1] if i > 0 else start
+            hi = instants[i] if i < len(instants) else read_time
+            windows.add((lo, hi))
+    return sorted(windows)
+
+
+def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
+    """Compare every completed backup not yet checked with the captured changes; record the gaps found."""
+    from firebackup.db.models import Backup, PITRGap
+    from firebackup.pitr.events import format_ns, instant_ns
+
+    found: list[tuple[int, int]] = []
+    with tx() as ctx:
+        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+        if config is None:
+            return found
+        since = config.gaps_checked_through or config.created_at
+        start = instant_ns(config.created_at)
+        backup_ids = list(ctx.session.scalars(
+            sa.select(Backup.id).where(Backup.project_id == project_id, Backup.state == "completed",
+                                       Backup.read_time > since).order_by(Backup.read_time)))
+    for backup_id in backup_ids:
+        with tx() as ctx:
+            backup = ctx.session.get(Backup, backup_id)
+            config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+            if backup is None or backup.read_time is None or config is None:
+                continue
+            read_time = instant_ns(backup.read_time)
+            seen = _backup_documents(ctx, backup)
+            windows = gap_windows(seen, captured_changes(ctx, project_id, after=start, upto=read_time),
+                                  start=start, read_time=read_time)
+            for lo, hi in windows:
+                exists = ctx.session.scalar(sa.select(PITRGap.id).where(
+                    PITRGap.project_id == project_id, PITRGap.start_ns == lo, PITRGap.end_ns == hi))
+                if exists is None:
+                    ctx.session.add(PITRGap(project_id=project_id, start_ns=lo, end_ns=hi, backup_id=backup.id, reason=(
+                        f"backup {backup.id} holds documents updated between {format_ns(lo)} and {format_ns(hi)} "
+                        f"that capture never recorded: pitr_capture was down or not triggered")))
+                    log.warning("pitr: gap in project %s between %s and %s", project_id, format_ns(lo), format_ns(hi))
+            config.gaps_checked_through = backup.read_time
+            found.extend(windows)
+    return found
+
+
+def gaps_between(ctx: Ctx, project_id: str, after: int, upto: int) -> list[Any]:
+    """The recorded gaps whose window meets (after, upto]: changes there may be missing."""
+    from firebackup.db.models import PITRGap
+
+    return list(ctx.session.scalars(sa.select(PITRGap).where(
+        PITRGap.project_id == project_id, PITRGap.start_ns < upto, PITRGap.end_ns > after).order_by(PITRGap.start_ns)))
+
+
+# --- the API: configuration, covered window, restore ------------------------------------------------
+
+def _config(ctx: Ctx, org_id: str, project_id: str) -> tuple[Project, PITRConfig]:
+    from firebackup.services.resources import get_project
+
+    project = get_project(ctx, org_id, project_id)
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project.id))
+    if config is None:
+        raise NotFound(f"PITR is not configured for project {project_id}; PUT its pitr settings first")
+    return project, config
+
+
+def org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
+    """The organization's KEK for new data keys: its KMS key, else its BackupKey, made now if it has none."""
+    import os
+
+    from firebackup.crypto.keys import LocalKey
+    from firebackup.db.models import BackupKey, new_id
+    from firebackup.services.keys import LOCAL_SOURCE, org_kms_kek, stored_local_kek
+
+    found: KeyEncryptionKey | None = org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
+    if found is not None:
+        return found
+    raw = base64.b64encode(os.urandom(32))
+    kid = new_id("bkk")
+    kek = LocalKey(base64.b64decode(raw), source=LOCAL_SOURCE)
+    ctx.session.add(BackupKey(id=kid, org_id=org_id, key_id=kek.key_id,
+                              key_sealed=ctx.ports.sealer.seal(raw, f"backup_keys.key_sealed:{kid}")))
+    ctx.audit("backup_key.create", "backup_key", kid, {"key_id": kek.key_id}, org_id=org_id)
+    return kek
+
+
+def configure(ctx: Ctx, org_id: str, project_id: str, cmd: ConfigurePitr) -> dict[str, Any]:
+    """PUT a project's PITR settings: on or off, retention in days, where segments go."""
+    enable(ctx, org_id, project_id, destination_id=cmd.destination_id, retention_days=cmd.retention_days,
+           enabled=cmd.enabled, kek=org_kek(ctx, org_id))
+    return window(ctx, org_id, project_id)
+
+
+def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
+    """The settings and the covered window: earliest restorable instant, latest captured instant, gaps."""
+    from firebackup.db.models import Backup, PITRGap
+    from firebackup.pitr.events import format_ns, instant_ns
+    from firebackup.pitr.segments import list_segments
+
+    project, config = _config(ctx, org_id, project_id)
+    earliest = ctx.session.scalar(sa.select(sa.func.min(Backup.read_time)).where(
+        Backup.project_id == project.id, Backup.state == "completed", Backup.read_time >= config.created_at))
+    last_row = ctx.session.execute(sa.select(PITRChange.update_time, PITRChange.update_time_nanos)
+                                   .where(PITRChange.project_id == project.id)
+                                   .order_by(PITRChange.update_time.desc(), PITRChange.update_time_nanos.desc())
+                                   .limit(1)).first()
+    latest = row_ns(*last_row) if last_row else None
+    repo = _open_segments(ctx, config)
+    try:
+        for info in list_segments(repo, _org_kek(ctx, config.org_id), project=project.gcp_project_id,
+                                  database=project.database_id):
+            latest = info.last if latest is None else max(latest, info.last)
+    finally:
+        repo.storage.close()
+    gaps = ctx.session.scalars(sa.select(PITRGap).where(PITRGap.project_id == project.id).order_by(PITRGap.start_ns))
+    return {**describe(config),
+            "earliest_restorable": None if earliest is None else format_ns(instant_ns(earliest)),
+            "latest_captured": None if latest is None else format_ns(latest),
+            "gaps": [{"start": format_ns(g.start_ns), "end": format_ns(g.end_ns), "reason": g.reason} for g in gaps]}
+
+
+def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str, Any]:
+    """Restore the project's database as of cmd.at into a project of the organization; waits for the result."""
+    from firebackup.db.models import Backup
+    from firebackup.engine.repository import Repository
+    from firebackup.pitr.events import format_ns, instant_ns, parse_instant
+    from firebackup.pitr.restore import PointInTimeRequest, restore_at
+    from firebackup.engine.jobs import one_line
+    from firebackup.errors import FireBackupError, UsageError
+    from firebackup.services.errors import Conflict, ServiceError
+    from firebackup.services.identity import require_role
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import get_project, open_destination, project_credentials
+
+    project, config = _config(ctx, org_id, project_id)
+    try:
+        at = parse_instant(cmd.at)
+        request = PointInTimeRequest(at=at, project="-", scope=cmd.scope, mode=cmd.mode)
+    except UsageError as e:
+        raise Invalid(str(e)) from None
+    target = get_project(ctx, org_id, cmd.target_project_id or project.id)
+    if not cmd.dry_run and cmd.mode != "skip":
+        require_role(ctx, Role.admin, f"a point-in-time restore in {cmd.mode} mode (it can overwrite documents; "
+                                      "a member may dry-run it, or restore in skip mode)")
+    base = ctx.session.scalar(sa.select(Backup).where(
+        Backup.project_id == project.id, Backup.state == "completed", Backup.read_time.is_not(None),
+        Backup.read_time <= split_ns(at)[0]).order_by(Backup.read_time.desc()).limit(1))
+    if base is None or base.read_time is None or base.repo_backup_id is None:
+        raise Invalid(f"no completed backup of project {project_id} was read at or before {cmd.at}: a point-in-time "
+                      "restore starts from one; choose a later instant")
+    after = instant_ns(base.read_time)
+    warnings = []
+    for gap in gaps_between(ctx, project.id, after, at):
+        what = (f"{format_ns(at)} depends on the window {format_ns(gap.start_ns)} .. {format_ns(gap.end_ns)}, "
+                f"in which capture missed writes ({gap.reason})")
+        if not cmd.allow_gaps:
+            raise Conflict(f"{what}; choose another instant, or pass allow_gaps to restore anyway")
+        warnings.append(what)
+    dest = ctx.session.get(StorageDestination, base.destination_id)
+    if dest is None:
+        raise Conflict(f"the destination of backup {base.id} is gone")
+    changes_in = captured_changes(ctx, project.id, after=after, upto=at, prefix=request.scope)
+    repo = Repository(open_destination(ctx, dest))
+    # The emulator takes no credentials: never unseal what is not needed (as the workers do).
+    secret = project_credentials(ctx, target) if ctx.ports.sources.needs_credentials else b""
+    conn = ctx.ports.sources.firestore(target.gcp_project_id, cmd.target_database or target.database_id,
+                                       target.auth_kind, secret)
+    try:
+        kek_id = repo.read_summary(base.repo_backup_id).get("kek_id")
+        result = restore_at(
+            PointInTimeRequest(at=at, project=target.gcp_project_id, database=cmd.target_database or target.database_id,
+                               scope=request.scope, mode=cmd.mode, dry_run=cmd.dry_run,
+                               keep_references=cmd.keep_references),
+            target=conn, repo=repo, base_backup_id=base.repo_backup_id, base_read_time=after,
+            kek=kek_named(ctx, org_id, kek_id) if kek_id else None, changes=changes_in, warnings=warnings)
+    except ServiceError:
+        raise
+    except FireBackupError as e:  # the backup, a segment or the target failed: one line, no 500
+        raise Conflict(f"the point-in-time restore failed: {one_line(e)}") from None
+    finally:
+        conn.close()
+        repo.storage.close()
+    out = result.to_dict()
+    ctx.audit("pitr.restore", "project", project.id, {"at": out["at"], "target_project_id": target.id,
+                                                      "mode": cmd.mode, "dry_run": cmd.dry_run,
+                                                      "documents_failed": result.documents_failed},
+              result="success" if result.ok else "failure")
+    return {**out, "backup_id": base.id, "errors": result.errors}

@@ -21,25 +21,30 @@ import sqlalchemy as sa
 from firebackup import bootstrap, cli
 from firebackup.db.migrate import upgrade
 from firebackup.crypto.keys import LocalKey
-from firebackup.db.models import PITRChange
+from firebackup.db.models import Backup, PITRChange, Project, StorageDestination
 from firebackup.engine.backup import BackupRequest, run_backup
 from firebackup.engine.repository import Repository
 from firebackup.engine.sources import FirestoreSource
 from firebackup.firestore.grpc import open_firestore
 from firebackup.pitr.events import format_ns, parse_instant
-from firebackup.pitr.restore import PointInTimeRequest, restore_at
+from firebackup.pitr.history import diff
 from firebackup.services import pitr
 from firebackup.services.context import system_transactions
 from firebackup.settings import Settings
 from firebackup.storage import open_storage
 from infra import build_functions
 from infra.local.function_server import FunctionServer, firestore_write_cloudevent, start_built
+from firebackup.firestore.documents import parse_rfc3339
 from tests.integration.conftest import postgres_database
+from tests.integration.controlplane.world import seed_token
 from tests.integration.pitr.pitr_workload import DocPb, Workload, seed_project, cloudevents, fields_of, paths, post_all, read_all
 
 pytestmark = pytest.mark.integration
 
-DOCS, OPS_BEFORE_BASE, OPS_AFTER_BASE, PER_ROUND, INSTANTS = 2000, 2000, 8000, 100, 20
+# 10,000 writes on 2,000 documents: 20 rounds before the first backup, 40 captured, 10 during a capture
+# outage, a second backup, 30 captured.
+DOCS, PER_ROUND, INSTANTS = 2000, 100, 20
+ROUNDS_BEFORE_BASE, ROUNDS_CAPTURED, ROUNDS_MISSED, ROUNDS_AFTER = 20, 40, 10, 30
 
 
 @dataclass
@@ -59,6 +64,11 @@ class Run:
     statuses: list[int]
     location: str
     key_file: Path  # the organization's key, as the CLI is given it
+    missed: list[int]  # commit instants of the writes capture never saw
+    second_read_time: int  # the backup taken after the outage
+    app: Any  # the API, over the same database
+    token: str  # an owner's API token
+    org_id: str
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +90,45 @@ def run(firestore_emulator, postgres_server, tmp_path_factory: pytest.TempPathFa
         key_file.write_text(LocalKey.generate_text())
         key_file.chmod(0o600)
         kek = LocalKey.from_text(key_file.read_text())
-        _, project_id = seed_project(plane, source, location, key_file.read_text())
+        org_id, project_id = seed_project(plane, source, location, key_file.read_text())
         out = tmp_path_factory.mktemp("functions")
         build_functions.build(out)
         conn = open_firestore(source, emulator_host=host)
         with start_built(out, "pitr_capture", env) as server:
             workload = Workload(conn)
             docs = paths(DOCS)
-            workload.run(docs, OPS_BEFORE_BASE, PER_ROUND)
             repo = Repository(open_storage(location))
-            result = run_backup(BackupRequest(project=source), source=FirestoreSource(open_firestore(source, emulator_host=host)),
-                                repo=repo, kek=kek)
-            workload.run(docs, OPS_AFTER_BASE, PER_ROUND)
-            statuses = post_all(server, cloudevents(source, "(default)", workload.events, duplicate=0.1, seed=3),
-                                threads=32)
-            yield Run(plane, project_id, source, host, server, workload, repo, kek, result.backup_id,
-                      parse_instant(result.read_time), statuses, location, key_file)
+            workload.run(docs, ROUNDS_BEFORE_BASE * PER_ROUND, PER_ROUND)
+            first = _backup(plane, repo, kek, source, host, org_id, project_id)
+            workload.run(docs, ROUNDS_CAPTURED * PER_ROUND, PER_ROUND)
+            captured = len(workload.events)
+            workload.run(docs, ROUNDS_MISSED * PER_ROUND, PER_ROUND)
+            missed = sorted({e.version for e in workload.events[captured:]})
+            outage_ends = len(workload.events)
+            second = _backup(plane, repo, kek, source, host, org_id, project_id)
+            workload.run(docs, ROUNDS_AFTER * PER_ROUND, PER_ROUND)
+            delivered = workload.events[:captured] + workload.events[outage_ends:]
+            statuses = post_all(server, cloudevents(source, "(default)", delivered, duplicate=0.1, seed=3), threads=32)
+            with plane.factory.begin() as session:
+                token = seed_token(session, org_id, "owner")
+            yield Run(plane, project_id, source, host, server, workload, repo, kek, first[0], first[1], statuses,
+                      location, key_file, missed, second[1], bootstrap.api_app(settings, engine=plane.engine), token,
+                      org_id)
         conn.close()
         plane.engine.dispose()
+
+
+def _backup(plane: Any, repo: Repository, kek: Any, source: str, host: str, org_id: str, project_id: str
+            ) -> tuple[str, int]:
+    """A backup of the source into the location, recorded as the control plane records a completed one."""
+    result = run_backup(BackupRequest(project=source), source=FirestoreSource(open_firestore(source, emulator_host=host)),
+                        repo=repo, kek=kek)
+    with plane.factory.begin() as session:
+        dest = session.scalar(sa.select(StorageDestination.id).where(StorageDestination.org_id == org_id))
+        session.add(Backup(org_id=org_id, project_id=project_id, destination_id=dest, state="completed",
+                           repo_backup_id=result.backup_id, read_time=parse_rfc3339(result.read_time),
+                           documents=result.documents))
+    return result.backup_id, parse_instant(result.read_time)
 
 
 def _rows(run: Run) -> int:
@@ -108,16 +139,22 @@ def _rows(run: Run) -> int:
 
 def test_every_write_is_recorded_once_however_often_and_in_whatever_order_it_arrives(run: Run) -> None:
     assert set(run.statuses) == {200}
-    assert _rows(run) == len(run.workload.events)
+    assert _rows(run) == len([e for e in run.workload.events if e.version not in set(run.missed)])
 
 
 def _instants(run: Run, seed: int) -> list[int]:
+    """Instants after the first backup and outside the outage's uncertain stretch (up to the second backup)."""
     rng = random.Random(seed)
-    after = [c for c in run.workload.commits if c > run.base_read_time]
+    after = [c for c in run.workload.commits
+             if run.base_read_time < c < run.missed[0] - 1 or c > run.second_read_time]
     # Half exactly at a commit (the boundary is inclusive), half anywhere between (to the microsecond:
     # the finest read_time Firestore takes).
-    return sorted(rng.sample(after, INSTANTS // 2) + [rng.randrange(run.base_read_time, after[-1]) // 1000 * 1000
-                                                     for _ in range(INSTANTS // 2)])
+    between = []
+    while len(between) < INSTANTS // 2:
+        at = rng.randrange(run.base_read_time, after[-1]) // 1000 * 1000
+        if at < run.missed[0] - 1 or at > run.second_read_time:
+            between.append(at)
+    return sorted(rng.sample(after, INSTANTS // 2) + between)
 
 
 def _assert_restored(run: Run, target: Any, at: int, what: str) -> None:
@@ -126,19 +163,49 @@ def _assert_restored(run: Run, target: Any, at: int, what: str) -> None:
     assert all(fields_of(got[p]) == fields_of(expected[p]) for p in expected), what
 
 
-def test_a_restore_to_each_of_twenty_instants_equals_the_emulator_read_at_that_instant(run: Run) -> None:
-    tx = system_transactions(run.plane.factory, run.plane.ports)
+def _api(run: Run, method: str, path: str, body: Any = None) -> Any:
+    return run.app.test_client().open(f"/v1/orgs/{run.org_id}/projects/{run.project_id}{path}", method=method,
+                                      json=body, headers={"Authorization": f"Bearer {run.token}"})
+
+
+def _target_project(run: Run, name: str) -> str:
+    with run.plane.factory.begin() as session:
+        row = Project(org_id=run.org_id, name=name, gcp_project_id=name, auth_kind="service_account")
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_the_api_restores_each_of_twenty_instants_to_what_the_emulator_read_at_that_instant(run: Run) -> None:
     for i, at in enumerate(_instants(run, 11)):
-        target = open_firestore(f"pitr-api-{secrets.token_hex(3)}-{i}", emulator_host=run.emulator_host)
+        name = f"pitr-api-{secrets.token_hex(3)}-{i}"
+        answer = _api(run, "POST", "/pitr/restore", {"at": format_ns(at), "target_project_id": _target_project(run, name),
+                                                      "keep_references": True})
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["documents_failed"] == 0 and answer.get_json()["warnings"] == []
+        target = open_firestore(name, emulator_host=run.emulator_host)
         try:
-            changes = pitr.captured_changes(tx, run.project_id, after=run.base_read_time, upto=at)
-            result = restore_at(PointInTimeRequest(at=at, project=target.project, keep_references=True),
-                                target=target, repo=run.repo, base_backup_id=run.base_id,
-                                base_read_time=run.base_read_time, kek=run.kek, changes=changes)
-            assert result.ok
             _assert_restored(run, target, at, f"instant {i}")
         finally:
             target.close()
+
+
+def test_a_capture_outage_is_reported_as_a_gap_that_holds_exactly_the_missed_instants(run: Run) -> None:
+    tx = system_transactions(run.plane.factory, run.plane.ports)
+    pitr.check_backups(tx, run.project_id)
+    window = _api(run, "GET", "/pitr").get_json()
+    [gap] = window["gaps"]
+    start, end = parse_instant(gap["start"]), parse_instant(gap["end"])
+    captured = [c for c in run.workload.commits if c not in set(run.missed)]
+    assert all(start < m < end for m in run.missed)
+    assert not [c for c in captured if start < c < end], "no captured instant lies inside the gap"
+    assert start == max(c for c in captured if c < run.missed[0])
+    assert window["earliest_restorable"] == format_ns(run.base_read_time // 1000 * 1000)
+    inside = run.missed[len(run.missed) // 2]
+    refused = _api(run, "POST", "/pitr/restore", {"at": format_ns(inside), "dry_run": True})
+    assert refused.status_code == 409 and "capture missed writes" in refused.get_json()["error"]["message"]
+    warned = _api(run, "POST", "/pitr/restore", {"at": format_ns(inside), "dry_run": True, "allow_gaps": True})
+    assert warned.status_code == 200 and len(warned.get_json()["warnings"]) == 1
 
 
 def test_a_write_of_a_project_without_pitr_is_acknowledged_and_dropped(run: Run) -> None:
@@ -183,9 +250,37 @@ def test_compaction_moves_every_row_into_segments_that_the_cli_restores_from_wit
                          "--source-project", run.source, "--key-file", str(run.key_file), "--keep-references",
                          "--json"])
         out = json.loads(capsys.readouterr().out)
-        assert code == 0 and out["backup_id"] == run.base_id and out["at"] == format_ns(at)
+        base = run.base_id if at < run.second_read_time else _second_id(run)
+        assert code == 0 and out["backup_id"] == base and out["at"] == format_ns(at)
         conn = open_firestore(target, emulator_host=run.emulator_host)
         try:
             _assert_restored(run, conn, at, f"instant {i}")
         finally:
             conn.close()
+
+
+def test_the_cli_lists_a_documents_history_and_diffs_it_between_two_instants(
+        run: Run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # After the compaction test: every captured change is in the location's segments.
+    missed = set(run.missed)
+    counts: dict[str, list[int]] = {}
+    for e in run.workload.events:
+        if e.version not in missed:
+            counts.setdefault(e.path, []).append(e.version)
+    path = max(sorted(counts), key=lambda p: len(counts[p]))
+    common = ["--from", run.location, "--project", run.source, "--key-file", str(run.key_file), "--json"]
+    assert cli.main(["history", path, *common]) == 0
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [parse_instant(v["at"]) for v in versions if v["source"] == "capture"] == sorted(counts[path])
+    assert {v["source"] for v in versions} - {"capture"} <= {run.base_id, _second_id(run)}
+    first, second = sorted(counts[path])[1], sorted(counts[path])[-1]
+    assert cli.main(["diff", path, "--at", format_ns(first), "--at", format_ns(second), *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = [run.workload.read([path], at).get(path) for at in (first, second)]
+    assert out["changes"] == diff(*expected) and out["exists"] == [d is not None for d in expected]
+
+
+def _second_id(run: Run) -> str:
+    with run.plane.factory() as session:
+        return str(session.scalar(sa.select(Backup.repo_backup_id).where(Backup.project_id == run.project_id)
+                                  .order_by(Backup.read_time.desc()).limit(1)))

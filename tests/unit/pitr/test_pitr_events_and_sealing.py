@@ -106,3 +106,36 @@ def test_a_scope_with_an_empty_segment_is_refused() -> None:
     assert check_scope("/users/") == "users" and check_scope(None) is None
     with pytest.raises(UsageError, match="empty path segment"):
         check_scope("users//u1")
+
+
+def _fields(**values: int | str | dict[str, int]) -> bytes:
+    d = Document.pb()(name="projects/p/databases/(default)/documents/a/b")
+    for k, v in values.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                d.fields[k].map_value.fields[kk].integer_value = vv
+        elif isinstance(v, int):
+            d.fields[k].integer_value = v
+        else:
+            d.fields[k].string_value = v
+    return bytes(d.SerializeToString())
+
+
+def test_a_diff_names_added_removed_and_changed_fields_down_into_maps() -> None:
+    from firebackup.pitr.history import diff
+
+    before, after = _fields(a=1, b="x", m={"k": 1, "j": 2}), _fields(a=2, c="y", m={"k": 1, "j": 3})
+    assert [(c["field"], c["change"]) for c in diff(before, after)] == [
+        ("a", "changed"), ("b", "removed"), ("c", "added"), ("m.j", "changed")]
+    assert diff(None, after)[0]["change"] == "added" and diff(before, before) == []
+
+
+def test_a_documents_state_at_an_instant_is_its_last_change_else_the_base_copy() -> None:
+    from firebackup.pitr.history import history, state_at
+
+    changes = [Change("a/b", 20, UPDATE, b"v20"), Change("a/b", 30, DELETE, None), Change("a/c", 25, CREATE, b"x")]
+    assert state_at("a/b", 15, changes, (10, b"base")) == b"base"
+    assert state_at("a/b", 25, changes, (10, b"base")) == b"v20"
+    assert state_at("a/b", 35, changes, (10, b"base")) is None
+    assert [(v.at, v.source) for v in history("a/b", changes, [("bk1", 10, b"base")])] == [
+        (10, "bk1"), (20, "capture"), (30, "capture")]
