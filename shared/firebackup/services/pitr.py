@@ -205,9 +205,13 @@ class Capture:
         # PostgreSQL's ON CONFLICT refuse the statement.
         unique = list({(v["project_id"], v["event_id"]): v for v in values}.values())
         with self.tx() as ctx:
-            dialect = postgresql if ctx.session.get_bind().dialect.name == "postgresql" else sqlite
-            ctx.session.execute(dialect.insert(PITRChange).values(unique).on_conflict_do_nothing(
-                index_elements=["project_id", "event_id"]))
+            conn = ctx.session.connection()
+            # One statement without values, run for the list (executemany): compiled once and cached,
+            # where .values(rows) would be compiled again for every batch size.
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            table: Any = PITRChange.__table__
+            conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"]),
+                         unique)
 
 
 # --- reading changes back -----------------------------------------------------------------------------
