@@ -647,3 +647,33 @@ class PitrRestoreOut(Out):
     duration_s: float
     warnings: list[str]
     errors: list[str]
+
+
+class PitrHistoryQuery(ApiRequest):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=6000)]
+    at: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="with until: diff the document's fields between these two instants (RFC 3339)")
+    until: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    def to_command(self) -> c.DocumentHistory:
+        return c.DocumentHistory(path=self.path, at=self.at, until=self.until)
+
+
+class PitrVersionOut(Out):
+    at: str
+    source: str
+    operation: str
+    fields: dict[str, Any] | None
+
+
+class PitrFieldChangeOut(Out):
+    field: str
+    change: Literal["added", "removed", "changed"]
+    before: Any = None
+    after: Any = None
+
+
+class PitrHistoryOut(Out):
+    path: str
+    versions: list[PitrVersionOut]
+    diff: list[PitrFieldChangeOut] | None = None

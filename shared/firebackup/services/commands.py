@@ -287,3 +287,12 @@ class RestoreAt:
     dry_run: bool = False
     allow_gaps: bool = False  # restore even when a gap makes the instant uncertain (then it warns)
     keep_references: bool = False  # default: references into the source database follow the data
+
+
+@dataclass(frozen=True)
+class DocumentHistory:
+    """One document's versions; with `at` and `until`, also the field-level diff between those two instants."""
+
+    path: str
+    at: str | None = None
+    until: str | None = None

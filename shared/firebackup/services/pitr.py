@@ -24,10 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
 from firebackup.db.models import PITRChange, PITRConfig, Project, StorageDestination
-from firebackup.pitr.events import DELETE, CapturedWrite, ns_datetime
+from firebackup.pitr.events import DELETE, CapturedWrite, format_ns, ns_datetime
 from firebackup.pitr.restore import Change
 from firebackup.pitr.sealing import ChangeSealer, wrap_context
-from firebackup.services.commands import ConfigurePitr, RestoreAt
+from firebackup.services.commands import ConfigurePitr, DocumentHistory, RestoreAt
 from firebackup.services.context import Ctx, Role, SystemTx
 from firebackup.services.errors import Invalid, NotFound
 
@@ -660,3 +660,50 @@ def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str,
                                                       "documents_failed": result.documents_failed},
               result="success" if result.ok else "failure")
     return {**out, "backup_id": base.id, "errors": result.errors}
+
+
+def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistory) -> dict[str, Any]:
+    """The document's versions (backups and captured changes), and the diff between two instants if asked."""
+    from firebackup.db.models import Backup
+    from firebackup.engine.repository import Repository
+    from firebackup.errors import UsageError
+    from firebackup.pitr.events import instant_ns, parse_instant
+    from firebackup.pitr.history import diff, history, in_backup, state_at
+    from firebackup.pitr.restore import check_scope
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import open_destination
+
+    project, _ = _config(ctx, org_id, project_id)
+    try:
+        path = check_scope(cmd.path) or ""
+        instants = [parse_instant(t) for t in (cmd.at, cmd.until) if t is not None]
+    except UsageError as e:
+        raise Invalid(str(e)) from None
+    if len(instants) == 1:
+        raise Invalid("a diff needs both at and until")
+    copies: list[tuple[str, int, bytes | None]] = []
+    for backup in ctx.session.scalars(sa.select(Backup).where(
+            Backup.project_id == project.id, Backup.state == "completed", Backup.read_time.is_not(None),
+            Backup.repo_backup_id.is_not(None)).order_by(Backup.read_time)):
+        dest = ctx.session.get(StorageDestination, backup.destination_id)
+        if dest is None or backup.read_time is None or backup.repo_backup_id is None:
+            continue
+        repo = Repository(open_destination(ctx, dest))
+        try:
+            kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
+            kek = kek_named(ctx, org_id, kek_id) if kek_id else None
+            copies.append((backup.id, instant_ns(backup.read_time), in_backup(repo, backup.repo_backup_id, kek, path)))
+        finally:
+            repo.storage.close()
+    changes_of = captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path)
+    versions = history(path, changes_of, copies)
+    out: dict[str, Any] = {"path": path, "versions": [v.to_dict() for v in versions], "diff": None}
+    if instants:
+        states = []
+        for at in instants:
+            bases = [(t, doc) for _, t, doc in copies if t <= at]
+            if not bases:
+                raise Invalid(f"no backup of the project was read at or before {format_ns(at)}")
+            states.append(state_at(path, at, changes_of, bases[-1]))
+        out["diff"] = diff(states[0], states[1])
+    return out

@@ -278,6 +278,15 @@ def test_the_cli_lists_a_documents_history_and_diffs_it_between_two_instants(
     out = json.loads(capsys.readouterr().out)
     expected = [run.workload.read([path], at).get(path) for at in (first, second)]
     assert out["changes"] == diff(*expected) and out["exists"] == [d is not None for d in expected]
+    # The API says the same, from the control plane's records.
+    answer = run.app.test_client().get(
+        f"/v1/orgs/{run.org_id}/projects/{run.project_id}/pitr/history",
+        query_string={"path": path, "at": format_ns(first), "until": format_ns(second)},
+        headers={"Authorization": f"Bearer {run.token}"})
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert [parse_instant(v["at"]) for v in body["versions"] if v["source"] == "capture"] == sorted(counts[path])
+    assert body["diff"] == diff(*expected)
 
 
 def _second_id(run: Run) -> str:
