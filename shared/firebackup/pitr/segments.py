@@ -14,7 +14,7 @@ for a delete).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
@@ -30,6 +30,18 @@ SEGMENT_CHUNK = "c00000"
 _OPS = {CREATE: 0, UPDATE: 1, DELETE: 2}
 _OP_NAMES = {v: k for k, v in _OPS.items()}
 _HEAD = struct.Struct(">BqH")
+
+
+# The key to open segments with: one KEK, or a function from the KEK id a manifest names to that KEK
+# (the control plane's organization keys: segments written before a change of key still open).
+Keys = KeyEncryptionKey | Callable[[str], KeyEncryptionKey] | None
+
+
+def _kek(repo: Repository, segment_id: str, keys: Keys) -> KeyEncryptionKey | None:
+    if keys is None or isinstance(keys, KeyEncryptionKey):
+        return keys
+    kek_id = repo.read_summary(segment_id).get("kek_id")
+    return keys(kek_id) if kek_id else None
 
 
 class SegmentRepository(Repository):
@@ -91,10 +103,9 @@ def write_segment(repo: SegmentRepository, changes: Sequence[Change], *, project
     return _info(manifest)
 
 
-def read_segment(repo: SegmentRepository, segment_id: str, kek: KeyEncryptionKey | None
-                 ) -> tuple[SegmentInfo, Iterator[Change]]:
+def read_segment(repo: SegmentRepository, segment_id: str, kek: Keys) -> tuple[SegmentInfo, Iterator[Change]]:
     """The segment's description and its changes, streamed and checked like a chunk's records."""
-    manifest, dek = repo.read_manifest(segment_id, kek)
+    manifest, dek = repo.read_manifest(segment_id, _kek(repo, segment_id, kek))
     info = _info(manifest)
 
     def changes() -> Iterator[Change]:
@@ -106,19 +117,19 @@ def read_segment(repo: SegmentRepository, segment_id: str, kek: KeyEncryptionKey
     return info, changes()
 
 
-def list_segments(repo: SegmentRepository, kek: KeyEncryptionKey | None, *, project: str | None = None,
+def list_segments(repo: SegmentRepository, kek: Keys, *, project: str | None = None,
                   database: str | None = None) -> list[SegmentInfo]:
     """Every complete segment at the location (of one source database if given), oldest first."""
     out = []
     for segment_id in repo.backup_ids()[0]:
-        manifest, _ = repo.read_manifest(segment_id, kek)
+        manifest, _ = repo.read_manifest(segment_id, _kek(repo, segment_id, kek))
         info = _info(manifest)
         if (project is None or info.project == project) and (database is None or info.database == database):
             out.append(info)
     return sorted(out, key=lambda i: (i.first, i.segment_id))
 
 
-def stored_changes(repo: SegmentRepository, segments: Iterable[SegmentInfo], kek: KeyEncryptionKey | None, *,
+def stored_changes(repo: SegmentRepository, segments: Iterable[SegmentInfo], kek: Keys, *,
                    after: int, upto: int) -> Iterator[Change]:
     """The changes with after < version <= upto from the segments whose range meets that window."""
     for info in segments:

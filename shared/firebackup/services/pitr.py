@@ -279,6 +279,13 @@ class Compaction:
     segments_expired: int = 0
 
 
+def _org_keys(ctx: Ctx, org_id: str) -> Callable[[str], KeyEncryptionKey]:
+    """Opens segments under whichever of the organization's keys each names (current, previous, BackupKey)."""
+    from firebackup.services.keys import kek_named
+
+    return lambda kek_id: kek_named(ctx, org_id, kek_id)
+
+
 def _org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
     from firebackup.services.keys import org_kms_kek, stored_local_kek
 
@@ -359,6 +366,7 @@ def needed_since(ctx: Ctx, project_id: str, oldest: dt.datetime) -> dt.datetime 
 
 def expire(tx: SystemTx, project_id: str, now: dt.datetime) -> Compaction:
     """Retention: drop rows and segments older than every restore point the window keeps needs."""
+    from firebackup.pitr.events import instant_ns
     from firebackup.pitr.segments import list_segments
 
     done = Compaction()
@@ -372,18 +380,17 @@ def expire(tx: SystemTx, project_id: str, now: dt.datetime) -> Compaction:
         result = ctx.session.execute(sa.delete(PITRChange).where(
             PITRChange.project_id == project_id, PITRChange.update_time < keep))
         done.rows_expired = int(getattr(result, "rowcount", 0) or 0)
-        repo, kek = _open_segments(ctx, config), _org_kek(ctx, config.org_id)
         project = ctx.session.get(Project, project_id)
-    from firebackup.pitr.events import instant_ns
-
-    try:
-        if project is not None:
-            for info in list_segments(repo, kek, project=project.gcp_project_id, database=project.database_id):
-                if info.last < instant_ns(keep):
-                    repo.delete_backup(info.segment_id)
-                    done.segments_expired += 1
-    finally:
-        repo.storage.close()
+        repo = _open_segments(ctx, config)
+        try:  # inside the transaction: the key lookups of each segment's KEK use its session
+            if project is not None:
+                for info in list_segments(repo, _org_keys(ctx, config.org_id), project=project.gcp_project_id,
+                                          database=project.database_id):
+                    if info.last < instant_ns(keep):
+                        repo.delete_backup(info.segment_id)
+                        done.segments_expired += 1
+        finally:
+            repo.storage.close()
     return done
 
 
@@ -413,7 +420,7 @@ def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix
     project = ctx.session.get(Project, project_id)
     if config is None or project is None:
         raise NotFound(f"PITR is not configured for project {project_id}")
-    repo, kek = _open_segments(ctx, config), _org_kek(ctx, config.org_id)
+    repo, kek = _open_segments(ctx, config), _org_keys(ctx, config.org_id)
     try:
         segments = list_segments(repo, kek, project=project.gcp_project_id, database=project.database_id)
         out.extend(c for c in stored_changes(repo, segments, kek, after=after, upto=upto) if in_scope(c.path, prefix))
@@ -581,7 +588,7 @@ def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
     latest = row_ns(*last_row) if last_row else None
     repo = _open_segments(ctx, config)
     try:
-        for info in list_segments(repo, _org_kek(ctx, config.org_id), project=project.gcp_project_id,
+        for info in list_segments(repo, _org_keys(ctx, config.org_id), project=project.gcp_project_id,
                                   database=project.database_id):
             latest = info.last if latest is None else max(latest, info.last)
     finally:

@@ -43,3 +43,13 @@ def test_stored_changes_keep_only_the_window_and_skip_segments_outside_it() -> N
     segments = [early, late]
     assert [c.version for c in stored_changes(repo, segments, KEK, after=10, upto=30)] == [20, 30]
     assert [c.version for c in stored_changes(repo, segments, KEK, after=30, upto=200)] == [100]
+
+
+def test_segments_under_different_keys_open_through_a_resolver_of_the_key_each_names() -> None:
+    repo = SegmentRepository(MemoryStorage())
+    other = LocalKey(b"o" * 32)
+    write_segment(repo, CHANGES[:1], project="p", database="(default)", kek=KEK)
+    write_segment(repo, CHANGES[1:], project="p", database="(default)", kek=other)
+    keys = {KEK.key_id: KEK, other.key_id: other}
+    segments = list_segments(repo, keys.__getitem__, project="p")
+    assert list(stored_changes(repo, segments, keys.__getitem__, after=0, upto=100)) == CHANGES
