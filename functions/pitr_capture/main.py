@@ -13,7 +13,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from firebackup import bootstrap
-from firebackup.errors import UsageError
+from firebackup.errors import CorruptData, UsageError
 from firebackup.pitr.events import parse_written
 from firebackup.settings import Settings
 
@@ -26,7 +26,7 @@ def pitr_capture(event: CloudEvent) -> None:
     data = event.data if isinstance(event.data, bytes) else b""
     try:
         write = parse_written(event.get_attributes(), data)
-    except UsageError as e:
+    except (UsageError, CorruptData) as e:  # never a write we could record: retrying would not help
         log.warning("pitr_capture: event %s dropped: %s", event["id"], e)
         return
     _capture().record(write)

@@ -208,11 +208,15 @@ def test_a_capture_outage_is_reported_as_a_gap_that_holds_exactly_the_missed_ins
     assert warned.status_code == 200 and len(warned.get_json()["warnings"]) == 1
 
 
-def test_a_write_of_a_project_without_pitr_is_acknowledged_and_dropped(run: Run) -> None:
+def test_a_write_of_a_project_without_pitr_or_a_garbled_event_is_acknowledged_and_dropped(run: Run) -> None:
     before = _rows(run)
     headers, body = firestore_write_cloudevent("demo-nobody", "(default)", "a/b", value=None,
                                                old_value=b"\x0a\x05x/a/b", when="2026-11-29T10:15:00Z")
     assert run.server.deliver_firestore_write(headers, body).status == 200
+    # A body that is no DocumentEventData, for a project that has PITR: acknowledged too, never retried.
+    garbled, _ = firestore_write_cloudevent(run.source, "(default)", "a/b", value=None, old_value=None,
+                                            when="2026-11-29T10:15:00Z")
+    assert run.server.deliver_firestore_write(garbled, b"\x0a\xff\x01garbage").status == 200
     assert _rows(run) == before
 
 

@@ -6,7 +6,7 @@ import pytest
 from google.cloud.firestore_v1.types import Document
 
 from firebackup.crypto.keys import DataKey, LocalKey
-from firebackup.errors import UsageError, WrongKeyOrTampered
+from firebackup.errors import CorruptData, UsageError, WrongKeyOrTampered
 from firebackup.pitr.events import CREATE, DELETE, UPDATE, format_ns, parse_instant, parse_written
 from firebackup.pitr.restore import Change, check_scope, last_versions
 from firebackup.pitr.sealing import ChangeSealer, wrap_context
@@ -57,6 +57,8 @@ def test_an_event_of_another_type_or_without_the_document_attribute_is_refused_i
         parse_written({k: v for k, v in attributes.items() if k != "document"}, body)
     with pytest.raises(UsageError, match="not a document path"):
         parse_written({**attributes, "document": "users"}, body)
+    with pytest.raises(CorruptData, match="runs past the end"):
+        parse_written(attributes, b"\x0a\xff\x01garbage")
 
 
 def test_instants_keep_all_nine_fractional_digits_and_any_offset() -> None:
