@@ -4,7 +4,8 @@ The last version per document wins (order by version instant, never by arrival) 
 applied. The base backup streams through a BatchWriter as a restore writes it, minus the documents
 the changes replace; then the changed documents' last versions follow, and documents whose last
 change is a delete are deleted in the target (overwrite mode), so a rewind of the same database
-also removes them. Scope: a whole database, a collection with its subcollections, or one document.
+also removes them. Scope: a whole database, a collection with its subcollections, or one document
+(without its subcollections).
 """
 
 from __future__ import annotations
@@ -49,8 +50,16 @@ def check_scope(scope: str | None) -> str | None:
     return clean
 
 
+def is_document(scope: str) -> bool:
+    """A document path has an even number of segments (collection/doc/...); a collection path an odd one."""
+    return scope.count("/") % 2 == 1
+
+
 def in_scope(path: str, scope: str | None) -> bool:
-    return scope is None or path == scope or path.startswith(scope + "/")
+    """Whether path is the scope's document, or lies anywhere under the scope's collection."""
+    if scope is None or path == scope:
+        return True
+    return not is_document(scope) and path.startswith(scope + "/")
 
 
 def last_versions(changes: Iterable[Change], *, after: int, upto: int, scope: str | None = None) -> dict[str, Change]:
@@ -100,6 +109,7 @@ def _base_documents(repo: BackupRepository, backup_id: str, manifest: Any, data_
                     scope: str | None, replaced: dict[str, Change]) -> Iterator[list[bytes]]:
     """The base backup's documents in scope that no change replaces, a batch at a time."""
     scope_b = None if scope is None else scope.encode()
+    one = scope is not None and is_document(scope)  # one document: not its subcollections
     for entry in manifest.chunks:
         if entry.kind != "docs":
             continue
@@ -110,7 +120,7 @@ def _base_documents(repo: BackupRepository, backup_id: str, manifest: Any, data_
             kept = []
             for r in records:  # only a point-in-time restore pays this per document
                 rel = name_bytes(r)[prefix_len:]
-                if scope_b is not None and not (rel == scope_b or rel.startswith(scope_b + b"/")):
+                if scope_b is not None and not (rel == scope_b or (not one and rel.startswith(scope_b + b"/"))):
                     continue
                 if replaced and rel.decode() in replaced:
                     continue

@@ -229,8 +229,11 @@ def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | N
             .where(PITRChange.project_id == project_id, PITRChange.update_time >= lo, PITRChange.update_time < hi)
             .order_by(PITRChange.update_time, PITRChange.update_time_nanos, PITRChange.id))
     if prefix:
-        stmt = stmt.where(sa.or_(PITRChange.document_path == prefix,
-                                 PITRChange.document_path.startswith(prefix + "/", autoescape=True)))
+        from firebackup.pitr.restore import is_document
+
+        under = PITRChange.document_path.startswith(prefix + "/", autoescape=True)
+        stmt = stmt.where(PITRChange.document_path == prefix if is_document(prefix)
+                          else sa.or_(PITRChange.document_path == prefix, under))
     for path, when, nanos, operation, sealed in ctx.session.execute(stmt.execution_options(yield_per=batch)):
         version = row_ns(when, nanos)
         if not after < version <= upto:

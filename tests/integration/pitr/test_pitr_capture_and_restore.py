@@ -297,3 +297,20 @@ def _second_id(run: Run) -> str:
     with run.plane.factory() as session:
         return str(session.scalar(sa.select(Backup.repo_backup_id).where(Backup.project_id == run.project_id)
                                   .order_by(Backup.read_time.desc()).limit(1)))
+
+
+def test_a_restore_scoped_to_a_collection_or_a_document_writes_only_what_lies_under_it(run: Run) -> None:
+    at = _instants(run, 13)[-1]
+    expected = read_all(run.workload.conn, at)
+    document = next(p for p in sorted(expected) if p.count("/") == 3)  # a document in a subcollection
+    for scope, wanted in (("c1", {p for p in expected if p.startswith("c1/")}), (document, {document})):
+        name = f"pitr-scope-{secrets.token_hex(3)}"
+        answer = _api(run, "POST", "/pitr/restore", {"at": format_ns(at), "target_project_id": _target_project(run, name),
+                                                      "keep_references": True, "scope": scope})
+        assert answer.status_code == 200, answer.get_json()
+        target = open_firestore(name, emulator_host=run.emulator_host)
+        try:
+            got = read_all(target)
+        finally:
+            target.close()
+        assert set(got) == wanted and all(fields_of(got[p]) == fields_of(expected[p]) for p in wanted)

@@ -100,7 +100,8 @@ def test_the_last_version_in_the_window_wins_whatever_the_order_and_deletes_coun
     latest = last_versions(changes, after=5, upto=25)
     assert {p: c.version for p, c in latest.items()} == {"a/1": 20, "a/2": 15, "b/1": 12, "a/1/s/1": 12}
     assert latest["a/2"].operation == DELETE
-    assert set(last_versions(changes, after=0, upto=100, scope="a/1")) == {"a/1", "a/1/s/1"}
+    assert set(last_versions(changes, after=0, upto=100, scope="a/1")) == {"a/1"}, "one document, not its children"
+    assert set(last_versions(changes, after=0, upto=100, scope="a/1/s")) == {"a/1/s/1"}
     assert set(last_versions(changes, after=0, upto=100, scope="a")) == {"a/1", "a/2", "a/1/s/1"}
 
 
