@@ -40,12 +40,22 @@ class PubSubMessage:
 
 
 @dataclass(frozen=True)
+class FirestoreWrite:
+    """A Firestore document write, delivered as Eventarc delivers `document.v1.written` (binary, protobuf)."""
+
+    project: str
+    database: str
+    document: str  # path relative to documents/
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # string fields of the new version
+
+
+@dataclass(frozen=True)
 class Function:
     """One deployable function: its signature type and a request it must answer."""
 
     name: str
     signature: Signature
-    sample: HttpCall | PubSubMessage
+    sample: HttpCall | PubSubMessage | FirestoreWrite
 
     @property
     def entry_point(self) -> str:
@@ -67,6 +77,9 @@ FUNCTIONS: tuple[Function, ...] = (
     # Cloud Scheduler ticks: the functions read the time, not the message, so any payload does.
     Function("scheduler", "cloudevent", PubSubMessage("firebackup-scheduler-tick", b"tick")),
     Function("maintenance", "cloudevent", PubSubMessage("firebackup-maintenance-tick", b"tick")),
+    # A write in a project nobody enabled PITR for: acknowledged (2xx) and dropped with a log line.
+    Function("pitr_capture", "cloudevent", FirestoreWrite("demo-unknown", "(default)", "users/u1/orders/o1",
+                                                         MappingProxyType({"item": "book"}))),
 )
 
 
@@ -113,10 +126,12 @@ ENVIRONMENT: Mapping[str, frozenset[str]] = MappingProxyType({
     "restore_worker": CONTROL_PLANE_ENV | _TENANT_SOURCES | _TASK_RUNNER,
     "scheduler": CONTROL_PLANE_ENV,
     "maintenance": CONTROL_PLANE_ENV | {"FIREBACKUP_REAP_AFTER_SECONDS", "FIREBACKUP_AUDIT_PARTITIONS_AHEAD",
-                                        "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL"},
+                                        "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL",
+                                        "FIREBACKUP_PITR_COMPACT_AFTER_SECONDS", "FIREBACKUP_PITR_SEGMENT_CHANGES"},
     # The PITR capture function (Firestore change events): it completes an oversized event by reading
     # the document with the project's own credentials, and enqueues nothing.
-    "pitr_capture": (CONTROL_PLANE_ENV - {"FIREBACKUP_WORKER_SECRET"}) | _TENANT_SOURCES,
+    "pitr_capture": (CONTROL_PLANE_ENV - {"FIREBACKUP_WORKER_SECRET"}) | _TENANT_SOURCES
+                    | {"FIREBACKUP_PITR_CONFIG_CACHE_SECONDS"},
 })
 
 # Read by settings.py but set by no deployment, each with the reason.

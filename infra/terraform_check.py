@@ -18,10 +18,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-# Provisioned before infra/functions.py lists it (the PITR capture function, merged separately): required
-# in terraform and in ENVIRONMENT even while the table lacks it. Once the table lists it, this adds nothing.
-PROVISIONED_AHEAD = frozenset({"pitr_capture"})
-
 ROLES_HEADING = "## Service accounts and roles"
 SECRET_ROLE = "roles/secretmanager.secretAccessor"
 
@@ -42,7 +38,7 @@ class _Recorder(dict[str, str]):
 class Code:
     """What the code says a deployment needs."""
 
-    functions: dict[str, str]  # name -> signature (the table, plus PROVISIONED_AHEAD as "cloudevent")
+    functions: dict[str, str]  # name -> signature (infra/functions.py's table)
     tick_topics: dict[str, str]  # function -> the topic its sample message comes from
     environment: dict[str, frozenset[str]]
     not_deployed: frozenset[str]
@@ -76,7 +72,7 @@ def read_code(root: Path) -> Code:
     requires = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["requires-python"]
     low = re.search(r">=\s*3\.(\d+)", requires)
     return Code(
-        functions={**{name: "cloudevent" for name in PROVISIONED_AHEAD}, **table},
+        functions=dict(table),
         tick_topics=ticks,
         environment={name: frozenset(env) for name, env in functions.ENVIRONMENT.items()},
         not_deployed=frozenset(functions.NOT_DEPLOYED),

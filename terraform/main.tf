@@ -100,6 +100,7 @@ locals {
       env = [
         "FIREBACKUP_REAP_AFTER_SECONDS",
         "FIREBACKUP_AUDIT_PARTITIONS_AHEAD", "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL",
+        "FIREBACKUP_PITR_COMPACT_AFTER_SECONDS", "FIREBACKUP_PITR_SEGMENT_CHANGES",
       ]
       secrets = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
     }
@@ -112,7 +113,7 @@ locals {
       timeout   = 300
       max       = 20
       min       = 0
-      env       = ["FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_TOKEN_URI"]
+      env       = ["FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_TOKEN_URI", "FIREBACKUP_PITR_CONFIG_CACHE_SECONDS"]
       secrets   = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_OAUTH_CLIENT_SECRET"]
     }
   }
@@ -181,13 +182,16 @@ locals {
     FIREBACKUP_REAP_AFTER_SECONDS       = "1800"
     # docs/database.md: each instance runs one request at a time (max_instance_request_concurrency = 1),
     # so one connection plus one spare; check "connection_budget" holds the sum to the server's limit.
-    FIREBACKUP_DB_POOL_SIZE           = tostring(var.db_pool.size)
-    FIREBACKUP_DB_MAX_OVERFLOW        = tostring(var.db_pool.max_overflow)
-    FIREBACKUP_DB_POOL_TIMEOUT        = tostring(var.db_pool.timeout)
-    FIREBACKUP_DB_POOL_RECYCLE        = tostring(var.db_pool.recycle)
-    FIREBACKUP_AUDIT_PARTITIONS_AHEAD = tostring(var.audit_log.partitions_ahead)
-    FIREBACKUP_AUDIT_RETENTION_MONTHS = tostring(var.audit_log.retention_months)
-    FIREBACKUP_AUDIT_ARCHIVE_URL      = var.audit_log.archive_url
+    FIREBACKUP_DB_POOL_SIZE               = tostring(var.db_pool.size)
+    FIREBACKUP_DB_MAX_OVERFLOW            = tostring(var.db_pool.max_overflow)
+    FIREBACKUP_DB_POOL_TIMEOUT            = tostring(var.db_pool.timeout)
+    FIREBACKUP_DB_POOL_RECYCLE            = tostring(var.db_pool.recycle)
+    FIREBACKUP_AUDIT_PARTITIONS_AHEAD     = tostring(var.audit_log.partitions_ahead)
+    FIREBACKUP_AUDIT_RETENTION_MONTHS     = tostring(var.audit_log.retention_months)
+    FIREBACKUP_AUDIT_ARCHIVE_URL          = var.audit_log.archive_url
+    FIREBACKUP_PITR_CONFIG_CACHE_SECONDS  = "30"
+    FIREBACKUP_PITR_COMPACT_AFTER_SECONDS = "3600"
+    FIREBACKUP_PITR_SEGMENT_CHANGES       = "100000"
   }
 }
 

@@ -106,6 +106,10 @@ class FunctionServer:
         headers, body = pubsub_cloudevent(project, topic, data, attributes or {}, message_id=message_id)
         return self.request("POST", "/", body, headers)
 
+    def deliver_firestore_write(self, headers: Mapping[str, str], body: bytes) -> Response:
+        """POST a Firestore write event built by firestore_write_cloudevent."""
+        return self.request("POST", "/", body, headers)
+
     def stop(self) -> None:
         self.service.stop()
 
@@ -136,6 +140,54 @@ def pubsub_cloudevent(project: str, topic: str, data: bytes, attributes: Mapping
                "messageId": message_id, "message_id": message_id, "publishTime": when, "publish_time": when}
     body = {"message": message, "subscription": f"projects/{project}/subscriptions/eventarc-{topic}"}
     return headers, json.dumps(body).encode()
+
+
+def firestore_write_cloudevent(project: str, database: str, path: str, *, value: bytes | None,
+                               old_value: bytes | None, when: str, event_id: str | None = None,
+                               ) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the CloudEvent Eventarc sends for a Firestore document write (`{document=**}`).
+
+    Binary content mode: attributes as ce-* headers (with the `document`, `database`, `project`
+    and `namespace` extensions), the body a protobuf DocumentEventData of the google-events
+    package built from the before/after Document bytes (google.firestore.v1 wire format).
+    `when` is the event time in RFC 3339: the new update_time, or the commit time of a delete.
+    """
+    from google.events.cloud.firestore_v1.types import Document, DocumentEventData
+
+    data = DocumentEventData()
+    if value is not None:
+        data.value = Document.deserialize(value)
+    if old_value is not None:
+        data.old_value = Document.deserialize(old_value)
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id or str(uuid.uuid4()),
+        "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/{database}",
+        "ce-type": "google.cloud.firestore.document.v1.written",
+        "ce-subject": f"documents/{path}",
+        "ce-time": when,
+        "ce-dataschema": "https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/"
+                         "firestore/v1/data.proto",
+        "ce-location": "nam5",
+        "ce-project": project,
+        "ce-database": database,
+        "ce-namespace": "(default)",
+        "ce-document": path,
+        "Content-Type": "application/protobuf",
+    }
+    return headers, DocumentEventData.serialize(data)
+
+
+def sample_firestore_write(sample: functions.FirestoreWrite) -> tuple[dict[str, str], bytes]:
+    """The CloudEvent of a FirestoreWrite sample: a created document with string fields."""
+    from google.events.cloud.firestore_v1.types import Document, Value
+
+    now = datetime.now(timezone.utc)
+    name = f"projects/{sample.project}/databases/{sample.database}/documents/{sample.document}"
+    doc = Document(name=name, fields={k: Value(string_value=v) for k, v in sample.fields.items()},
+                   create_time=now, update_time=now)
+    return firestore_write_cloudevent(sample.project, sample.database, sample.document, value=Document.serialize(doc),
+                                      old_value=None, when=now.isoformat().replace("+00:00", "Z"))
 
 
 def start_built(out: Path, name: str, env: Mapping[str, str], *, timeout: float = 60,

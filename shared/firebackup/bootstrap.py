@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from firebackup.crypto.keys import KmsClient, KmsKey
     from firebackup.runtime.worker_auth import WorkerAuth
     from firebackup.services.context import Ports
+    from firebackup.services.pitr import Capture
     from firebackup.services.local_ticks import LocalTicker
     from firebackup.services.workers import Workers
 
@@ -214,6 +215,17 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     else:
         workers = Workers(factory, built, threads=settings.worker_threads)
     return ControlPlane(settings, engine, factory, built, workers, reporting)
+
+
+def pitr_capture(settings: Settings, plane: ControlPlane | None = None) -> Capture:
+    """What the `pitr_capture` function records events with: the control plane's database and keys."""
+    from firebackup.services.context import system_transactions
+    from firebackup.services.pitr import Capture, firestore_reader
+
+    plane = plane if plane is not None else control_plane(settings)
+    tx = system_transactions(plane.factory, plane.ports)
+    return Capture(tx, cache_seconds=settings.pitr_config_cache_seconds,
+                   read_document=firestore_reader(tx, plane.workers))
 
 
 T = TypeVar("T")

@@ -120,7 +120,7 @@ def _positive_int(value: str) -> int:
 from firebackup.compression import CODECS  # noqa: E402 - after the helpers it needs none of
 
 COMPRESSIONS = tuple(CODECS)
-PUBLIC_COMMANDS = "{keygen,backup,restore,verify,list,show}"
+PUBLIC_COMMANDS = "{keygen,backup,restore,history,diff,verify,list,show}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,8 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(sp)
     sp.set_defaults(func=cmd_backup)
 
-    sp = sub.add_parser("restore", help="restore a backup into a Firestore database")
-    sp.add_argument("backup_id", metavar="BACKUP_ID")
+    sp = sub.add_parser("restore", help="restore a backup, or the state at an instant (--at), into a Firestore database")
+    sp.add_argument("backup_id", metavar="BACKUP_ID", nargs="?",
+                    help="the backup to restore; with --at, leave it out: the base backup is chosen for you")
+    sp.add_argument("--at", metavar="INSTANT",
+                    help="point in time (RFC 3339, e.g. 2026-11-29T10:15:00Z): the newest backup read at or "
+                         "before it plus the captured changes up to it, read from the location's pitr/ segments")
+    sp.add_argument("--source-project", metavar="ID",
+                    help="with --at: the project whose backups and changes to use (default: --project)")
+    sp.add_argument("--source-database", metavar="NAME",
+                    help="with --at: the database whose backups and changes to use (default: --database)")
+    sp.add_argument("--scope", metavar="PATH",
+                    help="with --at: a collection path (with its subcollections) or a document path "
+                         "(default: the whole database)")
     sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
     sp.add_argument("--project", required=True, metavar="ID", help="target project id")
     sp.add_argument("--database", default="(default)", metavar="NAME",
@@ -190,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     unencrypted_flag(sp)
     json_flag(sp)
     sp.set_defaults(func=cmd_restore)
+
+    for name, what in (("history", "list one document's versions in the backups and captured changes"),
+                       ("diff", "compare one document's fields at two instants")):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("path", metavar="PATH", help="document path, e.g. users/u1/orders/o7")
+        sp.add_argument("--from", dest="location", required=True, metavar="URL", help="backup location")
+        sp.add_argument("--project", required=True, metavar="ID", help="the project the document lives in")
+        sp.add_argument("--database", default="(default)", metavar="NAME",
+                        help="its database (default: %(default)s)")
+        if name == "diff":
+            sp.add_argument("--at", action="append", default=[], required=True, metavar="INSTANT",
+                            help="an instant (RFC 3339); pass it twice")
+        key_flag(sp, "the key the backups and segments were made with")
+        json_flag(sp)
+        sp.set_defaults(func=cmd_history if name == "history" else cmd_diff)
 
     sp = sub.add_parser("verify", help="read every chunk of a backup and check it")
     sp.add_argument("backup_id", metavar="BACKUP_ID")
@@ -382,6 +408,10 @@ def _report_backup(out: dict[str, Any], args) -> None:
 def cmd_restore(args) -> int:
     from firebackup.engine.repository import check_backup_id
 
+    if args.at is not None or args.backup_id is None:
+        return cmd_restore_at(args)
+    if args.scope or args.source_project or args.source_database:
+        raise UsageError("restore: --scope, --source-project and --source-database go with --at")
     check_backup_id(args.backup_id)
     # lazily: the CLI's other commands start without the engine's imports
     from firebackup.engine.restore import RESULT_KEYS, RestoreRequest, run_restore
@@ -427,6 +457,97 @@ def cmd_restore(args) -> int:
         what += [f"{auth_failed} Auth users were not imported"] if auth_failed else []
         say(f"restore failed: {', '.join(what)}")
         return 1
+    return 0
+
+
+def cmd_restore_at(args) -> int:
+    """restore --at: base backup and captured changes read straight from the location with the key."""
+    from firebackup.pitr.events import parse_instant
+    from firebackup.pitr.restore import PointInTimeRequest
+    from firebackup.pitr.storage_restore import restore_from_location
+
+    if args.at is None:
+        raise UsageError("restore: pass a BACKUP_ID, or --at INSTANT for a point-in-time restore")
+    if args.backup_id is not None:
+        raise UsageError("restore: pass a BACKUP_ID or --at, not both")
+    if args.include_auth or args.collections:
+        raise UsageError("restore --at restores documents: use --scope instead of --collections; "
+                         "--include-auth restores a backup's users with BACKUP_ID")
+    request = PointInTimeRequest(at=parse_instant(args.at), project=args.project, database=args.database,
+                                 scope=args.scope, mode=args.mode, dry_run=args.dry_run,
+                                 keep_references=args.keep_references)
+    kek = load_key(args.key_file)
+    cli = _adapters()
+    repo = cli.repository(args.location)
+    try:
+        target = cli.firestore(args.project, args.database)
+        try:
+            result = restore_from_location(request, repo=repo, target=target, kek=kek,
+                                           source_project=args.source_project or args.project,
+                                           source_database=args.source_database or args.database)
+        finally:
+            target.close()
+    finally:
+        _close_repo(repo)
+    out = result.to_dict()
+    verb = "would write" if result.dry_run else "wrote"
+    say(f"restore {args.project}/{args.database} to {out['at']} from backup {result.backup_id} and "
+        f"{result.changes_applied} changed documents: {verb} {result.documents_written} documents, deleted "
+        f"{result.documents_deleted}, skipped {result.documents_skipped}, failed {result.documents_failed}, "
+        f"{out['duration_s']} s")
+    for line in result.warnings:
+        say(f"  warning: {line}")
+    if args.json:
+        emit_json(out)
+    for line in result.errors:
+        say(f"  {line}")
+    if result.documents_failed:
+        say(f"restore failed: {result.documents_failed} documents were not written")
+        return 1
+    return 0
+
+
+def cmd_history(args) -> int:
+    from firebackup.pitr.restore import check_scope
+    from firebackup.pitr.storage_restore import document_history
+
+    path = check_scope(args.path) or ""
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    try:
+        versions = document_history(repo, kek, project=args.project, database=args.database, path=path)
+    finally:
+        _close_repo(repo)
+    for v in versions:
+        say(f"{v.to_dict()['at']}  {v.source:<26}  {v.operation}")
+    say(f"{len(versions)} version(s) of {path}")
+    if args.json:
+        emit_json({"path": path, "versions": [v.to_dict() for v in versions]})
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from firebackup.pitr.events import format_ns
+    from firebackup.pitr.history import diff, fields_json, parse_instants
+    from firebackup.pitr.restore import check_scope
+    from firebackup.pitr.storage_restore import document_at
+
+    path = check_scope(args.path) or ""
+    first, second = parse_instants(args.at)
+    kek = load_key(args.key_file)
+    repo = open_repository(args.location)
+    try:
+        docs = [document_at(repo, kek, project=args.project, database=args.database, path=path, at=at)
+                for at in (first, second)]
+    finally:
+        _close_repo(repo)
+    changes = diff(docs[0], docs[1])
+    for c in changes:
+        say(f"{c['change']:<8} {c['field']}: {json.dumps(c['before'])} -> {json.dumps(c['after'])}")
+    say(f"{len(changes)} field(s) differ in {path} between {format_ns(first)} and {format_ns(second)}")
+    if args.json:
+        emit_json({"path": path, "at": [format_ns(first), format_ns(second)], "exists": [d is not None for d in docs],
+                   "before": fields_json(docs[0]), "after": fields_json(docs[1]), "changes": changes})
     return 0
 
 

@@ -162,6 +162,13 @@ class Settings:
     audit_partitions_ahead: int = 3
     audit_retention_months: int = 0
     audit_archive_url: str | None = None
+    # PITR capture: how long a process trusts what it read of a project's PITR configuration (enabled,
+    # key) before asking the database again; 0 asks on every event.
+    pitr_config_cache_seconds: float = 30.0
+    # PITR compaction (maintenance): captured changes older than this move into segment objects, at
+    # most pitr_segment_changes per segment.
+    pitr_compact_after_seconds: int = 3600
+    pitr_segment_changes: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -246,6 +253,10 @@ class Settings:
                                           least=1),
             audit_retention_months=_count(env, "FIREBACKUP_AUDIT_RETENTION_MONTHS", cls.audit_retention_months),
             audit_archive_url=env.get("FIREBACKUP_AUDIT_ARCHIVE_URL", "").strip() or None,
+            pitr_config_cache_seconds=_float(env, "FIREBACKUP_PITR_CONFIG_CACHE_SECONDS",
+                                             cls.pitr_config_cache_seconds, zero=True),
+            pitr_compact_after_seconds=_int(env, "FIREBACKUP_PITR_COMPACT_AFTER_SECONDS", cls.pitr_compact_after_seconds),
+            pitr_segment_changes=_int(env, "FIREBACKUP_PITR_SEGMENT_CHANGES", cls.pitr_segment_changes),
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from firebackup.api import schemas as s
-from firebackup.services import jobs, keys, orgs, resources, retention, webhooks
+from firebackup.services import jobs, keys, orgs, pitr, resources, retention, webhooks
 from firebackup.services.context import Role
 
 
@@ -77,6 +77,15 @@ ROUTES: list[Route] = [
     Route("DELETE", ORG + "/projects/{project_id}", resources.delete_project, A, query=s.DeleteWithBackupsQuery,
           summary="Delete a project; with backups on record, say ?backups=delete or ?backups=detach"),
     Route("POST", ORG + "/projects/{project_id}/test", resources.test_project, M, s.TestResultOut),
+    Route("GET", ORG + "/projects/{project_id}/pitr", pitr.window, V, s.PitrOut,
+          summary="Point-in-time recovery: settings and the covered window (earliest, latest, gaps)"),
+    Route("PUT", ORG + "/projects/{project_id}/pitr", pitr.configure, A, s.PitrOut, body=s.PitrIn,
+          summary="Turn point-in-time recovery on or off, with a retention in days"),
+    Route("GET", ORG + "/projects/{project_id}/pitr/history", pitr.document_history, V, s.PitrHistoryOut,
+          query=s.PitrHistoryQuery,
+          summary="One document's versions in backups and captured changes; with at and until, a field-level diff"),
+    Route("POST", ORG + "/projects/{project_id}/pitr/restore", pitr.restore, M, s.PitrRestoreOut, body=s.PitrRestoreIn,
+          summary="Restore the database as of an instant (base backup + captured changes); waits for the result"),
     _list(ORG + "/destinations", resources.list_destinations, V, s.DestinationOut),
     Route("POST", ORG + "/destinations", resources.create_destination, A, s.DestinationOut, 201, s.DestinationIn),
     Route("GET", ORG + "/destinations/{destination_id}", resources.get_destination, V, s.DestinationOut),

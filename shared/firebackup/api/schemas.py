@@ -619,3 +619,92 @@ def page_of(item: type[BaseModel]) -> type[BaseModel]:
                         next_cursor=(str | None, None))
 
 
+
+
+# --- point-in-time recovery --------------------------------------------------------------------------
+
+class PitrIn(ApiRequest):
+    destination_id: Id
+    retention_days: int = Field(default=7, ge=1)
+    enabled: bool = True
+
+    def to_command(self) -> c.ConfigurePitr:
+        return c.ConfigurePitr(destination_id=self.destination_id, retention_days=self.retention_days,
+                               enabled=self.enabled)
+
+
+class PitrGapOut(Out):
+    start: str
+    end: str
+    reason: str
+
+
+class PitrOut(Out):
+    project_id: str
+    enabled: bool
+    retention_days: int
+    destination_id: str
+    kek_id: str | None
+    earliest_restorable: str | None
+    latest_captured: str | None
+    gaps: list[PitrGapOut]
+
+
+class PitrRestoreIn(ApiRequest):
+    at: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    target_project_id: Id | None = None
+    target_database: DatabaseId | None = None
+    scope: Annotated[str, StringConstraints(min_length=1, max_length=6000)] | None = None
+    mode: c.RestoreMode = "overwrite"
+    dry_run: bool = False
+    allow_gaps: bool = False
+    keep_references: bool = False
+
+    def to_command(self) -> c.RestoreAt:
+        return c.RestoreAt(at=self.at, target_project_id=self.target_project_id, target_database=self.target_database,
+                           scope=self.scope, mode=self.mode, dry_run=self.dry_run, allow_gaps=self.allow_gaps,
+                           keep_references=self.keep_references)
+
+
+class PitrRestoreOut(Out):
+    backup_id: str
+    at: str
+    documents_written: int
+    documents_skipped: int
+    documents_failed: int
+    documents_deleted: int
+    changes_applied: int
+    dry_run: bool
+    duration_s: float
+    warnings: list[str]
+    errors: list[str]
+
+
+class PitrHistoryQuery(ApiRequest):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=6000)]
+    at: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="with until: diff the document's fields between these two instants (RFC 3339)")
+    until: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    def to_command(self) -> c.DocumentHistory:
+        return c.DocumentHistory(path=self.path, at=self.at, until=self.until)
+
+
+class PitrVersionOut(Out):
+    at: str
+    source: str
+    operation: str
+    fields: dict[str, Any] | None
+
+
+class PitrFieldChangeOut(Out):
+    field: str
+    change: Literal["added", "removed", "changed"]
+    before: Any = None
+    after: Any = None
+
+
+class PitrHistoryOut(Out):
+    path: str
+    versions: list[PitrVersionOut]
+    diff: list[PitrFieldChangeOut] | None = None

@@ -41,3 +41,11 @@ def frame_nonce(index: int) -> bytes:
 def frame_aad_suffix(index: int, final: bool) -> bytes:
     """u64 index || u8 final flag; the AAD is the chunk header followed by this."""
     return _INDEX_FINAL.pack(index, 1 if final else 0)
+
+
+CHANGE_KEY_INFO = b"firebackup pitr change key v1"
+
+
+def change_key(dek: DataKey) -> bytes:
+    """K_p = HKDF-SHA256(DEK, no salt, "firebackup pitr change key v1"): seals captured changes at rest."""
+    return _hkdf(dek.key, None, CHANGE_KEY_INFO)

@@ -351,19 +351,47 @@ class PITRConfig(Base):
     enabled: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     retention_days: Mapped[int] = mapped_column(sa.Integer, default=7)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The project's PITR data key, wrapped by the organization's KEK (kek_id names it; pitr/sealing.py).
+    wrapped_dek: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
+    kek_id: Mapped[str | None] = mapped_column(sa.String(600), nullable=True)
+    # Gap detection has compared every completed backup read up to here with the captured changes.
+    gaps_checked_through: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PITRGap(Base):
+    """A window in which capture missed writes: instants in (start_ns, end_ns) are uncertain."""
+
+    __tablename__ = "pitr_gaps"
+    __table_args__ = (sa.UniqueConstraint("project_id", "start_ns", "end_ns"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    start_ns: Mapped[int] = mapped_column(sa.BigInteger)  # the last captured instant before the missed writes
+    end_ns: Mapped[int] = mapped_column(sa.BigInteger)  # the first captured instant after them (or the backup's)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    backup_id: Mapped[str | None] = mapped_column(ID, nullable=True)  # the backup that saw the missed writes
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class PITRChange(Base):
-    """One captured document write; (project_id, event_id) makes redelivered events idempotent."""
+    """One captured document write; (project_id, event_id) makes redelivered events idempotent.
+
+    event_id is the write's identity, not the delivery's: a digest of path and version instant
+    (services/pitr.py), so one write delivered twice under two event ids is still one row.
+    `after` is the new document sealed with the project's PITR key (None for a delete).
+    """
 
     __tablename__ = "pitr_changes"
     __table_args__ = (
         sa.UniqueConstraint("project_id", "event_id"),
         sa.Index("ix_pitr_changes_project_time", "project_id", "update_time"),
+        sa.Index("ix_pitr_changes_project_database_time", "project_id", "database_id", "update_time"),
     )
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(ID, sa.ForeignKey("projects.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(sa.String(128))
+    database_id: Mapped[str] = mapped_column(sa.String(64), default="(default)")
+    operation: Mapped[str] = mapped_column(sa.String(8), default="update")  # create | update | delete
     document_path: Mapped[str] = mapped_column(sa.Text)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime)
     update_time_nanos: Mapped[int] = mapped_column(sa.Integer, default=0)  # sub-microsecond part

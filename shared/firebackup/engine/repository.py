@@ -203,6 +203,9 @@ class ChunkUpload:
 class Repository:
     """Backups at one storage location (see the module docstring for the layout)."""
 
+    # Where the backups sit in the location; pitr.segments.SegmentRepository keeps segments beside them.
+    PREFIX = BACKUPS_PREFIX
+
     def __init__(self, storage: Storage):
         self.storage = storage
 
@@ -221,9 +224,9 @@ class Repository:
         now = now.astimezone(dt.timezone.utc)
         return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
-    @staticmethod
-    def backup_prefix(backup_id: str) -> str:
-        return f"{BACKUPS_PREFIX}{check_backup_id(backup_id)}/"
+    @classmethod
+    def backup_prefix(cls, backup_id: str) -> str:
+        return f"{cls.PREFIX}{check_backup_id(backup_id)}/"
 
     @classmethod
     def manifest_key(cls, backup_id: str) -> str:
@@ -378,8 +381,8 @@ class Repository:
         while True:
             restart = None
             run_id, run = None, 0
-            for info in self.storage.list(BACKUPS_PREFIX, start_after=start_after):
-                rest = info.key[len(BACKUPS_PREFIX):]
+            for info in self.storage.list(self.PREFIX, start_after=start_after):
+                rest = info.key[len(self.PREFIX):]
                 backup_id, _, tail = rest.partition("/")
                 if not BACKUP_ID_RE.match(backup_id):
                     continue  # not ours; never guess about foreign objects
@@ -389,7 +392,7 @@ class Repository:
                     run_id = backup_id
                     if run >= _SKIP_CHUNKS_AFTER:
                         # Every valid chunk key sorts below "~" (chunk ids are [A-Za-z0-9_-]).
-                        restart = f"{BACKUPS_PREFIX}{backup_id}/{CHUNKS_DIR}~"
+                        restart = f"{self.PREFIX}{backup_id}/{CHUNKS_DIR}~"
                         break
             if restart is None:
                 break

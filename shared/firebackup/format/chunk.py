@@ -35,7 +35,7 @@ from firebackup.errors import (
 
 MAGIC = b"FBKC"
 FORMAT_VERSION = 1
-KINDS = {"docs": 1, "auth": 2}
+KINDS = {"docs": 1, "auth": 2, "changes": 3}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 ENC_NONE = 0
 ENC_AES256GCM = 1

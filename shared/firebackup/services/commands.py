@@ -273,3 +273,35 @@ class StartRestore:
     collections: tuple[str, ...] | None = None
     dry_run: bool = False
     include_auth: bool = False
+
+
+# --- point-in-time recovery ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigurePitr:
+    destination_id: str
+    retention_days: int = 7
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RestoreAt:
+    """Restore a project's database as of `at` (RFC 3339, nanoseconds allowed) into a project of the org."""
+
+    at: str
+    target_project_id: str | None = None  # None: the same project
+    target_database: str | None = None
+    scope: str | None = None  # a collection path (with subcollections) or a document path
+    mode: RestoreMode = "overwrite"
+    dry_run: bool = False
+    allow_gaps: bool = False  # restore even when a gap makes the instant uncertain (then it warns)
+    keep_references: bool = False  # default: references into the source database follow the data
+
+
+@dataclass(frozen=True)
+class DocumentHistory:
+    """One document's versions; with `at` and `until`, also the field-level diff between those two instants."""
+
+    path: str
+    at: str | None = None
+    until: str | None = None

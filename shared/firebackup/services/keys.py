@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from firebackup.crypto.keys import CloudKmsClient, KeyEncryptionKey, KmsClient, KmsKey, LocalKey
-from firebackup.db.models import Backup, BackupKey, JobTask, KeyRotation, Organization, StorageDestination, new_id
+from firebackup.db.models import (Backup, BackupKey, JobTask, KeyRotation, Organization, PITRConfig, StorageDestination,
+                                  new_id)
 from firebackup.engine.jobs import ClaimState, Handler, LeaseHeld, one_line, utcnow
 from firebackup.engine.tasks import KEYS_ROTATE
 from firebackup.errors import BadKey, FireBackupError, is_transient
@@ -288,8 +289,16 @@ class KeyRotations:
             failed = len(row.failed or [])
             in_flight = s.scalar(sa.select(sa.func.count()).select_from(Backup).where(
                 Backup.org_id == row.org_id, Backup.state.in_(_ACTIVE))) or 0
-            if org is not None and not failed and not in_flight and org.kms_key_name == row.kms_key_name:
+            # PITR's segments and each project's capture key are wrapped under the key of their day and a
+            # rotation does not re-wrap them yet: the previous key stays (a further switch is refused) so
+            # no captured change becomes unreadable.
+            pitr = s.scalar(sa.select(sa.func.count()).select_from(PITRConfig).where(
+                PITRConfig.org_id == row.org_id)) or 0
+            if org is not None and not failed and not in_flight and not pitr and org.kms_key_name == row.kms_key_name:
                 org.kms_key_previous = None  # nothing is left under the old key
+            elif pitr:
+                log.info("rotation %s: the previous key stays, PITR data of %d project(s) is wrapped under it",
+                         job_id, pitr)
             error = f"{failed} backup(s) could not be re-wrapped; their key is still needed" if failed else None
             s.execute(sa.update(JobTask).where(JobTask.job_id == job_id, JobTask.task_key == _TASK)
                       .values(done=True, lease_until=None))

@@ -164,7 +164,14 @@ def redeliver_webhooks(tx: SystemTx, now: dt.datetime) -> int:
 
 
 def compact_pitr(tx: SystemTx, now: dt.datetime) -> None:
-    """The hook for PITR compaction (captured changes into encrypted segments in storage); not yet built."""
+    """PITR: captured changes older than the setting into encrypted segments, then PITR retention."""
+    from firebackup.services.pitr import compact_all
+
+    with tx() as ctx:
+        settings = ctx.ports.settings
+    done = compact_all(tx, now, older_than=dt.timedelta(seconds=settings.pitr_compact_after_seconds),
+                       max_changes=settings.pitr_segment_changes)
+    log.info("pitr compaction: %s", done)
 
 
 # --- keyed fingerprints ----------------------------------------------------------------------------------

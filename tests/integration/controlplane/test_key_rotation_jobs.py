@@ -144,3 +144,27 @@ def test_a_rotation_is_a_job_that_resumes_after_an_interruption_and_then_the_old
     drain(queue, workers)
     got = org.ok("GET", f"/restores/{rst['id']}")
     assert got["state"] == "completed" and got["documents_written"] == count, got
+
+
+def test_a_rotation_keeps_the_previous_key_while_pitr_data_of_the_organization_is_wrapped_under_it(
+        engine, firestore_emulator, monkeypatch, tmp_path, kms, project_id) -> None:
+    firestore_emulator.apply(monkeypatch)
+    queue = RecordingQueue()
+    org = _org(engine, tmp_path, queue=queue)
+    workers = org.app.extensions["firebackup_control_plane"].workers
+    seed(project_id)
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    org.ok("PUT", "/encryption", {"kms_key_name": KEY_A})
+    org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)
+    drain(queue, workers)
+    pitr = org.ok("PUT", f"/projects/{pid}/pitr", {"destination_id": did, "retention_days": 7})
+    assert pitr["kek_id"] == "kms:" + KEY_A  # the capture key is wrapped under A
+
+    job = org.ok("POST", "/encryption/rotate", {"kms_key_name": KEY_B}, 202)
+    drain(queue, workers)
+    done = org.ok("GET", f"/encryption/rotations/{job['id']}")
+    assert (done["state"], done["rewrapped"], done["failed"]) == ("completed", 1, [])
+    # The backup moved to B, but A still opens PITR's capture key and segments: it is not forgotten.
+    assert org.ok("GET", "/encryption") == {"kms_key_name": KEY_B, "rotating_from": KEY_A}
+    third = org.call("PUT", "/encryption", {"kms_key_name": KEY_A.replace("/a", "/c")})
+    assert third.status_code == 409

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from infra import build_functions, functions
-from infra.local.function_server import run_isolated, start_built, start_function
+from infra.local.function_server import run_isolated, sample_firestore_write, start_built, start_function
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +75,9 @@ def test_a_built_function_imports_only_its_folder_and_answers_its_sample_request
             assert answer.content_type.startswith("application/json")
             body = answer.json()
             assert isinstance(body, dict) and sample.json_key in body
+        elif isinstance(sample, functions.FirestoreWrite):
+            answer = server.deliver_firestore_write(*sample_firestore_write(sample))
+            assert 200 <= answer.status < 300, answer.body[:300]
         else:
             answer = server.deliver_pubsub(sample.topic, sample.data, sample.attributes)
             assert 200 <= answer.status < 300, answer.body[:300]

@@ -21,6 +21,14 @@ RESULT_KEYS = (
 )
 
 
+def check_target(project: str, mode: str) -> None:
+    """A restore needs a target project and one of the modes: UsageError in one line otherwise."""
+    if not project:
+        raise UsageError("restore: no target project; pass --project")
+    if mode not in MODES:
+        raise UsageError(f"restore: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+
+
 @dataclass
 class RestoreRequest:
     """What to restore where; the CLI's restore options."""
@@ -36,10 +44,7 @@ class RestoreRequest:
     allow_unencrypted: bool = False  # with a key: read a backup that turns out unencrypted (format.md: no downgrade)
 
     def __post_init__(self) -> None:
-        if not self.project:
-            raise UsageError("restore: no target project; pass --project")
-        if self.mode not in MODES:
-            raise UsageError(f"restore: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        check_target(self.project, self.mode)
         self.database = self.database or "(default)"
         if self.collections is not None:
             self.collections = [c.strip() for c in self.collections if c.strip()] or None

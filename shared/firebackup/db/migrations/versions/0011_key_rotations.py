@@ -4,7 +4,7 @@ A rotation re-wraps every completed backup's manifest in a task on the backup qu
 its state, its counts and (with its JobTask row) where a redelivered task resumes.
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

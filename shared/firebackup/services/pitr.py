@@ -1,0 +1,719 @@
+"""Point-in-time recovery in the control plane: configuration, capture of document writes, changes read back.
+
+Capture (the `pitr_capture` function) records each write once: the row's event_id is a digest of
+database, path and version instant, so a redelivered event, or the same write delivered under
+another event id, inserts nothing (INSERT ... ON CONFLICT DO NOTHING). Order comes from the
+version instant, never from arrival. An event for a project with PITR disabled or unknown is
+acknowledged with one log line: Eventarc would otherwise retry it for days.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from firebackup.crypto.keys import DataKey, KeyEncryptionKey
+from firebackup.db.models import PITRChange, PITRConfig, Project, StorageDestination
+from firebackup.pitr.events import DELETE, CapturedWrite, format_ns, ns_datetime
+from firebackup.pitr.restore import Change
+from firebackup.pitr.sealing import ChangeSealer, wrap_context
+from firebackup.services.commands import ConfigurePitr, DocumentHistory, RestoreAt
+from firebackup.services.context import Ctx, Role, SystemTx
+from firebackup.services.errors import Invalid, NotFound
+
+log = logging.getLogger("firebackup.pitr")
+
+# Reads the document at path as of the version instant (ns), or None if it did not exist then:
+# completes an event too large to carry its document.
+ReadDocument = Callable[[Project, str, int], "bytes | None"]
+KekFor = Callable[[str], KeyEncryptionKey]  # the organization's current KEK (Workers.kek)
+
+
+def change_id(database: str, path: str, version: int) -> str:
+    """A write's identity: the same document at the same version instant is the same change."""
+    return hashlib.sha256(f"{database}\x00{path}\x00{version}".encode()).hexdigest()
+
+
+def split_ns(version: int) -> tuple[dt.datetime, int]:
+    """(update_time to the microsecond, the nanoseconds below it) as the row stores them."""
+    return ns_datetime(version), version % 1000
+
+
+def row_ns(when: dt.datetime, nanos: int) -> int:
+    from firebackup.pitr.events import instant_ns
+
+    return instant_ns(when) + nanos
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+def enable(ctx: Ctx, org_id: str, project_id: str, *, destination_id: str, retention_days: int, enabled: bool,
+           kek: KeyEncryptionKey) -> dict[str, Any]:
+    """Turn PITR on or off for a project, with a retention in days; makes its data key on first use."""
+    project = ctx.session.get(Project, project_id)
+    if project is None or project.org_id != org_id:
+        raise NotFound(f"project {project_id} not found")
+    dest = ctx.session.get(StorageDestination, destination_id)
+    if dest is None or dest.org_id != org_id:
+        raise NotFound(f"destination {destination_id} not found")
+    if retention_days < 1:
+        raise Invalid(f"retention_days must be 1 or more, not {retention_days}")
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    if config is None:
+        config = PITRConfig(org_id=org_id, project_id=project_id, destination_id=destination_id)
+        ctx.session.add(config)
+    config.destination_id, config.retention_days, config.enabled = destination_id, retention_days, enabled
+    if config.wrapped_dek is None:
+        config.wrapped_dek = kek.wrap(DataKey.generate(), wrap_context(project_id))
+        config.kek_id = kek.key_id
+    ctx.session.flush()
+    ctx.audit("pitr.configure", "project", project_id,
+              {"enabled": enabled, "retention_days": retention_days, "destination_id": destination_id})
+    return describe(config)
+
+
+def describe(config: PITRConfig) -> dict[str, Any]:
+    return {"project_id": config.project_id, "enabled": config.enabled, "retention_days": config.retention_days,
+            "destination_id": config.destination_id, "kek_id": config.kek_id}
+
+
+def sealer(ctx: Ctx, config: PITRConfig) -> ChangeSealer:
+    """The project's change sealer; its data key unwrapped by the KEK it was wrapped with."""
+    from firebackup.services.keys import kek_named
+
+    if config.wrapped_dek is None or config.kek_id is None:
+        raise Invalid(f"PITR of project {config.project_id} has no data key; enable it again")
+    return ChangeSealer.unwrap(config.project_id, config.wrapped_dek, kek_named(ctx, config.org_id, config.kek_id))
+
+
+# --- capture ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Target:
+    """One project row that records a database's writes."""
+
+    project: Project
+    sealer: ChangeSealer
+
+
+class _Batch:
+    """Rows waiting for one INSERT, and what became of it."""
+
+    def __init__(self) -> None:
+        self.values: list[dict[str, Any]] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Capture:
+    """Records captured writes for every project with PITR on for the event's project and database.
+
+    Concurrent requests share commits (group commit): each adds its rows to the pending batch and
+    waits; whoever takes the flush lock first writes every row pending in one INSERT and one
+    commit. A request returns only once its rows are committed, so an acknowledged event is stored;
+    a failed flush fails every request in it (Eventarc delivers them again).
+    """
+
+    def __init__(self, tx: SystemTx, *, cache_seconds: float = 30.0, read_document: ReadDocument | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.tx = tx
+        self.cache_seconds = cache_seconds
+        self.read_document = read_document
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._targets: dict[tuple[str, str], tuple[float, list[_Target]]] = {}
+        self._pending: _Batch | None = None
+        self._flushing = threading.Lock()
+
+    def _lookup(self, project: str, database: str) -> list[_Target]:
+        key = (project, database)
+        now = self.clock()
+        with self._lock:
+            hit = self._targets.get(key)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        with self.tx() as ctx:
+            rows = ctx.session.execute(
+                sa.select(Project, PITRConfig).join(PITRConfig, PITRConfig.project_id == Project.id)
+                .where(Project.gcp_project_id == project, Project.database_id == database, PITRConfig.enabled))
+            targets = []
+            for p, config in rows:
+                ctx.session.expunge(p)
+                targets.append(_Target(p, sealer(ctx, config)))
+        with self._lock:
+            self._targets[key] = (now, targets)
+        return targets
+
+    def record(self, write: CapturedWrite) -> int:
+        """Store the write for each project that captures it; returns the rows handed to the store (0: dropped).
+
+        A write already stored (a redelivery) inserts nothing.
+        """
+        targets = self._lookup(write.project, write.database)
+        if not targets:
+            log.info("pitr_capture: dropped the write of %s in %s/%s: PITR is not enabled for that "
+                     "project and database", write.path, write.project, write.database)
+            return 0
+        document, operation = write.document, write.operation
+        if write.incomplete:
+            if self.read_document is None:
+                raise Invalid(f"the event for {write.path} carries no document and nothing can read it")
+            document = self.read_document(targets[0].project, write.path, write.version)
+            operation = DELETE if document is None else operation
+        when, nanos = split_ns(write.version)
+        eid = change_id(write.database, write.path, write.version)
+        values = [{"project_id": t.project.id, "event_id": eid, "database_id": write.database,
+                   "operation": operation, "document_path": write.path, "update_time": when,
+                   "update_time_nanos": nanos,
+                   "after": None if document is None else t.sealer.seal(write.path, write.version, document),
+                   "compacted": False} for t in targets]
+        self._commit(values)
+        return len(values)
+
+    def _commit(self, values: list[dict[str, Any]]) -> None:
+        with self._lock:
+            batch = self._pending
+            if batch is None:
+                batch = self._pending = _Batch()
+            batch.values.extend(values)
+        with self._flushing:  # while one batch is written, the next one fills up
+            if not batch.done.is_set():
+                with self._lock:
+                    if self._pending is batch:
+                        self._pending = None
+                try:
+                    self._insert(batch.values)
+                except BaseException as e:  # noqa: BLE001 - every request of the batch learns of it
+                    batch.error = e
+                finally:
+                    batch.done.set()
+        if batch.error is not None:
+            raise batch.error
+
+    def _insert(self, values: list[dict[str, Any]]) -> None:
+        # One row per (project, change) in the batch: a duplicate inside one INSERT would make
+        # PostgreSQL's ON CONFLICT refuse the statement.
+        unique = list({(v["project_id"], v["event_id"]): v for v in values}.values())
+        with self.tx() as ctx:
+            conn = ctx.session.connection()
+            # One statement without values, run for the list (executemany): compiled once and cached,
+            # where .values(rows) would be compiled again for every batch size.
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            table: Any = PITRChange.__table__
+            conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"]),
+                         unique)
+
+
+# --- reading changes back -----------------------------------------------------------------------------
+
+def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None,
+            batch: int = 5000) -> Iterator[Change]:
+    """The captured changes of a project with after < version <= upto (ns), opened, in version order."""
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    if config is None:
+        raise NotFound(f"PITR is not configured for project {project_id}")
+    opener = sealer(ctx, config)
+    lo, hi = split_ns(after)[0], split_ns(upto)[0] + dt.timedelta(microseconds=1)
+    stmt = (sa.select(PITRChange.document_path, PITRChange.update_time, PITRChange.update_time_nanos,
+                      PITRChange.operation, PITRChange.after)
+            .where(PITRChange.project_id == project_id, PITRChange.update_time >= lo, PITRChange.update_time < hi)
+            .order_by(PITRChange.update_time, PITRChange.update_time_nanos, PITRChange.id))
+    if prefix:
+        from firebackup.pitr.restore import is_document
+
+        under = PITRChange.document_path.startswith(prefix + "/", autoescape=True)
+        stmt = stmt.where(PITRChange.document_path == prefix if is_document(prefix)
+                          else sa.or_(PITRChange.document_path == prefix, under))
+    for path, when, nanos, operation, sealed in ctx.session.execute(stmt.execution_options(yield_per=batch)):
+        version = row_ns(when, nanos)
+        if not after < version <= upto:
+            continue
+        yield Change(path, version, operation,
+                           None if sealed is None else opener.open(path, version, sealed))
+
+
+def firestore_reader(tx: SystemTx, workers: Any) -> ReadDocument:
+    """Reads a document of a connected project at a version instant, with the project's own credentials."""
+    from google.cloud.firestore_v1.types import BatchGetDocumentsRequest, BatchGetDocumentsResponse
+
+    from firebackup.firestore.rewrite import database_path
+
+    request_pb: Any = BatchGetDocumentsRequest.pb()  # the skeletons in firestore.protos have no read_time
+    response_pb: Any = BatchGetDocumentsResponse.pb()
+
+    def read(project: Project, path: str, version: int) -> bytes | None:
+        with tx() as ctx:
+            secret = workers.project_secret(ctx, project)
+        conn = workers.ports.sources.firestore(project.gcp_project_id, project.database_id, project.auth_kind, secret)
+        try:
+            db = database_path(project.gcp_project_id, project.database_id)
+            request = request_pb(database=db, documents=[f"{db}/documents/{path}"])
+            request.read_time.seconds, request.read_time.nanos = divmod(version, 1_000_000_000)
+            for raw in conn.batch_get_documents(request.SerializeToString()):
+                response = response_pb.FromString(raw)
+                if response.HasField("found"):
+                    return bytes(response.found.SerializeToString())
+            return None
+        finally:
+            conn.close()
+
+    return read
+
+
+# --- compaction and retention (maintenance) -----------------------------------------------------------
+
+@dataclass
+class Compaction:
+    """What one compaction run did."""
+
+    segments: int = 0
+    changes: int = 0
+    rows_expired: int = 0
+    segments_expired: int = 0
+
+
+def _org_keys(ctx: Ctx, org_id: str) -> Callable[[str], KeyEncryptionKey]:
+    """Opens segments under whichever of the organization's keys each names (current, previous, BackupKey)."""
+    from firebackup.services.keys import kek_named
+
+    return lambda kek_id: kek_named(ctx, org_id, kek_id)
+
+
+def _org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
+    from firebackup.services.keys import org_kms_kek, stored_local_kek
+
+    kek: KeyEncryptionKey | None = org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
+    if kek is None:
+        raise Invalid(f"organization {org_id} has no backup key yet; enable PITR again to make one")
+    return kek
+
+
+def _open_segments(ctx: Ctx, config: PITRConfig) -> Any:
+    from firebackup.pitr.segments import SegmentRepository
+    from firebackup.services.resources import open_destination
+
+    dest = ctx.session.get(StorageDestination, config.destination_id)
+    if dest is None:
+        raise NotFound(f"PITR destination {config.destination_id} of project {config.project_id} is gone")
+    return SegmentRepository(open_destination(ctx, dest))
+
+
+def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_changes: int) -> Compaction:
+    """Move the project's changes older than cutoff into segments; rows go only once the segment reads back."""
+    from firebackup.errors import IntegrityError
+    from firebackup.pitr.segments import read_segment, write_segment
+
+    done = Compaction()
+    while True:
+        with tx() as ctx:
+            config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+            project = ctx.session.get(Project, project_id)
+            if config is None or project is None:
+                return done
+            opener, kek = sealer(ctx, config), _org_kek(ctx, config.org_id)
+            rows = ctx.session.execute(
+                sa.select(PITRChange.id, PITRChange.document_path, PITRChange.update_time,
+                          PITRChange.update_time_nanos, PITRChange.operation, PITRChange.after)
+                .where(PITRChange.project_id == project_id, PITRChange.update_time < cutoff)
+                .order_by(PITRChange.update_time, PITRChange.update_time_nanos, PITRChange.id)
+                .limit(max_changes)).all()
+            if not rows:
+                return done
+            repo = _open_segments(ctx, config)
+            source = (project.gcp_project_id, project.database_id)
+        try:
+            batch = []
+            for _, path, when, nanos, operation, sealed in rows:
+                version = row_ns(when, nanos)
+                batch.append(Change(path, version, operation,
+                                    None if sealed is None else opener.open(path, version, sealed)))
+            info = write_segment(repo, batch, project=source[0], database=source[1], kek=kek)
+            _, back = read_segment(repo, info.segment_id, kek)
+            if list(back) != batch:
+                repo.delete_backup(info.segment_id)
+                raise IntegrityError(f"segment {info.segment_id} did not read back as written; rows kept")
+        finally:
+            repo.storage.close()
+        with tx() as ctx:
+            ctx.session.execute(sa.delete(PITRChange).where(PITRChange.id.in_([r[0] for r in rows])))
+        done.segments += 1
+        done.changes += len(rows)
+        if len(rows) < max_changes:
+            return done
+
+
+def needed_since(ctx: Ctx, project_id: str, oldest: dt.datetime) -> dt.datetime | None:
+    """The read_time of the base backup the oldest kept restore point needs: changes at or before it are not.
+
+    None: no completed backup of the project, so nothing can be restored yet and nothing may go.
+    """
+    from firebackup.db.models import Backup
+
+    completed = sa.select(Backup.read_time).where(Backup.project_id == project_id, Backup.state == "completed",
+                                                  Backup.read_time.is_not(None))
+    base = ctx.session.scalar(completed.where(Backup.read_time <= oldest).order_by(Backup.read_time.desc()).limit(1))
+    if base is None:  # the window starts before the first backup: its first read_time is the oldest point
+        base = ctx.session.scalar(completed.order_by(Backup.read_time).limit(1))
+    return base
+
+
+def expire(tx: SystemTx, project_id: str, now: dt.datetime) -> Compaction:
+    """Retention: drop rows and segments older than every restore point the window keeps needs."""
+    from firebackup.pitr.events import instant_ns
+    from firebackup.pitr.segments import list_segments
+
+    done = Compaction()
+    with tx() as ctx:
+        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+        if config is None:
+            return done
+        keep = needed_since(ctx, project_id, now - dt.timedelta(days=config.retention_days))
+        if keep is None:
+            return done
+        result = ctx.session.execute(sa.delete(PITRChange).where(
+            PITRChange.project_id == project_id, PITRChange.update_time < keep))
+        done.rows_expired = int(getattr(result, "rowcount", 0) or 0)
+        project = ctx.session.get(Project, project_id)
+        repo = _open_segments(ctx, config)
+        try:  # inside the transaction: the key lookups of each segment's KEK use its session
+            if project is not None:
+                for info in list_segments(repo, _org_keys(ctx, config.org_id), project=project.gcp_project_id,
+                                          database=project.database_id):
+                    if info.last < instant_ns(keep):
+                        repo.delete_backup(info.segment_id)
+                        done.segments_expired += 1
+        finally:
+            repo.storage.close()
+    return done
+
+
+def compact_all(tx: SystemTx, now: dt.datetime, *, older_than: dt.timedelta, max_changes: int) -> Compaction:
+    """Compaction then retention for every project with a PITR configuration."""
+    with tx() as ctx:
+        ids = list(ctx.session.scalars(sa.select(PITRConfig.project_id).order_by(PITRConfig.project_id)))
+    total = Compaction()
+    for project_id in ids:
+        check_backups(tx, project_id)  # before compaction and retention touch the changes it compares
+        for part in (compact_project(tx, project_id, now - older_than, max_changes=max_changes),
+                     expire(tx, project_id, now)):
+            total.segments += part.segments
+            total.changes += part.changes
+            total.rows_expired += part.rows_expired
+            total.segments_expired += part.segments_expired
+    return total
+
+
+def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None) -> list[Change]:
+    """Every captured change of the project in (after, upto]: the rows and the segments in storage."""
+    from firebackup.pitr.restore import in_scope
+    from firebackup.pitr.segments import list_segments, stored_changes
+
+    out = list(changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    project = ctx.session.get(Project, project_id)
+    if config is None or project is None:
+        raise NotFound(f"PITR is not configured for project {project_id}")
+    repo, kek = _open_segments(ctx, config), _org_keys(ctx, config.org_id)
+    try:
+        segments = list_segments(repo, kek, project=project.gcp_project_id, database=project.database_id)
+        out.extend(c for c in stored_changes(repo, segments, kek, after=after, upto=upto) if in_scope(c.path, prefix))
+    finally:
+        repo.storage.close()
+    return out
+
+
+# --- gaps: writes capture missed, seen by a backup ----------------------------------------------------
+
+def _backup_documents(ctx: Ctx, backup: Any) -> dict[str, int]:
+    """Path -> update_time (ns) of every document in a completed backup, read with the key it names."""
+    from firebackup.engine.repository import Repository
+    from firebackup.firestore.documents import decode_timestamp, first_len_field
+    from firebackup.pitr.events import version_ns
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import open_destination
+
+    dest = ctx.session.get(StorageDestination, backup.destination_id)
+    if dest is None or backup.repo_backup_id is None:
+        return {}
+    repo = Repository(open_destination(ctx, dest))
+    try:
+        kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
+        kek = kek_named(ctx, backup.org_id, kek_id) if kek_id else None
+        manifest, dek = repo.read_manifest(backup.repo_backup_id, kek)
+        prefix = len(f"projects/{manifest.source.get('project')}/databases/"
+                     f"{manifest.source.get('database') or '(default)'}/documents/")
+        seen: dict[str, int] = {}
+        for entry in manifest.chunks:
+            if entry.kind != "docs":
+                continue
+            for records in repo.iter_record_batches(backup.repo_backup_id, entry, dek):
+                for raw in records:  # maintenance only: a pass over the backup's names and update times
+                    stamp = first_len_field(raw, 4, "Document")
+                    name = first_len_field(raw, 1, "Document")
+                    if stamp is not None and name is not None:
+                        seen[name[prefix:].decode()] = version_ns(*decode_timestamp(stamp))
+        return seen
+    finally:
+        repo.storage.close()
+
+
+def gap_windows(seen: dict[str, int], captured: list[Change], *, start: int, read_time: int) -> list[tuple[int, int]]:
+    """Windows (lo, hi) around each update a backup saw that capture has no change for.
+
+    lo is the last captured instant before the missed update (or the start of capture), hi the
+    first captured instant after it (or the backup's read time): every missed instant lies strictly
+    inside, and no captured one does.
+    """
+    import bisect
+
+    versions: dict[str, set[int]] = {}
+    for c in captured:
+        versions.setdefault(c.path, set()).add(c.version)
+    instants = sorted({c.version for c in captured})
+    windows = set()
+    for path, updated in seen.items():
+        if start < updated <= read_time and updated not in versions.get(path, ()):
+            i = bisect.bisect_left(instants, updated)
+            lo = instants[i - 1] if i > 0 else start
+            hi = instants[i] if i < len(instants) else read_time
+            windows.add((lo, hi))
+    return sorted(windows)
+
+
+def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
+    """Compare every completed backup not yet checked with the captured changes; record the gaps found."""
+    from firebackup.db.models import Backup, PITRGap
+    from firebackup.pitr.events import format_ns, instant_ns
+
+    found: list[tuple[int, int]] = []
+    with tx() as ctx:
+        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+        if config is None:
+            return found
+        since = config.gaps_checked_through or config.created_at
+        start = instant_ns(config.created_at)
+        backup_ids = list(ctx.session.scalars(
+            sa.select(Backup.id).where(Backup.project_id == project_id, Backup.state == "completed",
+                                       Backup.read_time > since).order_by(Backup.read_time)))
+    for backup_id in backup_ids:
+        with tx() as ctx:
+            backup = ctx.session.get(Backup, backup_id)
+            config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+            if backup is None or backup.read_time is None or config is None:
+                continue
+            read_time = instant_ns(backup.read_time)
+            seen = _backup_documents(ctx, backup)
+            windows = gap_windows(seen, captured_changes(ctx, project_id, after=start, upto=read_time),
+                                  start=start, read_time=read_time)
+            for lo, hi in windows:
+                exists = ctx.session.scalar(sa.select(PITRGap.id).where(
+                    PITRGap.project_id == project_id, PITRGap.start_ns == lo, PITRGap.end_ns == hi))
+                if exists is None:
+                    ctx.session.add(PITRGap(project_id=project_id, start_ns=lo, end_ns=hi, backup_id=backup.id, reason=(
+                        f"backup {backup.id} holds documents updated between {format_ns(lo)} and {format_ns(hi)} "
+                        f"that capture never recorded: pitr_capture was down or not triggered")))
+                    log.warning("pitr: gap in project %s between %s and %s", project_id, format_ns(lo), format_ns(hi))
+            config.gaps_checked_through = backup.read_time
+            found.extend(windows)
+    return found
+
+
+def gaps_between(ctx: Ctx, project_id: str, after: int, upto: int) -> list[Any]:
+    """The recorded gaps whose window meets (after, upto]: changes there may be missing."""
+    from firebackup.db.models import PITRGap
+
+    return list(ctx.session.scalars(sa.select(PITRGap).where(
+        PITRGap.project_id == project_id, PITRGap.start_ns < upto, PITRGap.end_ns > after).order_by(PITRGap.start_ns)))
+
+
+# --- the API: configuration, covered window, restore ------------------------------------------------
+
+def _config(ctx: Ctx, org_id: str, project_id: str) -> tuple[Project, PITRConfig]:
+    from firebackup.services.resources import get_project
+
+    project = get_project(ctx, org_id, project_id)
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project.id))
+    if config is None:
+        raise NotFound(f"PITR is not configured for project {project_id}; PUT its pitr settings first")
+    return project, config
+
+
+def org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
+    """The organization's KEK for new data keys: its KMS key, else its BackupKey, made now if it has none."""
+    import os
+
+    from firebackup.crypto.keys import LocalKey
+    from firebackup.db.models import BackupKey, new_id
+    from firebackup.services.keys import LOCAL_SOURCE, org_kms_kek, stored_local_kek
+
+    found: KeyEncryptionKey | None = org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
+    if found is not None:
+        return found
+    raw = base64.b64encode(os.urandom(32))
+    kid = new_id("bkk")
+    kek = LocalKey(base64.b64decode(raw), source=LOCAL_SOURCE)
+    ctx.session.add(BackupKey(id=kid, org_id=org_id, key_id=kek.key_id,
+                              key_sealed=ctx.ports.sealer.seal(raw, f"backup_keys.key_sealed:{kid}")))
+    ctx.audit("backup_key.create", "backup_key", kid, {"key_id": kek.key_id}, org_id=org_id)
+    return kek
+
+
+def configure(ctx: Ctx, org_id: str, project_id: str, cmd: ConfigurePitr) -> dict[str, Any]:
+    """PUT a project's PITR settings: on or off, retention in days, where segments go."""
+    enable(ctx, org_id, project_id, destination_id=cmd.destination_id, retention_days=cmd.retention_days,
+           enabled=cmd.enabled, kek=org_kek(ctx, org_id))
+    return window(ctx, org_id, project_id)
+
+
+def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
+    """The settings and the covered window: earliest restorable instant, latest captured instant, gaps."""
+    from firebackup.db.models import Backup, PITRGap
+    from firebackup.pitr.events import format_ns, instant_ns
+    from firebackup.pitr.segments import list_segments
+
+    project, config = _config(ctx, org_id, project_id)
+    earliest = ctx.session.scalar(sa.select(sa.func.min(Backup.read_time)).where(
+        Backup.project_id == project.id, Backup.state == "completed", Backup.read_time >= config.created_at))
+    last_row = ctx.session.execute(sa.select(PITRChange.update_time, PITRChange.update_time_nanos)
+                                   .where(PITRChange.project_id == project.id)
+                                   .order_by(PITRChange.update_time.desc(), PITRChange.update_time_nanos.desc())
+                                   .limit(1)).first()
+    latest = row_ns(*last_row) if last_row else None
+    repo = _open_segments(ctx, config)
+    try:
+        for info in list_segments(repo, _org_keys(ctx, config.org_id), project=project.gcp_project_id,
+                                  database=project.database_id):
+            latest = info.last if latest is None else max(latest, info.last)
+    finally:
+        repo.storage.close()
+    gaps = ctx.session.scalars(sa.select(PITRGap).where(PITRGap.project_id == project.id).order_by(PITRGap.start_ns))
+    return {**describe(config),
+            "earliest_restorable": None if earliest is None else format_ns(instant_ns(earliest)),
+            "latest_captured": None if latest is None else format_ns(latest),
+            "gaps": [{"start": format_ns(g.start_ns), "end": format_ns(g.end_ns), "reason": g.reason} for g in gaps]}
+
+
+def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str, Any]:
+    """Restore the project's database as of cmd.at into a project of the organization; waits for the result."""
+    from firebackup.db.models import Backup
+    from firebackup.engine.repository import Repository
+    from firebackup.pitr.events import format_ns, instant_ns, parse_instant
+    from firebackup.pitr.restore import PointInTimeRequest, restore_at
+    from firebackup.engine.jobs import one_line
+    from firebackup.errors import FireBackupError, UsageError
+    from firebackup.services.errors import Conflict, ServiceError
+    from firebackup.services.identity import require_role
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import get_project, open_destination, project_credentials
+
+    project, config = _config(ctx, org_id, project_id)
+    try:
+        at = parse_instant(cmd.at)
+        request = PointInTimeRequest(at=at, project="-", scope=cmd.scope, mode=cmd.mode)
+    except UsageError as e:
+        raise Invalid(str(e)) from None
+    target = get_project(ctx, org_id, cmd.target_project_id or project.id)
+    if not cmd.dry_run and cmd.mode != "skip":
+        require_role(ctx, Role.admin, f"a point-in-time restore in {cmd.mode} mode (it can overwrite documents; "
+                                      "a member may dry-run it, or restore in skip mode)")
+    base = ctx.session.scalar(sa.select(Backup).where(
+        Backup.project_id == project.id, Backup.state == "completed", Backup.read_time.is_not(None),
+        Backup.read_time <= split_ns(at)[0]).order_by(Backup.read_time.desc()).limit(1))
+    if base is None or base.read_time is None or base.repo_backup_id is None:
+        raise Invalid(f"no completed backup of project {project_id} was read at or before {cmd.at}: a point-in-time "
+                      "restore starts from one; choose a later instant")
+    after = instant_ns(base.read_time)
+    warnings = []
+    for gap in gaps_between(ctx, project.id, after, at):
+        what = (f"{format_ns(at)} depends on the window {format_ns(gap.start_ns)} .. {format_ns(gap.end_ns)}, "
+                f"in which capture missed writes ({gap.reason})")
+        if not cmd.allow_gaps:
+            raise Conflict(f"{what}; choose another instant, or pass allow_gaps to restore anyway")
+        warnings.append(what)
+    dest = ctx.session.get(StorageDestination, base.destination_id)
+    if dest is None:
+        raise Conflict(f"the destination of backup {base.id} is gone")
+    changes_in = captured_changes(ctx, project.id, after=after, upto=at, prefix=request.scope)
+    repo = Repository(open_destination(ctx, dest))
+    # The emulator takes no credentials: never unseal what is not needed (as the workers do).
+    secret = project_credentials(ctx, target) if ctx.ports.sources.needs_credentials else b""
+    conn = ctx.ports.sources.firestore(target.gcp_project_id, cmd.target_database or target.database_id,
+                                       target.auth_kind, secret)
+    try:
+        kek_id = repo.read_summary(base.repo_backup_id).get("kek_id")
+        result = restore_at(
+            PointInTimeRequest(at=at, project=target.gcp_project_id, database=cmd.target_database or target.database_id,
+                               scope=request.scope, mode=cmd.mode, dry_run=cmd.dry_run,
+                               keep_references=cmd.keep_references),
+            target=conn, repo=repo, base_backup_id=base.repo_backup_id, base_read_time=after,
+            kek=kek_named(ctx, org_id, kek_id) if kek_id else None, changes=changes_in, warnings=warnings)
+    except ServiceError:
+        raise
+    except FireBackupError as e:  # the backup, a segment or the target failed: one line, no 500
+        raise Conflict(f"the point-in-time restore failed: {one_line(e)}") from None
+    finally:
+        conn.close()
+        repo.storage.close()
+    out = result.to_dict()
+    ctx.audit("pitr.restore", "project", project.id, {"at": out["at"], "target_project_id": target.id,
+                                                      "mode": cmd.mode, "dry_run": cmd.dry_run,
+                                                      "documents_failed": result.documents_failed},
+              result="success" if result.ok else "failure")
+    return {**out, "backup_id": base.id, "errors": result.errors}
+
+
+def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistory) -> dict[str, Any]:
+    """The document's versions (backups and captured changes), and the diff between two instants if asked."""
+    from firebackup.db.models import Backup
+    from firebackup.engine.repository import Repository
+    from firebackup.errors import UsageError
+    from firebackup.pitr.events import instant_ns, parse_instant
+    from firebackup.pitr.history import diff, history, in_backup, state_at
+    from firebackup.pitr.restore import check_scope
+    from firebackup.services.keys import kek_named
+    from firebackup.services.resources import open_destination
+
+    project, _ = _config(ctx, org_id, project_id)
+    try:
+        path = check_scope(cmd.path) or ""
+        instants = [parse_instant(t) for t in (cmd.at, cmd.until) if t is not None]
+    except UsageError as e:
+        raise Invalid(str(e)) from None
+    if len(instants) == 1:
+        raise Invalid("a diff needs both at and until")
+    copies: list[tuple[str, int, bytes | None]] = []
+    for backup in ctx.session.scalars(sa.select(Backup).where(
+            Backup.project_id == project.id, Backup.state == "completed", Backup.read_time.is_not(None),
+            Backup.repo_backup_id.is_not(None)).order_by(Backup.read_time)):
+        dest = ctx.session.get(StorageDestination, backup.destination_id)
+        if dest is None or backup.read_time is None or backup.repo_backup_id is None:
+            continue
+        repo = Repository(open_destination(ctx, dest))
+        try:
+            kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
+            kek = kek_named(ctx, org_id, kek_id) if kek_id else None
+            copies.append((backup.id, instant_ns(backup.read_time), in_backup(repo, backup.repo_backup_id, kek, path)))
+        finally:
+            repo.storage.close()
+    changes_of = captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path)
+    versions = history(path, changes_of, copies)
+    out: dict[str, Any] = {"path": path, "versions": [v.to_dict() for v in versions], "diff": None}
+    if instants:
+        states = []
+        for at in instants:
+            bases = [(t, doc) for _, t, doc in copies if t <= at]
+            if not bases:
+                raise Invalid(f"no backup of the project was read at or before {format_ns(at)}")
+            states.append(state_at(path, at, changes_of, bases[-1]))
+        out["diff"] = diff(states[0], states[1])
+    return out
