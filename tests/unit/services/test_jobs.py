@@ -130,7 +130,11 @@ def test_only_completed_backups_can_be_restored_or_verified(world, queue) -> Non
     r = jobs.start_restore(ctx, org.id, StartRestore(b, org.project_id, mode="skip", collections=("users",)))
     assert (r["state"], r["mode"], r["collections"]) == ("pending", "skip", ["users"])
     assert jobs.verify_backup(ctx, org.id, b)["verify_state"] == "pending"
-    assert queue.tasks == [restore_task(r["id"]), ("verify", {"backup_id": b, "org_id": org.id})]
+    [restore, (verify, payload)] = queue.tasks
+    assert restore == restore_task(r["id"]) and verify == "verify"
+    # Each verify request has its own id, so Cloud Tasks does not drop a second one as a duplicate.
+    assert payload == {"backup_id": b, "org_id": org.id, "request": payload["request"]}
+    assert payload["request"].startswith("vrq_")
 
 
 def test_restoring_auth_users_needs_a_backup_that_has_them(world) -> None:
