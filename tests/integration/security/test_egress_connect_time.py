@@ -46,3 +46,22 @@ def test_a_call_that_sets_no_timeout_gets_the_guards_and_a_silent_host_releases_
     with pytest.raises(requests.exceptions.ReadTimeout):
         session.get(stalled.url)
     assert stalled.connections() == 1  # one try: no retry behind the caller's back
+
+
+def test_a_webhook_delivery_reads_the_same_for_an_open_and_a_closed_internal_port(listener) -> None:
+    import socket
+
+    from firebackup.services.webhooks import guarded_post
+
+    open_port = listener(OK)
+    with socket.socket() as s:  # a port nothing listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    post = guarded_post(EgressGuard(allow_http=True, resolver=public))
+    lines = []
+    for port in (open_port.port, closed):
+        with pytest.raises(OSError) as e:
+            post(f"http://2130706433:{port}/hook", b'{"event": "backup.failed"}', {})
+        lines.append(str(e.value))
+    assert lines[0] == lines[1] == "the receiver could not be reached"
+    assert open_port.received_when_closed() == b""
