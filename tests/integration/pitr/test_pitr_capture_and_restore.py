@@ -406,3 +406,31 @@ def _restore_row(run: Run, restore_id: str) -> Restore:
         assert row is not None
         session.expunge(row)
         return row
+
+
+def test_a_member_may_start_a_point_in_time_restore_in_skip_mode_only_and_skip_and_merge_restore_the_instant(
+        run: Run) -> None:
+    at = _instants(run, 19)[2]
+    with run.plane.factory.begin() as session:
+        member = seed_token(session, run.org_id, "member")
+    as_member = {"Authorization": f"Bearer {member}"}
+    url = f"/v1/orgs/{run.org_id}/projects/{run.project_id}/pitr/restore"
+    client = run.app.test_client()
+    for mode in ("overwrite", "merge"):
+        refused = client.post(url, json={"at": format_ns(at), "mode": mode}, headers=as_member)
+        assert refused.status_code == 403 and "admin" in refused.get_json()["error"]["message"], mode
+    assert not run.app.extensions["firebackup_control_plane"].ports.queue.tasks, "a refused restore enqueues nothing"
+    names = {mode: f"pitr-{mode}-{secrets.token_hex(3)}" for mode in ("skip", "merge")}
+    started = client.post(url, json={"at": format_ns(at), "mode": "skip", "keep_references": True,
+                                     "target_project_id": _target_project(run, names["skip"])}, headers=as_member)
+    assert started.status_code == 202, started.get_json()
+    _drain(run)
+    merged = _restore(run, {"at": format_ns(at), "mode": "merge", "keep_references": True,
+                            "target_project_id": _target_project(run, names["merge"])})
+    assert merged["state"] == "completed" and merged["mode"] == "merge", merged["error"]
+    for mode, name in names.items():  # into an empty database both write exactly the state at the instant
+        target = open_firestore(name, emulator_host=run.emulator_host)
+        try:
+            _assert_restored(run, target, at, f"{mode} mode")
+        finally:
+            target.close()
