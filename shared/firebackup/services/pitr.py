@@ -657,10 +657,12 @@ def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistor
     """The document's versions (backups and captured changes), and the diff between two instants if asked."""
     from firebackup.db.models import Backup
     from firebackup.engine.repository import Repository
-    from firebackup.errors import UsageError
+    from firebackup.engine.jobs import one_line
+    from firebackup.errors import FireBackupError, UsageError
     from firebackup.pitr.events import instant_ns, parse_instant
     from firebackup.pitr.history import diff, history, in_backup, state_at
     from firebackup.pitr.restore import check_scope
+    from firebackup.services.errors import Conflict, ServiceError
     from firebackup.services.keys import kek_named
     from firebackup.services.resources import open_destination
 
@@ -684,6 +686,10 @@ def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistor
             kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
             kek = kek_named(ctx, org_id, kek_id) if kek_id else None
             copies.append((backup.id, instant_ns(backup.read_time), in_backup(repo, backup.repo_backup_id, kek, path)))
+        except ServiceError:
+            raise
+        except FireBackupError as e:  # a backup on record whose objects are gone or damaged: one line, no 500
+            raise Conflict(f"backup {backup.id} cannot be read for the document's history: {one_line(e)}") from None
         finally:
             repo.storage.close()
     changes_of = captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path)
