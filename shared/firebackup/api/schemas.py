@@ -401,10 +401,20 @@ class RestoreOut(Out):
     chunks_done: int
     progress: float = Field(ge=0, le=1)
     documents_written: int
+    documents_skipped: int = 0
+    documents_failed: int = 0
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # A point-in-time restore's (POST .../pitr/restore); backup_id is its base backup.
+    at: str | None = Field(None, description="the instant restored to (RFC 3339); null for a restore of a backup")
+    scope: str | None = None
+    allow_gaps: bool = False
+    keep_references: bool = False
+    warnings: list[str] | None = None
+    changes_applied: int = 0
+    documents_deleted: int = 0
 
 
 # --- schedules, webhooks, tokens, audit --------------------------------------------------------
@@ -664,20 +674,6 @@ class PitrRestoreIn(ApiRequest):
         return c.RestoreAt(at=self.at, target_project_id=self.target_project_id, target_database=self.target_database,
                            scope=self.scope, mode=self.mode, dry_run=self.dry_run, allow_gaps=self.allow_gaps,
                            keep_references=self.keep_references)
-
-
-class PitrRestoreOut(Out):
-    backup_id: str
-    at: str
-    documents_written: int
-    documents_skipped: int
-    documents_failed: int
-    documents_deleted: int
-    changes_applied: int
-    dry_run: bool
-    duration_s: float
-    warnings: list[str]
-    errors: list[str]
 
 
 class PitrHistoryQuery(ApiRequest):

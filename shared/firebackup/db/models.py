@@ -224,6 +224,15 @@ class Restore(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A point-in-time restore (services/pitr.py): backup_id is its base, at_ns the instant (ns since
+    # the epoch; NULL for a restore of a backup as it is), scope a collection or document path.
+    at_ns: Mapped[int | None] = mapped_column(sa.BigInteger)
+    scope: Mapped[str | None] = mapped_column(sa.Text)
+    allow_gaps: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    keep_references: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    warnings: Mapped[list | None] = mapped_column(sa.JSON)  # the gaps it was allowed to cross
+    changes_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    documents_deleted: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class Schedule(Base):

@@ -11,7 +11,7 @@ also removes them. Scope: a whole database, a collection with its subcollections
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,27 +105,29 @@ class PointInTimeResult(RestoreResult):
                 "documents_deleted": self.documents_deleted, "warnings": self.warnings}
 
 
-def _base_documents(repo: BackupRepository, backup_id: str, manifest: Any, data_key: Any, prefix_len: int,
-                    scope: str | None, replaced: dict[str, Change]) -> Iterator[list[bytes]]:
-    """The base backup's documents in scope that no change replaces, a batch at a time."""
+def base_filter(prefix_len: int, scope: str | None,
+                replaced: Container[str]) -> Callable[[list[bytes]], list[bytes]] | None:
+    """Keeps a batch's base records in scope that no change replaces; None when every record is kept.
+
+    prefix_len: the length of the source's `projects/P/databases/D/documents/` in a record's name.
+    """
+    if scope is None and not replaced:
+        return None
     scope_b = None if scope is None else scope.encode()
     one = scope is not None and is_document(scope)  # one document: not its subcollections
-    for entry in manifest.chunks:
-        if entry.kind != "docs":
-            continue
-        for records in repo.iter_record_batches(backup_id, entry, data_key):
-            if scope_b is None and not replaced:
-                yield records
+
+    def keep(records: list[bytes]) -> list[bytes]:
+        kept = []
+        for r in records:  # only a point-in-time restore pays this per document
+            rel = name_bytes(r)[prefix_len:]
+            if scope_b is not None and not (rel == scope_b or (not one and rel.startswith(scope_b + b"/"))):
                 continue
-            kept = []
-            for r in records:  # only a point-in-time restore pays this per document
-                rel = name_bytes(r)[prefix_len:]
-                if scope_b is not None and not (rel == scope_b or (not one and rel.startswith(scope_b + b"/"))):
-                    continue
-                if replaced and rel.decode() in replaced:
-                    continue
-                kept.append(r)
-            yield kept
+            if replaced and rel.decode() in replaced:
+                continue
+            kept.append(r)
+        return kept
+
+    return keep
 
 
 def _delete(target: DocumentTarget, paths: list[str], stats: WriteStats, batch: int) -> int:
@@ -145,6 +147,42 @@ def _delete(target: DocumentTarget, paths: list[str], stats: WriteStats, batch: 
     return done
 
 
+def apply_changes(target: DocumentTarget, latest: dict[str, Change], *, source: str, mode: str, dry_run: bool,
+                  keep_references: bool, in_flight: int = DEFAULT_IN_FLIGHT,
+                  batch_writes: int = DEFAULT_BATCH_WRITES) -> tuple[WriteStats, int]:
+    """Write each changed document's last version; in overwrite mode delete those whose last change is a delete.
+
+    Returns the write counts and the deletes done. Run again, it writes and deletes the same again.
+    """
+    writer = BatchWriter(target, source_database=source, mode=mode, keep_references=keep_references,
+                         dry_run=dry_run, max_in_flight=in_flight, max_writes=batch_writes)
+    with writer:
+        writer.add_many([c.document for c in latest.values() if c.document is not None])
+    stats = writer.close()
+    gone = sorted(p for p, c in latest.items() if c.operation == DELETE)
+    deleted = 0
+    if gone and mode == "overwrite":
+        deleted = len(gone) if dry_run else _delete(target, gone, stats, batch_writes)
+    return stats, deleted
+
+
+@dataclass
+class PointInTime:
+    """What makes a restore of a base backup a restore to an instant: the changes in (base_read_time, at]."""
+
+    at: int
+    base_read_time: int
+    scope: str | None
+    changes: Callable[[], Iterable[Change]]  # read when a task first needs them (rows and segments)
+    _latest: dict[str, Change] | None = field(default=None, repr=False)
+
+    def latest(self) -> dict[str, Change]:
+        """Per document in scope, its last change up to the instant; read once per opened job."""
+        if self._latest is None:
+            self._latest = last_versions(self.changes(), after=self.base_read_time, upto=self.at, scope=self.scope)
+        return self._latest
+
+
 def restore_at(request: PointInTimeRequest, *, target: DocumentTarget, repo: BackupRepository, base_backup_id: str,
                base_read_time: int, kek: KeyEncryptionKey | None, changes: Iterable[Change],
                in_flight: int = DEFAULT_IN_FLIGHT, batch_writes: int = DEFAULT_BATCH_WRITES,
@@ -156,18 +194,19 @@ def restore_at(request: PointInTimeRequest, *, target: DocumentTarget, repo: Bac
     manifest, data_key = repo.read_manifest(base_backup_id, kek)
     source = source_database(manifest)
     latest = last_versions(changes, after=base_read_time, upto=request.at, scope=request.scope)
+    keep = base_filter(len(source) + len("/documents/"), request.scope, latest)
     writer = BatchWriter(target, source_database=source, mode=request.mode, keep_references=request.keep_references,
                          dry_run=request.dry_run, max_in_flight=in_flight, max_writes=batch_writes)
     with writer:
-        for records in _base_documents(repo, base_backup_id, manifest, data_key, len(source) + len("/documents/"),
-                                       request.scope, latest):
-            writer.add_many(records)
-        writer.add_many([c.document for c in latest.values() if c.document is not None])
+        for entry in manifest.chunks:
+            if entry.kind == "docs":
+                for records in repo.iter_record_batches(base_backup_id, entry, data_key):
+                    writer.add_many(records if keep is None else keep(records))
     stats = writer.close()
-    gone = sorted(p for p, c in latest.items() if c.operation == DELETE)
-    deleted = 0
-    if gone and request.mode == "overwrite":
-        deleted = len(gone) if request.dry_run else _delete(target, gone, stats, batch_writes)
+    changed, deleted = apply_changes(target, latest, source=source, mode=request.mode, dry_run=request.dry_run,
+                                     keep_references=request.keep_references, in_flight=in_flight,
+                                     batch_writes=batch_writes)
+    stats.add(changed)
     return PointInTimeResult(
         backup_id=base_backup_id, documents_written=stats.written, documents_skipped=stats.skipped,
         documents_failed=stats.failed, dry_run=request.dry_run, duration_s=round(time.monotonic() - started, 3),

@@ -191,8 +191,10 @@ class DbJobStore(TaskLeases[JobRow]):
                 raise JobCancelled(job_id)
             pending = self._pending(s, job_id)
             if isinstance(job, Restore):
+                # chunks_total counts the plan's tasks (chunks, Auth users, changes): so does this.
                 job.chunks_done = s.scalar(sa.select(sa.func.count()).select_from(JobTask).where(
-                    JobTask.job_id == job_id, JobTask.done.is_(True), JobTask.task_key.like("d%"))) or 0
+                    JobTask.job_id == job_id, JobTask.done.is_(True),
+                    JobTask.task_key.not_in(("plan", FINALIZE_KEY)))) or 0
             return pending == 0
 
     def ready_to_finalize(self, job_id: str) -> bool:
@@ -240,6 +242,8 @@ class DbJobStore(TaskLeases[JobRow]):
                 job.documents_skipped = summary["documents_skipped"]
                 job.documents_failed = summary["documents_failed"]
                 job.auth_users = summary["auth_users"]
+                job.changes_applied = summary.get("changes_applied", 0)
+                job.documents_deleted = summary.get("documents_deleted", 0)
             job.lease_until = None
             failed = summary.get("error")
             record_outcome(Ctx(s, self.ports), job, "failed" if failed else "completed", failed)

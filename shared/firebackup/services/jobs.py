@@ -41,8 +41,11 @@ def _writable(row: Backup, doing: str) -> None:
 
 
 def restore_out(row: Restore) -> dict[str, Any]:
+    from firebackup.pitr.events import format_ns
+
     out = {c.key: getattr(row, c.key) for c in Restore.__table__.columns}
     out["progress"] = _progress(row.chunks_done, row.chunks_total, row.state)
+    out["at"] = None if row.at_ns is None else format_ns(row.at_ns)  # a point-in-time restore's instant
     return out
 
 
@@ -200,10 +203,16 @@ def start_restore(ctx: Ctx, org_id: str, cmd: StartRestore) -> dict[str, Any]:
     row = Restore(id=new_id("rst"), org_id=org_id, backup_id=backup.id, target_project_id=target.id,
                   target_database=cmd.target_database, mode=cmd.mode, collections=_list_or_none(cmd.collections),
                   dry_run=cmd.dry_run, include_auth=cmd.include_auth, state="pending", requested_by=ctx.actor_id)
+    return enqueue_restore(ctx, row)
+
+
+def enqueue_restore(ctx: Ctx, row: Restore, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store a new pending restore row, audit its start and enqueue its `plan` task (a restore or a point-in-time one)."""
     ctx.session.add(row)
     ctx.session.flush()
-    ctx.audit("restore.start", "restore", row.id, {"backup_id": backup.id, "mode": cmd.mode, "dry_run": cmd.dry_run},
-              org_id=org_id)
+    ctx.audit("restore.start", "restore", row.id,
+              {"backup_id": row.backup_id, "mode": row.mode, "dry_run": row.dry_run, **(details or {})},
+              org_id=row.org_id)
     ctx.ports.queue.enqueue(RESTORE_PLAN, {"job": row.id})
     return restore_out(row)
 

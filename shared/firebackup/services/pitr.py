@@ -604,17 +604,19 @@ def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
 
 
 def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str, Any]:
-    """Restore the project's database as of cmd.at into a project of the organization; waits for the result."""
-    from firebackup.db.models import Backup
-    from firebackup.engine.repository import Repository
+    """Start restoring the project's database as of cmd.at into a project of the organization: a restore job.
+
+    Validated here (the instant, the scope, the role, a base backup, the gaps); the restore_worker
+    runs it (engine/restore/handlers.py) and GET /restores/{id} shows its state and counts.
+    """
+    from firebackup.db.models import Backup, Restore, new_id
+    from firebackup.errors import UsageError
     from firebackup.pitr.events import format_ns, instant_ns, parse_instant
-    from firebackup.pitr.restore import PointInTimeRequest, restore_at
-    from firebackup.engine.jobs import one_line
-    from firebackup.errors import FireBackupError, UsageError
-    from firebackup.services.errors import Conflict, ServiceError
+    from firebackup.pitr.restore import PointInTimeRequest
+    from firebackup.services.errors import Conflict
     from firebackup.services.identity import require_role
-    from firebackup.services.keys import kek_named
-    from firebackup.services.resources import get_project, open_destination, project_credentials
+    from firebackup.services.jobs import enqueue_restore
+    from firebackup.services.resources import get_project
 
     project, config = _config(ctx, org_id, project_id)
     try:
@@ -628,10 +630,13 @@ def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str,
                                       "a member may dry-run it, or restore in skip mode)")
     base = ctx.session.scalar(sa.select(Backup).where(
         Backup.project_id == project.id, Backup.state == "completed", Backup.read_time.is_not(None),
-        Backup.read_time <= split_ns(at)[0]).order_by(Backup.read_time.desc()).limit(1))
+        Backup.repo_backup_id.is_not(None), Backup.read_time <= split_ns(at)[0])
+        .order_by(Backup.read_time.desc()).limit(1))
     if base is None or base.read_time is None or base.repo_backup_id is None:
         raise Invalid(f"no completed backup of project {project_id} was read at or before {cmd.at}: a point-in-time "
                       "restore starts from one; choose a later instant")
+    if base.destination_id is None or ctx.session.get(StorageDestination, base.destination_id) is None:
+        raise Conflict(f"the destination of backup {base.id} is gone")
     after = instant_ns(base.read_time)
     warnings = []
     for gap in gaps_between(ctx, project.id, after, at):
@@ -640,46 +645,24 @@ def restore(ctx: Ctx, org_id: str, project_id: str, cmd: RestoreAt) -> dict[str,
         if not cmd.allow_gaps:
             raise Conflict(f"{what}; choose another instant, or pass allow_gaps to restore anyway")
         warnings.append(what)
-    dest = ctx.session.get(StorageDestination, base.destination_id)
-    if dest is None:
-        raise Conflict(f"the destination of backup {base.id} is gone")
-    changes_in = captured_changes(ctx, project.id, after=after, upto=at, prefix=request.scope)
-    repo = Repository(open_destination(ctx, dest))
-    # The emulator takes no credentials: never unseal what is not needed (as the workers do).
-    secret = project_credentials(ctx, target) if ctx.ports.sources.needs_credentials else b""
-    conn = ctx.ports.sources.firestore(target.gcp_project_id, cmd.target_database or target.database_id,
-                                       target.auth_kind, secret)
-    try:
-        kek_id = repo.read_summary(base.repo_backup_id).get("kek_id")
-        result = restore_at(
-            PointInTimeRequest(at=at, project=target.gcp_project_id, database=cmd.target_database or target.database_id,
-                               scope=request.scope, mode=cmd.mode, dry_run=cmd.dry_run,
-                               keep_references=cmd.keep_references),
-            target=conn, repo=repo, base_backup_id=base.repo_backup_id, base_read_time=after,
-            kek=kek_named(ctx, org_id, kek_id) if kek_id else None, changes=changes_in, warnings=warnings)
-    except ServiceError:
-        raise
-    except FireBackupError as e:  # the backup, a segment or the target failed: one line, no 500
-        raise Conflict(f"the point-in-time restore failed: {one_line(e)}") from None
-    finally:
-        conn.close()
-        repo.storage.close()
-    out = result.to_dict()
-    ctx.audit("pitr.restore", "project", project.id, {"at": out["at"], "target_project_id": target.id,
-                                                      "mode": cmd.mode, "dry_run": cmd.dry_run,
-                                                      "documents_failed": result.documents_failed},
-              result="success" if result.ok else "failure")
-    return {**out, "backup_id": base.id, "errors": result.errors}
+    row = Restore(id=new_id("rst"), org_id=org_id, backup_id=base.id, target_project_id=target.id,
+                  target_database=cmd.target_database, mode=cmd.mode, dry_run=cmd.dry_run, include_auth=False,
+                  state="pending", requested_by=ctx.actor_id, at_ns=at, scope=request.scope,
+                  allow_gaps=cmd.allow_gaps, keep_references=cmd.keep_references, warnings=warnings)
+    return enqueue_restore(ctx, row, {"at": format_ns(at), "scope": request.scope, "project_id": project.id,
+                                      "allow_gaps": cmd.allow_gaps, "gaps_crossed": len(warnings)})
 
 
 def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistory) -> dict[str, Any]:
     """The document's versions (backups and captured changes), and the diff between two instants if asked."""
     from firebackup.db.models import Backup
     from firebackup.engine.repository import Repository
-    from firebackup.errors import UsageError
+    from firebackup.engine.jobs import one_line
+    from firebackup.errors import FireBackupError, UsageError
     from firebackup.pitr.events import instant_ns, parse_instant
     from firebackup.pitr.history import diff, history, in_backup, state_at
     from firebackup.pitr.restore import check_scope
+    from firebackup.services.errors import Conflict, ServiceError
     from firebackup.services.keys import kek_named
     from firebackup.services.resources import open_destination
 
@@ -703,6 +686,10 @@ def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistor
             kek_id = repo.read_summary(backup.repo_backup_id).get("kek_id")
             kek = kek_named(ctx, org_id, kek_id) if kek_id else None
             copies.append((backup.id, instant_ns(backup.read_time), in_backup(repo, backup.repo_backup_id, kek, path)))
+        except ServiceError:
+            raise
+        except FireBackupError as e:  # a backup on record whose objects are gone or damaged: one line, no 500
+            raise Conflict(f"backup {backup.id} cannot be read for the document's history: {one_line(e)}") from None
         finally:
             repo.storage.close()
     changes_of = captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path)

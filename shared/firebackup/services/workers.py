@@ -40,6 +40,7 @@ from firebackup.services.keys import KeyRotations, kek_named
 
 if TYPE_CHECKING:
     from firebackup.engine.repository import Repository
+    from firebackup.pitr.restore import Change, PointInTime
 
 log = logging.getLogger("firebackup.workers")
 
@@ -327,7 +328,9 @@ class _Restores:
             request = RestoreRequest(backup_id=backup.repo_backup_id, project=target.gcp_project_id,
                                      database=row.target_database or target.database_id,
                                      collections=row.collections, mode=row.mode,
-                                     include_auth=row.include_auth, dry_run=row.dry_run)
+                                     include_auth=row.include_auth, dry_run=row.dry_run,
+                                     keep_references=row.keep_references)
+            point_in_time = self._point_in_time(row, backup) if row.at_ns is not None else None
             org_id, kind = row.org_id, target.auth_kind
             secret = w.project_secret(ctx, target)
             storage = w.open_storage(ctx, dest)
@@ -336,11 +339,29 @@ class _Restores:
             try:
                 auth = w.ports.sources.auth(request.project, kind, secret) if request.include_auth else None
                 repo = Repository(storage)
-                yield RestoreJob(request, conn, repo, w.kek_of(org_id, repo, request.backup_id), auth)
+                yield RestoreJob(request, conn, repo, w.kek_of(org_id, repo, request.backup_id), auth,
+                                 point_in_time=point_in_time)
             finally:
                 conn.close()
         finally:
             storage.close()
+
+    def _point_in_time(self, row: Restore, base: Backup) -> PointInTime:
+        """A point-in-time restore's instant and scope; its changes are read (rows, segments) when a task needs them."""
+        from firebackup.pitr.events import instant_ns
+        from firebackup.pitr.restore import PointInTime
+        from firebackup.services.pitr import captured_changes
+
+        source_id, at, scope = base.project_id, row.at_ns, row.scope
+        if source_id is None or base.read_time is None or at is None:
+            raise FireBackupError(f"backup {base.id} no longer names the project whose changes this restore applies")
+        base_read_time = instant_ns(base.read_time)
+
+        def changes() -> list[Change]:
+            with self.w._tx() as ctx:
+                return captured_changes(ctx, source_id, after=base_read_time, upto=at, prefix=scope)
+
+        return PointInTime(at=at, base_read_time=base_read_time, scope=scope, changes=changes)
 
 
 class AfterCommitQueue:

@@ -25,6 +25,9 @@ SPECIAL = {
     # The matrix's restore is in overwrite mode: it can overwrite data, which needs admin; a member may
     # dry-run it or restore in skip mode (tests/unit/services/test_jobs.py covers those).
     ("start_restore", "member"): 403,
+    ("restore", "member"): 403,  # the point-in-time restore's (POST .../pitr/restore), for the same reason
+    # The world's completed backup is a record without objects: a document's history cannot read it.
+    **{("document_history", role): 409 for role in ("owner", "admin", "member", "viewer")},
     # The world's project and destination have backups (one in progress): deleting either is refused
     # rather than cascading silently (test_delete_with_backups.py covers ?backups=delete and detach).
     **{(op, role): 409 for op in ("delete_project", "delete_destination") for role in ("owner", "admin")},
@@ -41,12 +44,27 @@ def _path(route: Route, w: World) -> str:
     path = route.path
     for name in route.params:
         path = path.replace("{" + name + "}", values[name])
+    if route.operation_id == "document_history":
+        path += "?path=users/u1"
     return "/v1" + path
+
+
+def _with_pitr(harness, w: World) -> None:
+    """The world's project with point-in-time recovery on, as PUT .../pitr turns it on (the pitr routes' subject)."""
+    from firebackup.services import pitr
+    from firebackup.services.context import Ctx
+
+    with harness.session() as s, s.begin():
+        ctx = Ctx(s, harness.app.extensions["firebackup_control_plane"].ports)
+        pitr.enable(ctx, w.org, w.project, destination_id=w.destination, retention_days=7, enabled=True,
+                    kek=pitr.org_kek(ctx, w.org))
 
 
 def _body(route: Route, w: World, harness, caller: str):
     tag = secrets.token_hex(3)
     op = route.operation_id
+    if "/pitr" in route.path:
+        _with_pitr(harness, w)
     if op == "oauth_complete":
         state = harness.sealer.seal(json.dumps({"org": w.org, "actor": w.users.get(caller, "none"),
                                                 "exp": int(time.time()) + 600, "nonce": secrets.token_hex(12)}),
@@ -68,6 +86,8 @@ def _body(route: Route, w: World, harness, caller: str):
         "create_token": {"name": "t", "role": "viewer"},
         "set_encryption": {"kms_key_name": "projects/c/locations/global/keyRings/r/cryptoKeys/k"},
         "rotate_encryption": {"kms_key_name": "projects/c/locations/global/keyRings/r/cryptoKeys/k"},
+        "configure": {"destination_id": w.destination, "retention_days": 7, "enabled": True},
+        "restore": {"at": "2026-06-01T00:00:00Z"},  # after the world's completed backup: its base
     }.get(op)
 
 

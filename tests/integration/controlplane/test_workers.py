@@ -175,7 +175,8 @@ def test_the_default_app_runs_tasks_in_process_and_recording_keeps_them(engine) 
     local = build_app(settings_for(engine, key), **kw).extensions["firebackup_queue"]
     assert set(local.inner._handlers) == {
         "backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "restore.plan", "restore.chunk",
-        "restore.auth", "restore.finalize", "keys.rotate", "verify", "delete_backup", "webhook_deliver"}
+        "restore.auth", "restore.changes", "restore.finalize", "keys.rotate", "verify", "delete_backup",
+        "webhook_deliver"}
     local.close()
     assert isinstance(build_app(settings_for(engine, key, queue="recording"), **kw).extensions["firebackup_queue"],
                       RecordingQueue)

@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from firebackup import bootstrap, cli
 from firebackup.db.migrate import upgrade
 from firebackup.crypto.keys import LocalKey
-from firebackup.db.models import Backup, PITRChange, Project, StorageDestination
+from firebackup.db.models import AuditLog, Backup, JobTask, PITRChange, Project, Restore, StorageDestination
 from firebackup.engine.backup import BackupRequest, run_backup
+from firebackup.engine.jobs import LeaseHeld
 from firebackup.engine.repository import Repository
 from firebackup.engine.sources import FirestoreSource
 from firebackup.firestore.grpc import open_firestore
@@ -36,6 +37,7 @@ from infra import build_functions
 from infra.local.function_server import FunctionServer, firestore_write_cloudevent, start_built
 from firebackup.firestore.documents import parse_rfc3339
 from tests.integration.conftest import postgres_database
+from tests.integration.controlplane.jobs_world import Killed
 from tests.integration.controlplane.world import seed_token
 from tests.integration.pitr.pitr_workload import DocPb, Workload, seed_project, cloudevents, fields_of, paths, post_all, read_all
 
@@ -168,6 +170,34 @@ def _api(run: Run, method: str, path: str, body: Any = None) -> Any:
                                       json=body, headers={"Authorization": f"Bearer {run.token}"})
 
 
+def _drain(run: Run, *, twice: bool = False) -> list[str]:
+    """Run the API's queued tasks as the restore_worker would, until none is left; the names run.
+
+    twice: deliver every task a second time right after the first (at-least-once delivery).
+    """
+    plane = run.app.extensions["firebackup_control_plane"]
+    handlers, queue, ran = plane.workers.handlers(), plane.ports.queue, []
+    while queue.tasks:
+        name, payload = queue.tasks.pop(0)
+        for _ in range(2 if twice else 1):
+            handlers[name](payload)
+        ran.append(name)
+    return ran
+
+
+def _restore(run: Run, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a point-in-time restore (202, a pending restore job), run its tasks, and GET the finished restore."""
+    answer = _api(run, "POST", "/pitr/restore", body)
+    assert answer.status_code == 202, answer.get_json()
+    started = answer.get_json()
+    assert started["state"] == "pending" and started["at"] == format_ns(parse_instant(body["at"]))
+    _drain(run)
+    done = run.app.test_client().get(f"/v1/orgs/{run.org_id}/restores/{started['id']}",
+                                      headers={"Authorization": f"Bearer {run.token}"})
+    assert done.status_code == 200, done.get_json()
+    return dict(done.get_json())
+
+
 def _target_project(run: Run, name: str) -> str:
     with run.plane.factory.begin() as session:
         row = Project(org_id=run.org_id, name=name, gcp_project_id=name, auth_kind="service_account")
@@ -179,10 +209,10 @@ def _target_project(run: Run, name: str) -> str:
 def test_the_api_restores_each_of_twenty_instants_to_what_the_emulator_read_at_that_instant(run: Run) -> None:
     for i, at in enumerate(_instants(run, 11)):
         name = f"pitr-api-{secrets.token_hex(3)}-{i}"
-        answer = _api(run, "POST", "/pitr/restore", {"at": format_ns(at), "target_project_id": _target_project(run, name),
-                                                      "keep_references": True})
-        assert answer.status_code == 200, answer.get_json()
-        assert answer.get_json()["documents_failed"] == 0 and answer.get_json()["warnings"] == []
+        restore = _restore(run, {"at": format_ns(at), "target_project_id": _target_project(run, name),
+                                 "keep_references": True})
+        assert restore["state"] == "completed" and restore["progress"] == 1.0, restore["error"]
+        assert restore["documents_failed"] == 0 and restore["warnings"] == []
         target = open_firestore(name, emulator_host=run.emulator_host)
         try:
             _assert_restored(run, target, at, f"instant {i}")
@@ -204,8 +234,8 @@ def test_a_capture_outage_is_reported_as_a_gap_that_holds_exactly_the_missed_ins
     inside = run.missed[len(run.missed) // 2]
     refused = _api(run, "POST", "/pitr/restore", {"at": format_ns(inside), "dry_run": True})
     assert refused.status_code == 409 and "capture missed writes" in refused.get_json()["error"]["message"]
-    warned = _api(run, "POST", "/pitr/restore", {"at": format_ns(inside), "dry_run": True, "allow_gaps": True})
-    assert warned.status_code == 200 and len(warned.get_json()["warnings"]) == 1
+    warned = _restore(run, {"at": format_ns(inside), "dry_run": True, "allow_gaps": True})
+    assert warned["state"] == "completed" and warned["allow_gaps"] and len(warned["warnings"]) == 1
 
 
 def test_a_write_of_a_project_without_pitr_or_a_garbled_event_is_acknowledged_and_dropped(run: Run) -> None:
@@ -305,12 +335,102 @@ def test_a_restore_scoped_to_a_collection_or_a_document_writes_only_what_lies_un
     document = next(p for p in sorted(expected) if p.count("/") == 3)  # a document in a subcollection
     for scope, wanted in (("c1", {p for p in expected if p.startswith("c1/")}), (document, {document})):
         name = f"pitr-scope-{secrets.token_hex(3)}"
-        answer = _api(run, "POST", "/pitr/restore", {"at": format_ns(at), "target_project_id": _target_project(run, name),
-                                                      "keep_references": True, "scope": scope})
-        assert answer.status_code == 200, answer.get_json()
+        restore = _restore(run, {"at": format_ns(at), "target_project_id": _target_project(run, name),
+                                 "keep_references": True, "scope": scope})
+        assert restore["state"] == "completed" and restore["scope"] == scope, restore["error"]
         target = open_firestore(name, emulator_host=run.emulator_host)
         try:
             got = read_all(target)
         finally:
             target.close()
         assert set(got) == wanted and all(fields_of(got[p]) == fields_of(expected[p]) for p in wanted)
+
+
+def test_a_point_in_time_restore_whose_changes_task_died_is_redone_on_redelivery_with_exact_counts(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _instants(run, 17)[len(_instants(run, 17)) // 3]
+    name = f"pitr-again-{secrets.token_hex(3)}"
+    answer = _api(run, "POST", "/pitr/restore", {"at": format_ns(at), "target_project_id": _target_project(run, name),
+                                                  "keep_references": True})
+    assert answer.status_code == 202, answer.get_json()
+    restore_id = answer.get_json()["id"]
+    plane = run.app.extensions["firebackup_control_plane"]
+    runner = plane.workers.restores
+    finish = runner.finish
+
+    def die_after_writing(job_id: str, key: str, *args: Any, **kwargs: Any) -> None:
+        if key == "changes":
+            raise Killed()  # every change was written; the instance died before recording it
+        finish(job_id, key, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "finish", die_after_writing)
+    lost = []
+    queue = plane.ports.queue
+    while queue.tasks:
+        task = queue.tasks.pop(0)
+        try:
+            plane.workers.handlers()[task[0]](task[1])
+        except Killed:
+            lost.append(task)
+    monkeypatch.setattr(runner, "finish", finish)
+    assert [name for name, _ in lost] == ["restore.changes"]
+    assert _restore_row(run, restore_id).state == "running"  # finalize waits for the lost task
+    with pytest.raises(LeaseHeld):  # delivered again while the dead attempt's lease stands: nothing runs twice
+        plane.workers.handlers()[lost[0][0]](lost[0][1])
+    with plane.factory.begin() as session:  # the lease runs out
+        session.execute(sa.update(JobTask).where(JobTask.job_id == restore_id, JobTask.task_key == "changes")
+                        .values(lease_until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+    plane.workers.handlers()[lost[0][0]](lost[0][1])
+    assert _drain(run, twice=True) == ["restore.finalize"]
+    row = _restore_row(run, restore_id)
+    assert row.state == "completed", row.error
+    expected = read_all(run.workload.conn, at)
+    # Written again, counted once: every document that exists at the instant, no more.
+    assert row.documents_written == len(expected) and row.documents_failed == 0
+    assert row.changes_applied > 0 and row.chunks_done == row.chunks_total
+    with plane.factory() as session:
+        assert session.scalar(sa.select(JobTask.attempts).where(JobTask.job_id == restore_id,
+                                                                JobTask.task_key == "changes")) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
+            AuditLog.resource_id == restore_id, AuditLog.action == "restore.completed")) == 1
+    target = open_firestore(name, emulator_host=run.emulator_host)
+    try:
+        _assert_restored(run, target, at, "after a redelivered changes task")
+    finally:
+        target.close()
+
+
+def _restore_row(run: Run, restore_id: str) -> Restore:
+    with run.plane.factory() as session:
+        row = session.get(Restore, restore_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_a_member_may_start_a_point_in_time_restore_in_skip_mode_only_and_skip_and_merge_restore_the_instant(
+        run: Run) -> None:
+    at = _instants(run, 19)[2]
+    with run.plane.factory.begin() as session:
+        member = seed_token(session, run.org_id, "member")
+    as_member = {"Authorization": f"Bearer {member}"}
+    url = f"/v1/orgs/{run.org_id}/projects/{run.project_id}/pitr/restore"
+    client = run.app.test_client()
+    for mode in ("overwrite", "merge"):
+        refused = client.post(url, json={"at": format_ns(at), "mode": mode}, headers=as_member)
+        assert refused.status_code == 403 and "admin" in refused.get_json()["error"]["message"], mode
+    assert not run.app.extensions["firebackup_control_plane"].ports.queue.tasks, "a refused restore enqueues nothing"
+    names = {mode: f"pitr-{mode}-{secrets.token_hex(3)}" for mode in ("skip", "merge")}
+    started = client.post(url, json={"at": format_ns(at), "mode": "skip", "keep_references": True,
+                                     "target_project_id": _target_project(run, names["skip"])}, headers=as_member)
+    assert started.status_code == 202, started.get_json()
+    _drain(run)
+    merged = _restore(run, {"at": format_ns(at), "mode": "merge", "keep_references": True,
+                            "target_project_id": _target_project(run, names["merge"])})
+    assert merged["state"] == "completed" and merged["mode"] == "merge", merged["error"]
+    for mode, name in names.items():  # into an empty database both write exactly the state at the instant
+        target = open_firestore(name, emulator_host=run.emulator_host)
+        try:
+            _assert_restored(run, target, at, f"{mode} mode")
+        finally:
+            target.close()

@@ -68,7 +68,8 @@ def test_each_worker_runs_the_tasks_of_its_own_kinds_only(tmp_path: Path) -> Non
     restore = bootstrap.task_endpoint(settings(tmp_path), "restore_worker")
     assert set(backup.handlers) == {"backup.plan", "backup.chunk", "backup.auth", "backup.finalize", "keys.rotate",
                                     "verify", "delete_backup", "webhook_deliver"}
-    assert set(restore.handlers) == {"restore.plan", "restore.chunk", "restore.auth", "restore.finalize"}
+    assert set(restore.handlers) == {"restore.plan", "restore.chunk", "restore.auth", "restore.changes",
+                                     "restore.finalize"}
 
 
 def test_a_worker_with_no_way_to_authenticate_its_caller_refuses_every_task(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from google.cloud.firestore_v1.types import Document
 from firebackup.crypto.keys import DataKey, LocalKey
 from firebackup.errors import CorruptData, UsageError, WrongKeyOrTampered
 from firebackup.pitr.events import CREATE, DELETE, UPDATE, format_ns, parse_instant, parse_written
-from firebackup.pitr.restore import Change, check_scope, last_versions
+from firebackup.pitr.restore import Change, PointInTime, base_filter, check_scope, last_versions
 from firebackup.pitr.sealing import ChangeSealer, wrap_context
 from firebackup.services.pitr import change_id
 from infra.local.function_server import firestore_write_cloudevent
@@ -142,3 +142,30 @@ def test_a_documents_state_at_an_instant_is_its_last_change_else_the_base_copy()
     assert state_at("a/b", 35, changes, (10, b"base")) is None
     assert [(v.at, v.source) for v in history("a/b", changes, [("bk1", 10, b"base")])] == [
         (10, "bk1"), (20, "capture"), (30, "capture")]
+
+
+def _named(path: str) -> bytes:
+    return bytes(Document.pb()(name=f"projects/p/databases/(default)/documents/{path}").SerializeToString())
+
+
+def test_a_base_chunk_keeps_only_what_lies_in_scope_and_no_change_replaces() -> None:
+    prefix = len("projects/p/databases/(default)/documents/")
+    records = [_named(p) for p in ("a/1", "a/2", "a/1/s/1", "b/1", "ab/1")]
+    assert base_filter(prefix, None, {}) is None, "nothing to drop: the records go through untouched"
+    keep = base_filter(prefix, "a", {"a/2": Change("a/2", 9, DELETE, None)})
+    assert keep is not None and keep(records) == [records[0], records[2]]
+    one = base_filter(prefix, "a/1", {})
+    assert one is not None and one(records) == [records[0]], "one document, not its subcollections"
+
+
+def test_a_point_in_time_job_reads_its_changes_once_and_keeps_the_last_version_in_its_window() -> None:
+    reads = []
+
+    def changes() -> list[Change]:
+        reads.append(1)
+        return [Change("a/1", 10, CREATE, b"1"), Change("a/1", 20, UPDATE, b"2"), Change("a/1", 40, UPDATE, b"4"),
+                Change("b/1", 15, CREATE, b"b"), Change("a/2", 5, CREATE, b"old")]
+
+    pit = PointInTime(at=30, base_read_time=5, scope="a", changes=changes)
+    assert {p: c.version for p, c in pit.latest().items()} == {"a/1": 20}
+    assert pit.latest() is pit.latest() and len(reads) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from firebackup.crypto.keys import DataKey
 from firebackup.engine.ports import BackupRepository, DocumentTarget
 from firebackup.engine.restore.model import RestoreTask
@@ -46,8 +48,13 @@ def restore_chunk(
     in_flight: int = DEFAULT_IN_FLIGHT,
     batch_writes: int = DEFAULT_BATCH_WRITES,
     progress: ProgressCallback | None = None,
+    keep: Callable[[list[bytes]], list[bytes]] | None = None,
 ) -> WriteStats:
-    """Write one chunk's documents into conn's database; exact counts (raises only if the target fails)."""
+    """Write one chunk's documents into conn's database; exact counts (raises only if the target fails).
+
+    keep: drops records from each batch before they are written (a point-in-time restore's scope and
+    the documents its changes replace); what it drops is neither written nor counted.
+    """
     writer = BatchWriter(
         conn,
         source_database=task.source_database,
@@ -60,15 +67,20 @@ def restore_chunk(
         progress=progress,
     )
     problem: FireBackupError | None = None
+    dropped = 0
     with writer:
         try:
             for records in repo.iter_record_batches(task.backup_id, entry, data_key):
+                if keep is not None:
+                    kept = keep(records)
+                    dropped += len(records) - len(kept)
+                    records = kept
                 writer.add_many(records)
         except (IntegrityError, StorageError) as e:
             problem = e  # what was read before the damage is still written
     stats = writer.close()
     if problem is not None:
-        unread = max(0, entry.records - stats.documents - stats.filtered)
+        unread = max(0, entry.records - stats.documents - stats.filtered - dropped)
         stats.failed += unread
         stats.errors.append(f"chunk {entry.chunk_id}: {unread} documents not restored: {problem}")
     return stats

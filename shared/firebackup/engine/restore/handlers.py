@@ -3,10 +3,16 @@
     restore.plan      {"job"}            read and authenticate the manifest, one task per chunk
     restore.chunk     {"job", "chunk"}   one document chunk into the target with BatchWrite
     restore.auth      {"job"}            the backed-up Auth users into the target project
+    restore.changes   {"job"}            a point-in-time restore's captured changes: last versions, deletes
     restore.finalize  {"job"}            enqueued by the last task: the counts, the outcome
 
-Delivery is at least once (engine/jobs.py TaskRunner): a chunk task run twice writes the same
-documents again, and its counts replace the first attempt's, so the totals stay exact.
+A point-in-time restore (RestoreJob.point_in_time) is a restore of its base backup whose chunk
+tasks leave out what lies outside its scope and every document a change replaces; the changes
+task writes those documents' last versions (and deletes), so the two touch disjoint documents and
+run in any order, in parallel.
+
+Delivery is at least once (engine/jobs.py TaskRunner): a chunk or changes task run twice writes the
+same documents again, and its counts replace the first attempt's, so the totals stay exact.
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ from firebackup.progress import ProgressCallback
 from firebackup.runtime.queue import TaskQueue
 
 from firebackup.engine.tasks import RESTORE_AUTH as AUTH
+from firebackup.engine.tasks import RESTORE_CHANGES as CHANGES
 from firebackup.engine.tasks import RESTORE_CHUNK as CHUNK
 from firebackup.engine.tasks import RESTORE_FINALIZE as FINALIZE
 from firebackup.engine.tasks import RESTORE_PLAN as PLAN
 
 if TYPE_CHECKING:
     from firebackup.firestore.auth import ImportOutcome
+    from firebackup.pitr.restore import PointInTime
 
-_PLAN_KEY, _AUTH_KEY = "plan", "auth"
+_PLAN_KEY, _AUTH_KEY, _CHANGES_KEY = "plan", "auth", "changes"
 
 
 class AuthImport(Protocol):
@@ -60,6 +68,7 @@ class RestoreJob:
     auth: AuthImport | None = None
     in_flight: int = DEFAULT_IN_FLIGHT  # BatchWrite requests in flight per chunk task
     batch_writes: int = DEFAULT_BATCH_WRITES
+    point_in_time: PointInTime | None = None  # set: restore the base backup plus changes up to an instant
     _manifest: tuple[Manifest, DataKey | None] | None = field(default=None, repr=False)
 
     def manifest(self) -> tuple[Manifest, DataKey | None]:
@@ -83,7 +92,7 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
         self._started: dict[str, float] = {}
 
     def handlers(self) -> dict[str, Handler]:
-        return {PLAN: self.plan, CHUNK: self.chunk, AUTH: self.auth, FINALIZE: self.finalize}
+        return {PLAN: self.plan, CHUNK: self.chunk, AUTH: self.auth, CHANGES: self.changes, FINALIZE: self.finalize}
 
     def plan(self, payload: dict[str, Any]) -> None:
         job_id = payload["job"]
@@ -92,15 +101,18 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
             manifest, _ = job.manifest()  # authenticates it: a wrong key or a tampered backup stops here
             chunks = [e.chunk_id for e in manifest.chunks if e.kind == "docs"]
             auth = job.request.include_auth and any(e.kind == "auth" for e in manifest.chunks)
+            changes = job.point_in_time is not None
             stored = self.store.save_plan(job_id, {"backup_id": job.request.backup_id, "chunks": chunks,
-                                                   "auth": auth, "started": time.time()},
-                                          chunks + ([_AUTH_KEY] if auth else []))
+                                                   "auth": auth, "changes": changes, "started": time.time()},
+                                          chunks + ([_AUTH_KEY] if auth else []) + ([_CHANGES_KEY] if changes else []))
             if self.on_plan is not None:
                 self.on_plan(job_id, manifest, job)
             for chunk_id in stored["chunks"]:
                 self.queue.enqueue(CHUNK, {"job": job_id, "chunk": chunk_id})
             if stored["auth"]:
                 self.queue.enqueue(AUTH, {"job": job_id})
+            if stored.get("changes"):
+                self.queue.enqueue(CHANGES, {"job": job_id})
             self.finish(job_id, _PLAN_KEY)
 
         self.run(job_id, _PLAN_KEY, work)
@@ -114,9 +126,15 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
             task = RestoreTask(backup_id=r.backup_id, chunk_id=chunk_id, project=r.project, database=r.database,
                                source_database=source_database(manifest), mode=r.mode, collections=r.collections,
                                dry_run=r.dry_run, keep_references=r.keep_references)
+            keep = None
+            if job.point_in_time is not None:
+                from firebackup.pitr.restore import base_filter
+
+                pit = job.point_in_time
+                keep = base_filter(len(task.source_database) + len("/documents/"), pit.scope, pit.latest())
             stats = restore_chunk(task, entry_by_id(manifest, chunk_id), repo=job.repo, data_key=data_key,
                                   conn=job.target, in_flight=job.in_flight, batch_writes=job.batch_writes,
-                                  progress=self.progress)
+                                  progress=self.progress, keep=keep)
             self.finish(job_id, chunk_id, {"written": stats.written, "skipped": stats.skipped,
                                            "failed": stats.failed, "errors": stats.errors[:ERROR_LIMIT]})
 
@@ -140,6 +158,26 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
 
         self.run(job_id, _AUTH_KEY, work)
 
+    def changes(self, payload: dict[str, Any]) -> None:
+        job_id = payload["job"]
+
+        def work(job: RestoreJob, resume: tuple[int, str | None] | None) -> None:
+            from firebackup.errors import FireBackupError
+            from firebackup.pitr.restore import apply_changes
+
+            if job.point_in_time is None:
+                raise FireBackupError("this restore is of a backup as it is; it has no captured changes to apply")
+            manifest, _ = job.manifest()
+            latest, r = job.point_in_time.latest(), job.request
+            stats, deleted = apply_changes(job.target, latest, source=source_database(manifest), mode=r.mode,
+                                           dry_run=r.dry_run, keep_references=r.keep_references,
+                                           in_flight=job.in_flight, batch_writes=job.batch_writes)
+            self.finish(job_id, _CHANGES_KEY, {"written": stats.written, "skipped": stats.skipped,
+                                               "failed": stats.failed, "errors": stats.errors[:ERROR_LIMIT],
+                                               "changes_applied": len(latest), "documents_deleted": deleted})
+
+        self.run(job_id, _CHANGES_KEY, work)
+
     def finalize(self, payload: dict[str, Any]) -> None:
         job_id = payload["job"]
 
@@ -147,7 +185,7 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
             stored = self.store.load_plan(job_id) or {}
             results = self.store.results(job_id)
             result = RestoreResult(backup_id=job.request.backup_id, dry_run=job.request.dry_run)
-            for chunk_id in stored.get("chunks", []):
+            for chunk_id in stored.get("chunks", []) + ([_CHANGES_KEY] if stored.get("changes") else []):
                 got = results.get(chunk_id, {})
                 result.documents_written += got.get("written", 0)
                 result.documents_skipped += got.get("skipped", 0)
@@ -159,8 +197,11 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
             result.auth_users_skipped = auth.get("auth_users_skipped", 0)
             result.errors.extend(auth.get("errors", [])[: max(0, ERROR_LIMIT - len(result.errors))])
             result.duration_s = round(time.time() - stored.get("started", time.time()), 3)
+            changed = results.get(_CHANGES_KEY, {})
             summary = {**result.to_dict(), "auth_users_failed": result.auth_users_failed,
                        "auth_users_skipped": result.auth_users_skipped, "errors": result.errors,
+                       "changes_applied": changed.get("changes_applied", 0),
+                       "documents_deleted": changed.get("documents_deleted", 0),
                        "error": None if result.ok else _failure_line(result)}
             self.store.complete(job_id, summary)
 
