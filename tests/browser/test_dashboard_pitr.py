@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from infra.local.platform import DEMO_EMAIL, DEMO_PASSWORD, PROJECT
-from tests.browser.conftest import (ARTIFACTS, PASSWORD, Demo, api_failures, axe_violations, open_signed_in,
-                                   preview_restore, section)
+from tests.browser.conftest import (ARTIFACTS, LAPTOP, PASSWORD, PHONE, Demo, api_failures, axe_violations,
+                                   open_signed_in, preview_restore, section)
 
 pytestmark = pytest.mark.browser
 TARGET_DATABASE = "pitr-copy"
@@ -51,9 +51,12 @@ def _documents(database: str) -> dict[str, Any]:
 
 
 def _check(page: Any, name: str) -> None:
+    """A screenshot at laptop and phone width, and no serious or critical axe-core violation at either."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}-laptop.png"), full_page=True)
-    assert axe_violations(page) == [], name
+    for width, viewport in (("phone", PHONE), ("laptop", LAPTOP)):
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        assert axe_violations(page) == [], (name, width)
 
 
 def _choose_org(page: Any, org: str) -> None:
