@@ -120,6 +120,28 @@ def open_signed_in(browser: Any, url: str, email: str, password: str, viewport: 
     return page
 
 
+def api_failures(page: Any) -> list[str]:
+    """Every /v1 call of the page from now on that the API refused (4xx) or failed (5xx)."""
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(f"{r.request.method} {r.url} -> {r.status}")
+            if "/v1/" in r.url and r.status >= 400 else None)
+    return failures
+
+
+def preview_restore(scope: Any, database: str) -> tuple[str, Any]:
+    """Fill the restore wizard's target database, choose overwrite, run the dry run (the real run is not offered
+    before it); its result line and the now enabled "Restore now" button. `scope` is the page or one form."""
+    scope.get_by_label("Target database").fill(database)
+    scope.get_by_label("Mode").select_option("overwrite")
+    real = scope.get_by_role("button", name="Restore now")
+    assert real.is_disabled()
+    scope.get_by_role("button", name="Preview (dry run)").click()
+    dry = scope.get_by_test_id("dry-run-result")
+    dry.wait_for(timeout=120_000)
+    assert real.is_enabled()
+    return dry.inner_text(), real
+
+
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     """axe-core's serious and critical violations on the page as it is now."""
     if not AXE.is_file():

@@ -9,23 +9,16 @@ from typing import Any
 
 import pytest
 from infra.local.platform import DEMO_EMAIL, DEMO_PASSWORD, PROJECT, _service_account_key
-from tests.browser.conftest import CHUNK_DOCS, PASSWORD, Demo, open_signed_in, section
+from tests.browser.conftest import CHUNK_DOCS, PASSWORD, Demo, api_failures, open_signed_in, preview_restore, section
 
 pytestmark = pytest.mark.browser
-
-
-def _api_failures(page: Any) -> list[str]:
-    failures: list[str] = []
-    page.on("response", lambda r: failures.append(f"{r.request.method} {r.url} -> {r.status}")
-            if "/v1/" in r.url and r.status >= 400 else None)
-    return failures
 
 
 def test_a_user_connects_a_project_backs_it_up_live_and_restores_it_dry_run_then_for_real(
         demo_platform: Demo, browser: Any) -> None:
     d = demo_platform
     page = open_signed_in(browser, d.url, DEMO_EMAIL, DEMO_PASSWORD)
-    failures = _api_failures(page)
+    failures = api_failures(page)
     section(page, "New organization")
     page.get_by_label("Name").fill("Browser tests")
     page.get_by_role("button", name="Create organization").click()
@@ -59,14 +52,8 @@ def test_a_user_connects_a_project_backs_it_up_live_and_restores_it_dry_run_then
     page.get_by_text("Stored manifest").wait_for()
 
     page.get_by_role("button", name="Restore…").click()
-    page.get_by_label("Target database").fill("browser-copy")
-    page.get_by_label("Mode").select_option("overwrite")
-    real = page.get_by_role("button", name="Restore now")
-    assert real.is_disabled()  # offered only after a dry run
-    page.get_by_role("button", name="Preview (dry run)").click()
-    dry = page.get_by_test_id("dry-run-result")
-    dry.wait_for(timeout=120_000)
-    assert f"would write {d.documents} documents" in dry.inner_text()
+    dry, real = preview_restore(page, "browser-copy")
+    assert f"would write {d.documents} documents" in dry
     real.click()
     page.get_by_role("heading", name="Restore rst_").wait_for()
     page.get_by_test_id("progress-text").filter(has_text="100%").wait_for(timeout=120_000)
@@ -103,7 +90,7 @@ def test_a_role_change_by_an_owner_changes_what_the_member_is_offered(demo_platf
 def test_a_viewer_finds_no_button_that_would_fail(demo_platform: Demo, browser: Any) -> None:
     d = demo_platform
     page = open_signed_in(browser, d.url, "viewer@firebackup.local", PASSWORD)
-    failures = _api_failures(page)
+    failures = api_failures(page)
     page.on("dialog", lambda dialog: dialog.accept())
     visited: dict[str, list[str]] = {}
     for name in ("Overview", "Projects", "Backups", "Restore", "Schedules", "Storage", "Team", "Webhooks"):

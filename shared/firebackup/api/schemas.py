@@ -653,7 +653,7 @@ class PitrOut(Out):
     project_id: str
     enabled: bool
     retention_days: int
-    destination_id: str
+    destination_id: str | None
     kek_id: str | None
     earliest_restorable: str | None
     latest_captured: str | None

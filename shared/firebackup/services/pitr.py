@@ -581,7 +581,13 @@ def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
     from firebackup.pitr.events import format_ns, instant_ns
     from firebackup.pitr.segments import list_segments
 
-    project, config = _config(ctx, org_id, project_id)
+    from firebackup.services.resources import get_project
+
+    project = get_project(ctx, org_id, project_id)
+    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project.id))
+    if config is None:  # never configured reads as off, so a page listing projects makes no failing call
+        return {"project_id": project.id, "enabled": False, "retention_days": 7, "destination_id": None,
+                "kek_id": None, "earliest_restorable": None, "latest_captured": None, "gaps": []}
     earliest = ctx.session.scalar(sa.select(sa.func.min(Backup.read_time)).where(
         Backup.project_id == project.id, Backup.state == "completed", Backup.read_time >= config.created_at))
     last_row = ctx.session.execute(sa.select(PITRChange.update_time, PITRChange.update_time_nanos)

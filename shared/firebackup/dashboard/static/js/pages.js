@@ -1,9 +1,9 @@
 // One function per page: each fetches what it shows from /v1 and returns its content. Buttons appear only
 // when the caller's role may use them (can(...)); the API authorizes every call again anyway.
 
-import { api, atLeast, can, chooseOrg, orgPath, state } from "./api.js";
-import { action, bytes, duration, facts, field, form, h, notify, seconds, select, sizeDurationChart, stateBadge,
-         table, when } from "./ui.js";
+import { ApiError, api, atLeast, can, chooseOrg, orgPath, state } from "./api.js";
+import { action, bytes, duration, facts, field, form, h, instant, localInput, notify, seconds, select, sizeDurationChart,
+         stateBadge, table, toMs, when } from "./ui.js";
 
 const O = "/orgs/{org_id}";
 const timers = new Set();
@@ -78,7 +78,8 @@ function backupTable(backups, projects) {
 
 // --- projects -----------------------------------------------------------------------------------------
 export async function projects() {
-  const items = await all("/projects");
+  const [items, dests] = await Promise.all([all("/projects"), all("/destinations")]);
+  const windows = await pitrWindows(items);
   const out = [h("h1", {}, "Projects"), table("Connected projects", [
     { label: "Name", cell: p => p.name },
     { label: "Firestore", cell: p => `${p.gcp_project_id}/${p.database_id}` },
@@ -94,6 +95,7 @@ export async function projects() {
       }, { class: "danger", aria: `Delete ${p.name}`, confirm: `Delete project ${p.name}? Its backups are kept, detached.` }),
     ] },
   ], items, "no project connected yet")];
+  out.push(...items.map((p, i) => pitrPanel(p, windows[i], dests)));
   if (can("POST", `${O}/projects`)) {
     const key = h("textarea", { name: "key", required: true, spellcheck: false });
     const file = h("input", { type: "file", accept: "application/json,.json" });
@@ -121,6 +123,37 @@ export async function projects() {
       })));
   }
   return out;
+}
+
+// --- point-in-time recovery ----------------------------------------------------------------------------
+const PITR = `${O}/projects/{project_id}/pitr`;
+const pitrWindows = projectList => Promise.all(projectList.map(p => api("GET", orgPath(`/projects/${p.id}/pitr`))));
+
+function pitrWindowView(w) {
+  return facts([
+    ["Earliest restorable", w.earliest_restorable ? instant(w.earliest_restorable) : "none yet: the first backup taken after PITR was turned on starts the window"],
+    ["Latest captured change", w.latest_captured ? instant(w.latest_captured) : "none captured yet"],
+    ["Gaps", w.gaps.length ? h("ul", { "aria-label": "Gaps in capture" }, w.gaps.map(g =>
+      h("li", {}, `${instant(g.start)} to ${instant(g.end)}: ${g.reason}`))) : "none"],
+  ]);
+}
+
+// A project's PITR settings and covered window; the settings form only for a role that may change them.
+function pitrPanel(p, w, dests) {
+  const title = `Point-in-time recovery of ${p.name}`;
+  const dest = dests.find(d => d.id === w.destination_id);
+  const view = [h("p", { "data-testid": "pitr-status" }, w.enabled
+    ? `On: changes are kept ${w.retention_days} days in ${dest?.name || w.destination_id}.` : "Off."), pitrWindowView(w)];
+  if (!can("PUT", PITR) || !dests.length) return h("section", { class: "panel", "aria-label": title }, h("h2", {}, title), ...view);
+  return form(title, [...view,
+    h("div", { class: "field" }, h("label", {}, h("input", { type: "checkbox", name: "enabled", checked: w.enabled }), " Capture changes for point-in-time restores")),
+    field("Retention (days)", h("input", { name: "retention_days", type: "number", min: 1, required: true, value: w.retention_days })),
+    field("Segment destination", select("destination", dests.map(d => [d.id, d.name]), w.destination_id || undefined)),
+  ], "Save PITR settings", async d => {
+    await api("PUT", orgPath(`/projects/${p.id}/pitr`), { enabled: d.get("enabled") === "on",
+      retention_days: Number(d.get("retention_days")), destination_id: d.get("destination") });
+    notify(`${p.name}: PITR settings saved`); go(`#/projects?r=${Date.now()}`);
+  });
 }
 
 export async function oauthCallback(params) {
@@ -218,6 +251,119 @@ export async function backupDetail(id) {
 }
 
 // --- restores -----------------------------------------------------------------------------------------
+const MODES = [["skip", "skip: only create what is missing"], ["merge", "merge: update fields, keep others"],
+               ["overwrite", "overwrite: replace documents"]];
+const MEMBER_MODES = "As a member you may preview any mode; a real restore in merge or overwrite mode needs an admin.";
+const modeField = () => field("Mode", select("mode", MODES, atLeast("admin") ? "overwrite" : "skip"),
+  atLeast("admin") ? undefined : MEMBER_MODES);
+const targetFields = projectList => [
+  field("Target project", select("target", projectList.map(p => [p.id, `${p.name} (${p.gcp_project_id})`]))),
+  field("Target database", h("input", { name: "database", placeholder: "the project's own" }), "A database ID such as restored; empty for the project's."),
+];
+
+// What a restore did or would do. A restore job (it has a state) shows its live progress; a point-in-time
+// restore that ran inside the request answers with its finished result, shown as it is.
+function restoreOutcome(r, dry) {
+  const finished = r.state === undefined || r.state === "completed";
+  const verb = dry ? "would write" : "wrote";
+  const extra = r.changes_applied !== undefined
+    ? `, from backup ${r.backup_id} and ${r.changes_applied.toLocaleString()} captured changes` : "";
+  return [
+    r.state !== undefined ? progressView(r) : "",
+    finished ? h("p", { "data-testid": dry ? "dry-run-result" : "restore-result" },
+      `The restore ${verb} ${r.documents_written.toLocaleString()} documents${extra}.`) : "",
+    r.error ? h("p", { class: "bad" }, r.error) : "",
+    ...(r.warnings || []).map(w => h("p", { class: "hint" }, `Warning: ${w}`)),
+    ...(r.errors || []).map(e => h("p", { class: "bad" }, e)),
+  ];
+}
+
+// The wizard's form: a dry run first, then the real run it previewed. `post(body)` starts a restore; its answer
+// is either a restore job (followed on /restores/{id}) or a finished result. A refusal is shown in the form.
+function restoreForm(title, fields, toBody, post, onRefused = () => {}) {
+  const result = h("div", { "aria-live": "polite" });
+  const realButton = h("button", { type: "button", disabled: true }, "Restore now");
+  let body = null;
+  const refused = e => {
+    result.replaceChildren(h("p", { class: "bad", role: "alert", "data-testid": "restore-refused" }, e.message));
+    onRefused(e);
+  };
+  const f = form(title, fields, "Preview (dry run)", async d => {
+    body = toBody(d);
+    realButton.disabled = true;
+    let r;
+    try { r = await post({ ...body, dry_run: true }); } catch (e) { if (e instanceof ApiError) return refused(e); throw e; }
+    const draw = j => {
+      result.replaceChildren(h("h2", {}, "Dry run"), ...restoreOutcome(j, true));
+      realButton.disabled = !((j.state === undefined || j.state === "completed") && (atLeast("admin") || body.mode === "skip"));
+    };
+    draw(r);
+    if (r.id && ACTIVE.includes(r.state)) watch(() => api("GET", orgPath(`/restores/${r.id}`)), draw, j => !ACTIVE.includes(j.state));
+  });
+  realButton.addEventListener("click", async () => {
+    realButton.disabled = true;
+    try {
+      const r = await post({ ...body, dry_run: false });
+      if (r.id) go(`#/restores/${r.id}`);  // a restore job: its own page follows it live
+      else result.replaceChildren(h("h2", {}, "Restored"), ...restoreOutcome(r, false));
+    } catch (e) { if (e instanceof ApiError) refused(e); else notify(e.message, true); realButton.disabled = false; }
+  });
+  f.append(h("p", { class: "hint" }, "Preview first: the real restore is offered once the dry run has completed."), realButton, result);
+  return f;
+}
+
+function backupRestoreForm(done, projectList, params) {
+  return restoreForm("Restore a backup", [
+    field("Backup", select("backup", done.map(b => [b.id, `${when(b.created_at)} · ${b.documents} docs · ${b.id}`]), params.get("backup") || undefined)),
+    ...targetFields(projectList),
+    field("Collections", h("input", { name: "collections", placeholder: "all" }), "Comma-separated; empty for all."),
+    modeField(),
+  ], d => {
+    const cols = String(d.get("collections") || "").split(",").map(x => x.trim()).filter(Boolean);
+    return { backup_id: d.get("backup"), target_project_id: d.get("target"), mode: d.get("mode"),
+             target_database: d.get("database") || null, collections: cols.length ? cols : null };
+  }, body => api("POST", orgPath("/restores"), body));
+}
+
+function chosenInstant(value) {
+  if (!value) throw new Error("choose an instant: the project needs a backup taken since PITR was turned on");
+  return new Date(String(value)).toISOString();  // a datetime-local value reads as the browser's local time
+}
+
+// Restore to an instant: bounded by the source project's covered window (from its earliest restorable instant
+// up to now; changes are captured up to the latest one shown), with its gaps listed.
+function instantRestoreForm(sources, windows, projectList) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  const at = h("input", { name: "at", type: "datetime-local", step: "any", required: true });
+  const source = select("source", sources.map(p => [p.id, `${p.name} (${p.gcp_project_id})`]));
+  const covered = h("div", { "aria-live": "polite" });
+  const bound = () => {
+    const w = windows[source.value];
+    covered.replaceChildren(h("h3", {}, "Covered window"), pitrWindowView(w));
+    at.disabled = !w.earliest_restorable;
+    if (w.earliest_restorable) at.min = localInput(toMs(w.earliest_restorable, true));
+    at.max = localInput(Math.max(Date.now(), w.latest_captured ? toMs(w.latest_captured) : 0));
+  };
+  source.addEventListener("change", bound);
+  at.addEventListener("focus", bound);  // "now" moves on while the page is open
+  bound();
+  const override = h("div", { class: "field", hidden: true }, h("label", {},
+    h("input", { type: "checkbox", name: "allow_gaps" }), " Restore anyway: accept that writes in the gap may be missing"));
+  return restoreForm("Restore to an instant", [
+    field("Project", source, "Whose database, as it was at the instant."), covered,
+    field(`Instant (${zone})`, at, "Down to the millisecond; within the covered window."),
+    ...targetFields(projectList),
+    field("Scope", h("input", { name: "scope", placeholder: "the whole database" }),
+      "Empty for the whole database, a collection such as users, or a document path such as users/alice."),
+    modeField(), override,
+  ], d => ({ at: chosenInstant(d.get("at")), target_project_id: d.get("target"),
+             target_database: d.get("database") || null, scope: d.get("scope") || null, mode: d.get("mode"),
+             allow_gaps: d.get("allow_gaps") === "on" }),
+  body => api("POST", orgPath(`/projects/${source.value}/pitr/restore`), body),
+  // A 409 over a gap may be overridden, explicitly, by whoever may start the restore at all.
+  e => { override.hidden = !(e.status === 409 && e.message.includes("allow_gaps")); });
+}
+
 export async function restoreWizard(params) {
   const [backupList, projectList, restores] = await Promise.all([all("/backups"), all("/projects"), all("/restores")]);
   const done = backupList.filter(b => b.state === "completed");
@@ -225,40 +371,18 @@ export async function restoreWizard(params) {
   if (can("POST", `${O}/restores`)) {
     if (!done.length || !projectList.length) out.push(h("p", {}, "A restore needs a completed backup and a connected project."));
     else {
-      const result = h("div", { "aria-live": "polite" });
-      // A real restore that may overwrite (overwrite, merge) needs admin; a member may dry-run or skip.
-      const modes = [["skip", "skip: only create what is missing"], ["merge", "merge: update fields, keep others"],
-                     ["overwrite", "overwrite: replace documents"]];
-      let body = null;
-      const realButton = h("button", { type: "button", disabled: true }, "Restore now");
-      const f = form("Restore a backup", [
-        field("Backup", select("backup", done.map(b => [b.id, `${when(b.created_at)} · ${b.documents} docs · ${b.id}`]), params.get("backup") || undefined)),
-        field("Target project", select("target", projectList.map(p => [p.id, `${p.name} (${p.gcp_project_id})`]))),
-        field("Target database", h("input", { name: "database", placeholder: "the project's own" }), "A database ID such as restored; empty for the project's."),
-        field("Collections", h("input", { name: "collections", placeholder: "all" }), "Comma-separated; empty for all."),
-        field("Mode", select("mode", modes, atLeast("admin") ? "overwrite" : "skip"),
-          atLeast("admin") ? undefined : "As a member you may preview any mode; a real restore in merge or overwrite mode needs an admin."),
-      ], "Preview (dry run)", async d => {
-        const cols = String(d.get("collections") || "").split(",").map(x => x.trim()).filter(Boolean);
-        body = { backup_id: d.get("backup"), target_project_id: d.get("target"), mode: d.get("mode"),
-                 target_database: d.get("database") || null, collections: cols.length ? cols : null };
-        realButton.disabled = true;
-        const r = await api("POST", orgPath("/restores"), { ...body, dry_run: true });
-        result.replaceChildren(h("h2", {}, "Dry run"), progressView(r));
-        watch(() => api("GET", orgPath(`/restores/${r.id}`)), j => {
-          result.replaceChildren(h("h2", {}, "Dry run"), progressView(j),
-            j.state === "completed" ? h("p", { "data-testid": "dry-run-result" }, `The restore would write ${j.documents_written.toLocaleString()} documents.`) : "",
-            j.error ? h("p", { class: "bad" }, j.error) : "");
-          realButton.disabled = !(j.state === "completed" && (atLeast("admin") || body.mode === "skip"));
-        }, j => !ACTIVE.includes(j.state));
-      });
-      realButton.addEventListener("click", async () => {
-        realButton.disabled = true;
-        try { const r = await api("POST", orgPath("/restores"), { ...body, dry_run: false }); go(`#/restores/${r.id}`); }
-        catch (e) { notify(e.message, true); realButton.disabled = false; }
-      });
-      f.append(h("p", { class: "hint" }, "Preview first: the real restore is offered once the dry run has completed."), realButton, result);
-      out.push(f);
+      const byBackup = backupRestoreForm(done, projectList, params);
+      const windows = can("POST", `${PITR}/restore`) ? await pitrWindows(projectList) : [];
+      const sources = projectList.filter((p, i) => windows[i]?.enabled);
+      out.push(byBackup);
+      if (sources.length) {
+        const byInstant = instantRestoreForm(sources, Object.fromEntries(projectList.map((p, i) => [p.id, windows[i]])), projectList);
+        const fromInstant = params.get("from") === "instant";
+        byInstant.hidden = !fromInstant; byBackup.hidden = fromInstant;
+        const choice = (value, label) => h("label", {}, h("input", { type: "radio", name: "restore-from", value, checked: (value === "instant") === fromInstant,
+          onchange: () => { byInstant.hidden = value !== "instant"; byBackup.hidden = value === "instant"; } }), ` ${label} `);
+        out.splice(1, 0, h("fieldset", {}, h("legend", {}, "Restore from"), choice("backup", "a backup"), choice("instant", "an instant")), byInstant);
+      }
     }
   }
   out.push(h("h2", {}, "Recent restores"), table("Restores", [

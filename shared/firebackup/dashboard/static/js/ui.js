@@ -34,6 +34,26 @@ export function when(iso, timeZone) {
   return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone }).format(new Date(iso));
 }
 
+// To the second: an instant chosen for a point-in-time restore is finer than when()'s minutes.
+export function instant(iso) {
+  if (!iso) return "–";
+  return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" }).format(new Date(toMs(iso)));
+}
+
+// Milliseconds since the epoch of an RFC 3339 instant that may carry nine fractional digits; `up` rounds a
+// sub-millisecond rest up (a lower bound must not admit an instant before it).
+export function toMs(iso, up = false) {
+  const m = /^(.*?)(?:\.(\d+))?Z$/.exec(iso);
+  if (!m) return new Date(iso).getTime();
+  const frac = (m[2] || "").padEnd(9, "0");
+  return new Date(`${m[1]}.${frac.slice(0, 3)}Z`).getTime() + (up && /[1-9]/.test(frac.slice(3)) ? 1 : 0);
+}
+
+// The value a datetime-local input takes for an instant: the browser's local time, to the millisecond.
+export function localInput(ms) {
+  return new Date(ms - new Date(ms).getTimezoneOffset() * 60_000).toISOString().slice(0, 23);
+}
+
 export function seconds(a, b) {
   if (!a || !b) return null;
   return Math.max(0, (new Date(b) - new Date(a)) / 1000);
