@@ -213,10 +213,13 @@ class Capture:
             conn = ctx.session.connection()
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             table: Any = PITRChange.__table__
+            stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"])
             # RETURNING makes SQLAlchemy send the list as multi-row INSERTs ("insertmanyvalues", up to
             # 1,000 rows a statement); without it pg8000 runs one statement and round trip per row.
-            conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"])
-                         .returning(table.c.id), unique)
+            # (A SQLite older than 3.35 has no RETURNING: one row at a time there.)
+            if conn.dialect.insert_executemany_returning:
+                stmt = stmt.returning(table.c.id)
+            conn.execute(stmt, unique)
 
 
 # --- reading changes back -----------------------------------------------------------------------------
