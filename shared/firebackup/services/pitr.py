@@ -183,20 +183,25 @@ class Capture:
     def _commit(self, values: list[dict[str, Any]]) -> None:
         with self._lock:
             batch = self._pending
+            leader = batch is None
             if batch is None:
                 batch = self._pending = _Batch()
             batch.values.extend(values)
-        with self._flushing:  # while one batch is written, the next one fills up
-            if not batch.done.is_set():
+        if leader:
+            # The batch's first request writes it, once the batch before is written: meanwhile this
+            # one fills up. The others only wait for it: were they to queue for the flush lock too,
+            # each would wait out a later flush before returning, and batches would stay tiny.
+            with self._flushing:
                 with self._lock:
-                    if self._pending is batch:
-                        self._pending = None
+                    self._pending = None
                 try:
                     self._insert(batch.values)
                 except BaseException as e:  # noqa: BLE001 - every request of the batch learns of it
                     batch.error = e
                 finally:
                     batch.done.set()
+        else:
+            batch.done.wait()
         if batch.error is not None:
             raise batch.error
 
@@ -206,12 +211,15 @@ class Capture:
         unique = list({(v["project_id"], v["event_id"]): v for v in values}.values())
         with self.tx() as ctx:
             conn = ctx.session.connection()
-            # One statement without values, run for the list (executemany): compiled once and cached,
-            # where .values(rows) would be compiled again for every batch size.
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             table: Any = PITRChange.__table__
-            conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"]),
-                         unique)
+            stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"])
+            # RETURNING makes SQLAlchemy send the list as multi-row INSERTs ("insertmanyvalues", up to
+            # 1,000 rows a statement); without it pg8000 runs one statement and round trip per row.
+            # (A SQLite older than 3.35 has no RETURNING: one row at a time there.)
+            if conn.dialect.insert_executemany_returning:
+                stmt = stmt.returning(table.c.id)
+            conn.execute(stmt, unique)
 
 
 # --- reading changes back -----------------------------------------------------------------------------
