@@ -104,22 +104,22 @@ if ! "$VENV/bin/python" -c "import gcloud_tasks_emulator" >/dev/null 2>&1; then
     >>"$VENV/pip-install.log" 2>&1 || { log "pip install gcloud-tasks-emulator failed (log: $VENV/pip-install.log)"; exit 1; }
 fi
 
-if [ -n "$npm_pid" ]; then
-  if ! wait "$npm_pid"; then
-    tail -20 "$npm_log" >&2
-    log "npm ci in infra/local failed (log: $npm_log)"
+# await_install PID LOG WHAT STAMP VALUE: wait for a background install; on success write its stamp, else show its log.
+await_install() {
+  if ! wait "$1"; then
+    tail -20 "$2" >&2
+    log "$3 failed (log: $2)"
     exit 1
   fi
+  echo "$5" >"$4"
+}
+if [ -n "$npm_pid" ]; then
+  await_install "$npm_pid" "$npm_log" "npm ci in infra/local" "$npm_stamp" "$want_npm"
   npm_pid=""
-  echo "$want_npm" >"$npm_stamp"
 fi
 rm -f "$npm_log"
 if [ -n "$checkov_pid" ]; then
-  if ! wait "$checkov_pid"; then
-    tail -20 "$checkov_venv/pip-install.log" >&2
-    log "pip install $CHECKOV_SPEC failed (full log: $checkov_venv/pip-install.log)"
-    exit 1
-  fi
+  await_install "$checkov_pid" "$checkov_venv/pip-install.log" "pip install $CHECKOV_SPEC" \
+        "$checkov_venv/.firebackup-bootstrap" "$CHECKOV_SPEC"
   checkov_pid=""
-  echo "$CHECKOV_SPEC" >"$checkov_venv/.firebackup-bootstrap"
 fi

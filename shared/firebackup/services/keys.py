@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import os
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -75,6 +76,25 @@ def org_kms_kek(ctx: Ctx, org_id: str) -> KmsKey | None:
     """The organization's own Cloud KMS key, if it chose one."""
     name = _org(ctx, org_id).kms_key_name
     return KmsKey(name, kms_client(ctx.ports)) if name else None
+
+
+def current_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey | None:
+    """The organization's KEK for new data keys: its own Cloud KMS key if it chose one, else its BackupKey;
+    None if it has neither yet."""
+    return org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
+
+
+def make_local_kek(ctx: Ctx, org_id: str) -> LocalKey:
+    """Make the organization's BackupKey, sealed by the platform's master key, and audit it.
+
+    Two first uses at once both try: the unique org_id makes the second commit fail (IntegrityError).
+    """
+    raw = os.urandom(32)
+    kek, kid = LocalKey(raw, source=LOCAL_SOURCE), new_id("bkk")
+    ctx.session.add(BackupKey(id=kid, org_id=org_id, key_id=kek.key_id,
+                              key_sealed=ctx.ports.sealer.seal(base64.b64encode(raw), f"backup_keys.key_sealed:{kid}")))
+    ctx.audit("backup_key.create", "backup_key", kid, {"key_id": kek.key_id}, org_id=org_id)
+    return kek
 
 
 def kek_named(ctx: Ctx, org_id: str, kek_id: str) -> KeyEncryptionKey:

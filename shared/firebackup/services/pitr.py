@@ -9,7 +9,7 @@ acknowledged with one log line: Eventarc would otherwise retry it for days.
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -60,15 +60,13 @@ def row_ns(when: dt.datetime, nanos: int) -> int:
 def enable(ctx: Ctx, org_id: str, project_id: str, *, destination_id: str, retention_days: int, enabled: bool,
            kek: KeyEncryptionKey) -> dict[str, Any]:
     """Turn PITR on or off for a project, with a retention in days; makes its data key on first use."""
-    project = ctx.session.get(Project, project_id)
-    if project is None or project.org_id != org_id:
-        raise NotFound(f"project {project_id} not found")
-    dest = ctx.session.get(StorageDestination, destination_id)
-    if dest is None or dest.org_id != org_id:
-        raise NotFound(f"destination {destination_id} not found")
+    from firebackup.services.resources import get_destination, get_project
+
+    get_project(ctx, org_id, project_id)
+    get_destination(ctx, org_id, destination_id)
     if retention_days < 1:
         raise Invalid(f"retention_days must be 1 or more, not {retention_days}")
-    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    config = config_of(ctx, project_id)
     if config is None:
         config = PITRConfig(org_id=org_id, project_id=project_id, destination_id=destination_id)
         ctx.session.add(config)
@@ -85,6 +83,11 @@ def enable(ctx: Ctx, org_id: str, project_id: str, *, destination_id: str, reten
 def describe(config: PITRConfig) -> dict[str, Any]:
     return {"project_id": config.project_id, "enabled": config.enabled, "retention_days": config.retention_days,
             "destination_id": config.destination_id, "kek_id": config.kek_id}
+
+
+def config_of(ctx: Ctx, project_id: str) -> PITRConfig | None:
+    """The project's PITR configuration, if it ever had one."""
+    return ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
 
 
 def sealer(ctx: Ctx, config: PITRConfig) -> ChangeSealer:
@@ -227,7 +230,7 @@ class Capture:
 def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None,
             batch: int = 5000) -> Iterator[Change]:
     """The captured changes of a project with after < version <= upto (ns), opened, in version order."""
-    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    config = config_of(ctx, project_id)
     if config is None:
         raise NotFound(f"PITR is not configured for project {project_id}")
     opener = sealer(ctx, config)
@@ -243,11 +246,15 @@ def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | N
         stmt = stmt.where(PITRChange.document_path == prefix if is_document(prefix)
                           else sa.or_(PITRChange.document_path == prefix, under))
     for path, when, nanos, operation, sealed in ctx.session.execute(stmt.execution_options(yield_per=batch)):
-        version = row_ns(when, nanos)
-        if not after < version <= upto:
-            continue
-        yield Change(path, version, operation,
-                           None if sealed is None else opener.open(path, version, sealed))
+        if after < row_ns(when, nanos) <= upto:
+            yield _opened(opener, path, when, nanos, operation, sealed)
+
+
+def _opened(opener: ChangeSealer, path: str, when: dt.datetime, nanos: int, operation: str,
+            sealed: bytes | None) -> Change:
+    """A stored change row as a Change, its document opened."""
+    version = row_ns(when, nanos)
+    return Change(path, version, operation, None if sealed is None else opener.open(path, version, sealed))
 
 
 def firestore_reader(tx: SystemTx, workers: Any) -> ReadDocument:
@@ -289,6 +296,10 @@ class Compaction:
     rows_expired: int = 0
     segments_expired: int = 0
 
+    def add(self, other: "Compaction") -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
 
 def _org_keys(ctx: Ctx, org_id: str) -> Callable[[str], KeyEncryptionKey]:
     """Opens segments under whichever of the organization's keys each names (current, previous, BackupKey)."""
@@ -298,9 +309,9 @@ def _org_keys(ctx: Ctx, org_id: str) -> Callable[[str], KeyEncryptionKey]:
 
 
 def _org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
-    from firebackup.services.keys import org_kms_kek, stored_local_kek
+    from firebackup.services.keys import current_kek
 
-    kek: KeyEncryptionKey | None = org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
+    kek = current_kek(ctx, org_id)
     if kek is None:
         raise Invalid(f"organization {org_id} has no backup key yet; enable PITR again to make one")
     return kek
@@ -324,7 +335,7 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
     done = Compaction()
     while True:
         with tx() as ctx:
-            config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+            config = config_of(ctx, project_id)
             project = ctx.session.get(Project, project_id)
             if config is None or project is None:
                 return done
@@ -340,11 +351,7 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
             repo = _open_segments(ctx, config)
             source = (project.gcp_project_id, project.database_id)
         try:
-            batch = []
-            for _, path, when, nanos, operation, sealed in rows:
-                version = row_ns(when, nanos)
-                batch.append(Change(path, version, operation,
-                                    None if sealed is None else opener.open(path, version, sealed)))
+            batch = [_opened(opener, *row[1:]) for row in rows]
             info = write_segment(repo, batch, project=source[0], database=source[1], kek=kek)
             _, back = read_segment(repo, info.segment_id, kek)
             if list(back) != batch:
@@ -382,7 +389,7 @@ def expire(tx: SystemTx, project_id: str, now: dt.datetime) -> Compaction:
 
     done = Compaction()
     with tx() as ctx:
-        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+        config = config_of(ctx, project_id)
         if config is None:
             return done
         keep = needed_since(ctx, project_id, now - dt.timedelta(days=config.retention_days))
@@ -412,12 +419,8 @@ def compact_all(tx: SystemTx, now: dt.datetime, *, older_than: dt.timedelta, max
     total = Compaction()
     for project_id in ids:
         check_backups(tx, project_id)  # before compaction and retention touch the changes it compares
-        for part in (compact_project(tx, project_id, now - older_than, max_changes=max_changes),
-                     expire(tx, project_id, now)):
-            total.segments += part.segments
-            total.changes += part.changes
-            total.rows_expired += part.rows_expired
-            total.segments_expired += part.segments_expired
+        total.add(compact_project(tx, project_id, now - older_than, max_changes=max_changes))
+        total.add(expire(tx, project_id, now))
     return total
 
 
@@ -427,7 +430,7 @@ def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix
     from firebackup.pitr.segments import list_segments, stored_changes
 
     out = list(changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
-    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+    config = config_of(ctx, project_id)
     project = ctx.session.get(Project, project_id)
     if config is None or project is None:
         raise NotFound(f"PITR is not configured for project {project_id}")
@@ -505,7 +508,7 @@ def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
 
     found: list[tuple[int, int]] = []
     with tx() as ctx:
-        config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+        config = config_of(ctx, project_id)
         if config is None:
             return found
         since = config.gaps_checked_through or config.created_at
@@ -516,7 +519,7 @@ def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
     for backup_id in backup_ids:
         with tx() as ctx:
             backup = ctx.session.get(Backup, backup_id)
-            config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project_id))
+            config = config_of(ctx, project_id)
             if backup is None or backup.read_time is None or config is None:
                 continue
             read_time = instant_ns(backup.read_time)
@@ -550,7 +553,7 @@ def _config(ctx: Ctx, org_id: str, project_id: str) -> tuple[Project, PITRConfig
     from firebackup.services.resources import get_project
 
     project = get_project(ctx, org_id, project_id)
-    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project.id))
+    config = config_of(ctx, project.id)
     if config is None:
         raise NotFound(f"PITR is not configured for project {project_id}; PUT its pitr settings first")
     return project, config
@@ -558,22 +561,9 @@ def _config(ctx: Ctx, org_id: str, project_id: str) -> tuple[Project, PITRConfig
 
 def org_kek(ctx: Ctx, org_id: str) -> KeyEncryptionKey:
     """The organization's KEK for new data keys: its KMS key, else its BackupKey, made now if it has none."""
-    import os
+    from firebackup.services.keys import current_kek, make_local_kek
 
-    from firebackup.crypto.keys import LocalKey
-    from firebackup.db.models import BackupKey, new_id
-    from firebackup.services.keys import LOCAL_SOURCE, org_kms_kek, stored_local_kek
-
-    found: KeyEncryptionKey | None = org_kms_kek(ctx, org_id) or stored_local_kek(ctx, org_id)
-    if found is not None:
-        return found
-    raw = base64.b64encode(os.urandom(32))
-    kid = new_id("bkk")
-    kek = LocalKey(base64.b64decode(raw), source=LOCAL_SOURCE)
-    ctx.session.add(BackupKey(id=kid, org_id=org_id, key_id=kek.key_id,
-                              key_sealed=ctx.ports.sealer.seal(raw, f"backup_keys.key_sealed:{kid}")))
-    ctx.audit("backup_key.create", "backup_key", kid, {"key_id": kek.key_id}, org_id=org_id)
-    return kek
+    return current_kek(ctx, org_id) or make_local_kek(ctx, org_id)
 
 
 def configure(ctx: Ctx, org_id: str, project_id: str, cmd: ConfigurePitr) -> dict[str, Any]:
@@ -592,7 +582,7 @@ def window(ctx: Ctx, org_id: str, project_id: str) -> dict[str, Any]:
     from firebackup.services.resources import get_project
 
     project = get_project(ctx, org_id, project_id)
-    config = ctx.session.scalar(sa.select(PITRConfig).where(PITRConfig.project_id == project.id))
+    config = config_of(ctx, project.id)
     if config is None:  # never configured reads as off, so a page listing projects makes no failing call
         return {"project_id": project.id, "enabled": False, "retention_days": 7, "destination_id": None,
                 "kek_id": None, "earliest_restorable": None, "latest_captured": None, "gaps": []}

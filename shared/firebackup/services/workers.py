@@ -15,19 +15,16 @@ Cloud KMS key, under that key only (services/keys.py).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from firebackup.crypto.keys import KeyEncryptionKey, LocalKey
-from firebackup.db.models import (Backup, BackupKey, Project, Restore, StorageDestination, Webhook, WebhookDelivery,
-                                  new_id)
+from firebackup.crypto.keys import KeyEncryptionKey
+from firebackup.db.models import Backup, Project, Restore, StorageDestination, Webhook, WebhookDelivery
 from firebackup.engine.backup import BackupHandlers, BackupJob, BackupRequest
 from firebackup.engine.jobs import Clock, one_line, utcnow
 from firebackup.engine.restore import RestoreHandlers, RestoreJob, RestoreRequest
@@ -83,26 +80,17 @@ class Workers:
     def kek(self, org_id: str) -> KeyEncryptionKey:
         """The organization's backup KEK: its own Cloud KMS key if it chose one (services/keys.py), else its
         BackupKey, made and sealed on first use."""
-        from firebackup.services.keys import LOCAL_SOURCE, org_kms_kek, stored_local_kek
+        from firebackup.services.keys import current_kek, make_local_kek
 
         with self._tx() as ctx:
-            kms = org_kms_kek(ctx, org_id)
-            if kms is not None:
-                return kms  # the BackupKey is neither made nor used for this organization's backups
-            local = stored_local_kek(ctx, org_id)
-            if local is not None:
-                return local
-        raw_key = os.urandom(32)
-        kek = LocalKey(raw_key, source=LOCAL_SOURCE)
-        kid = new_id("bkk")
+            found = current_kek(ctx, org_id)
+        if found is not None:
+            return found  # with a KMS key, the BackupKey is neither made nor used for this organization's backups
         try:
             with self._tx() as ctx:
-                ctx.session.add(BackupKey(id=kid, org_id=org_id, key_id=kek.key_id, key_sealed=self.ports.sealer.seal(
-                    base64.b64encode(raw_key), f"backup_keys.key_sealed:{kid}")))
-                ctx.audit("backup_key.create", "backup_key", kid, {"key_id": kek.key_id}, org_id=org_id)
+                return make_local_kek(ctx, org_id)
         except sa.exc.IntegrityError:
             return self.kek(org_id)  # another task made it first: use theirs
-        return kek
 
     def kek_of(self, org_id: str, repo: Repository, repo_backup_id: str) -> KeyEncryptionKey:
         """The KEK an existing backup's manifest names, if it is one of the organization's (services/keys.py):
