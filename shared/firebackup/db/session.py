@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ def make_engine(settings: Settings | str, *, url: str | None = None, **kwargs: A
     if isinstance(settings, str):
         settings = Settings(database_url=settings)
     if settings.cloudsql_instance and url is None:
-        return _unavailable_is_transient(_cloudsql_engine(settings, **_pool_options(settings, kwargs)))
+        return _unavailable_is_transient(_no_delay(_cloudsql_engine(settings, **_pool_options(settings, kwargs))))
     url_ = sa.make_url(url or settings.database_url)
     return _engine_for_url(settings, url_, kwargs)
 
@@ -34,10 +35,27 @@ def _engine_for_url(settings: Settings, url: sa.URL, kwargs: dict[str, Any]) -> 
     if url.get_backend_name() == "postgresql":
         if url.get_driver_name() != "pg8000":
             url = url.set(drivername="postgresql+pg8000")
-        return _unavailable_is_transient(sa.create_engine(url, **_pool_options(settings, kwargs)))
+        return _unavailable_is_transient(_no_delay(sa.create_engine(url, **_pool_options(settings, kwargs))))
     raise UsageError(
         f"database URL {url.render_as_string(hide_password=True)!r} is not supported; use sqlite:/// or postgresql+pg8000://"
     )
+
+
+def _no_delay(engine: sa.Engine) -> sa.Engine:
+    """Every connection of the engine sends at once (TCP_NODELAY).
+
+    pg8000 writes a message through an 8 KiB buffered file, so a statement with more than 8 KiB of
+    parameters (a multi-row INSERT) goes out as several segments; Nagle's algorithm then holds the
+    last one until the server's delayed ACK of the first, about 40 ms per statement.
+    """
+    sa.event.listen(engine, "connect", _set_no_delay)
+    return engine
+
+
+def _set_no_delay(dbapi_conn: Any, _record: Any) -> None:
+    sock = getattr(dbapi_conn, "_usock", None)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -110,6 +128,10 @@ def _unavailable_is_transient(engine: sa.Engine) -> sa.Engine:
     """Translate the database's "not now" into DatabaseUnavailable; every other error stays as it is."""
 
     def translate(ctx: sa.engine.ExceptionContext) -> None:
+        if ctx.is_pre_ping:
+            # A pooled connection the server dropped (a restart, a failover): the pool replaces it
+            # with a new one unless this raises, so only a failed new connection is "unavailable".
+            return
         original = ctx.original_exception
         code = sqlstate(original)
         dropped = ctx.is_disconnect or isinstance(original, ctx.dialect.loaded_dbapi.InterfaceError)
@@ -118,6 +140,17 @@ def _unavailable_is_transient(engine: sa.Engine) -> sa.Engine:
             raise DatabaseUnavailable(f"the metadata database is unavailable ({why}); retry later") from original
 
     sa.event.listen(engine, "handle_error", translate)
+    ping = engine.dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        try:
+            return ping(dbapi_connection)
+        except OSError:
+            # pg8000 lets a reset seen on its first read out unwrapped (no DBAPI error), which the
+            # pre-ping would not take for a dropped connection: it is one, so the pool replaces it.
+            return False
+
+    engine.dialect.do_ping = do_ping  # type: ignore[method-assign]
     return engine
 
 
