@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from firebackup.crypto.keys import KmsClient, KmsKey
     from firebackup.runtime.worker_auth import WorkerAuth
     from firebackup.services.context import Ports
-    from firebackup.services.pitr import Capture
+    from firebackup.services.pitr import GroupCommit
     from firebackup.services.local_ticks import LocalTicker
     from firebackup.services.workers import Workers
 
@@ -217,15 +217,15 @@ def control_plane(settings: Settings, *, engine: Engine | None = None, **overrid
     return ControlPlane(settings, engine, factory, built, workers, reporting)
 
 
-def pitr_capture(settings: Settings, plane: ControlPlane | None = None) -> Capture:
+def pitr_capture(settings: Settings, plane: ControlPlane | None = None) -> GroupCommit:
     """What the `pitr_capture` function records events with: the control plane's database and keys."""
     from firebackup.services.context import system_transactions
-    from firebackup.services.pitr import Capture, firestore_reader
+    from firebackup.services.pitr import Capture, GroupCommit, firestore_reader
 
     plane = plane if plane is not None else control_plane(settings)
     tx = system_transactions(plane.factory, plane.ports)
-    return Capture(tx, cache_seconds=settings.pitr_config_cache_seconds,
-                   read_document=firestore_reader(tx, plane.workers))
+    return GroupCommit(Capture(tx, cache_seconds=settings.pitr_config_cache_seconds,
+                               read_document=firestore_reader(tx, plane.workers)))
 
 
 T = TypeVar("T")

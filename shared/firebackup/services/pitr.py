@@ -9,6 +9,7 @@ acknowledged with one log line: Eventarc would otherwise retry it for days.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -16,14 +17,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from firebackup.crypto.keys import DataKey, KeyEncryptionKey
-from firebackup.db.models import PITRChange, PITRConfig, Project, StorageDestination
+from firebackup.db.models import PITRChange, PITRConfig, Project, StorageDestination, utcnow
 from firebackup.pitr.events import DELETE, CapturedWrite, format_ns, ns_datetime
 from firebackup.pitr.restore import Change
 from firebackup.pitr.sealing import ChangeSealer, wrap_context
@@ -109,22 +111,11 @@ class _Target:
     sealer: ChangeSealer
 
 
-class _Batch:
-    """Rows waiting for one INSERT, and what became of it."""
-
-    def __init__(self) -> None:
-        self.values: list[dict[str, Any]] = []
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
 class Capture:
     """Records captured writes for every project with PITR on for the event's project and database.
 
-    Concurrent requests share commits (group commit): each adds its rows to the pending batch and
-    waits; whoever takes the flush lock first writes every row pending in one INSERT and one
-    commit. A request returns only once its rows are committed, so an acknowledged event is stored;
-    a failed flush fails every request in it (Eventarc delivers them again).
+    record() stores one write in a transaction of its own; GroupCommit shares commits among the
+    concurrent requests of the `pitr_capture` function.
     """
 
     def __init__(self, tx: SystemTx, *, cache_seconds: float = 30.0, read_document: ReadDocument | None = None,
@@ -135,16 +126,21 @@ class Capture:
         self.clock = clock
         self._lock = threading.Lock()
         self._targets: dict[tuple[str, str], tuple[float, list[_Target]]] = {}
-        self._pending: _Batch | None = None
-        self._flushing = threading.Lock()
 
-    def _lookup(self, project: str, database: str) -> list[_Target]:
-        key = (project, database)
-        now = self.clock()
+    def cached_targets(self, project: str, database: str) -> list[_Target] | None:
+        """The projects recording this database's writes as read less than cache_seconds ago; None: call targets()."""
         with self._lock:
-            hit = self._targets.get(key)
-        if hit is not None and now - hit[0] < self.cache_seconds:
+            hit = self._targets.get((project, database))
+        if hit is not None and self.clock() - hit[0] < self.cache_seconds:
             return hit[1]
+        return None
+
+    def targets(self, project: str, database: str) -> list[_Target]:
+        """The projects recording this database's writes (the cache, else one query)."""
+        cached = self.cached_targets(project, database)
+        if cached is not None:
+            return cached
+        now = self.clock()
         with self.tx() as ctx:
             rows = ctx.session.execute(
                 sa.select(Project, PITRConfig).join(PITRConfig, PITRConfig.project_id == Project.id)
@@ -154,19 +150,18 @@ class Capture:
                 ctx.session.expunge(p)
                 targets.append(_Target(p, sealer(ctx, config)))
         with self._lock:
-            self._targets[key] = (now, targets)
+            self._targets[(project, database)] = (now, targets)
         return targets
 
-    def record(self, write: CapturedWrite) -> int:
-        """Store the write for each project that captures it; returns the rows handed to the store (0: dropped).
+    def rows(self, write: CapturedWrite, targets: list[_Target]) -> list[dict[str, Any]]:
+        """The rows that store the write, one per target; none (and a log line) when no project captures it.
 
-        A write already stored (a redelivery) inserts nothing.
+        An event that carried no document has it read from Firestore first: that blocks.
         """
-        targets = self._lookup(write.project, write.database)
         if not targets:
             log.info("pitr_capture: dropped the write of %s in %s/%s: PITR is not enabled for that "
                      "project and database", write.path, write.project, write.database)
-            return 0
+            return []
         document, operation = write.document, write.operation
         if write.incomplete:
             if self.read_document is None:
@@ -175,54 +170,115 @@ class Capture:
             operation = DELETE if document is None else operation
         when, nanos = split_ns(write.version)
         eid = change_id(write.database, write.path, write.version)
-        values = [{"project_id": t.project.id, "event_id": eid, "database_id": write.database,
-                   "operation": operation, "document_path": write.path, "update_time": when,
-                   "update_time_nanos": nanos,
-                   "after": None if document is None else t.sealer.seal(write.path, write.version, document),
-                   "compacted": False} for t in targets]
-        self._commit(values)
-        return len(values)
+        return [{"project_id": t.project.id, "event_id": eid, "database_id": write.database,
+                 "operation": operation, "document_path": write.path, "update_time": when,
+                 "update_time_nanos": nanos,
+                 "after": None if document is None else t.sealer.seal(write.path, write.version, document),
+                 "compacted": False} for t in targets]
 
-    def _commit(self, values: list[dict[str, Any]]) -> None:
-        with self._lock:
-            batch = self._pending
-            leader = batch is None
-            if batch is None:
-                batch = self._pending = _Batch()
-            batch.values.extend(values)
-        if leader:
-            # The batch's first request writes it, once the batch before is written: meanwhile this
-            # one fills up. The others only wait for it: were they to queue for the flush lock too,
-            # each would wait out a later flush before returning, and batches would stay tiny.
-            with self._flushing:
-                with self._lock:
-                    self._pending = None
-                try:
-                    self._insert(batch.values)
-                except BaseException as e:  # noqa: BLE001 - every request of the batch learns of it
-                    batch.error = e
-                finally:
-                    batch.done.set()
-        else:
-            batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+    def record(self, write: CapturedWrite) -> int:
+        """Store the write for each project that captures it; returns the rows handed to the store (0: dropped).
 
-    def _insert(self, values: list[dict[str, Any]]) -> None:
-        # One row per (project, change) in the batch: a duplicate inside one INSERT would make
-        # PostgreSQL's ON CONFLICT refuse the statement.
-        unique = list({(v["project_id"], v["event_id"]): v for v in values}.values())
+        A write already stored (a redelivery) inserts nothing.
+        """
+        rows = self.rows(write, self.targets(write.project, write.database))
+        if rows:
+            self.store(rows)
+        return len(rows)
+
+    def store(self, rows: list[dict[str, Any]]) -> None:
+        """Insert the rows in one transaction; a change already stored is left as it is."""
+        # One row per (project, change): a duplicate inside one INSERT would make PostgreSQL's
+        # ON CONFLICT refuse the statement.
+        unique = list({(v["project_id"], v["event_id"]): v for v in rows}.values())
         with self.tx() as ctx:
             conn = ctx.session.connection()
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            if conn.dialect.name == "postgresql":
+                columns = [[v[c] for v in unique] for c in _ARRAY_COLUMNS]
+                columns[_UPDATE_TIME] = [t.replace(tzinfo=None) for t in columns[_UPDATE_TIME]]
+                conn.exec_driver_sql(_PG_INSERT, (utcnow().replace(tzinfo=None), *columns))
+                return
             table: Any = PITRChange.__table__
-            stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"])
-            # RETURNING makes SQLAlchemy send the list as multi-row INSERTs ("insertmanyvalues", up to
-            # 1,000 rows a statement); without it pg8000 runs one statement and round trip per row.
-            # (A SQLite older than 3.35 has no RETURNING: one row at a time there.)
+            stmt: Any = sqlite.insert(table).on_conflict_do_nothing(index_elements=["project_id", "event_id"])
+            # RETURNING makes SQLAlchemy send the list as multi-row INSERTs (up to 1,000 rows a
+            # statement); a SQLite older than 3.35 has none: one row at a time there.
             if conn.dialect.insert_executemany_returning:
                 stmt = stmt.returning(table.c.id)
             conn.execute(stmt, unique)
+
+
+# PostgreSQL stores a batch with one short statement whatever its size, each column an array:
+# neither does SQLAlchemy compile a multi-row INSERT per batch nor pg8000 rewrite a placeholder per
+# value. That halves the CPU a captured row costs at 50 rows a batch (bench/pitr.py). update_time
+# and created_at are naive UTC, as UTCDateTime stores them.
+_ARRAY_COLUMNS = ("project_id", "event_id", "database_id", "operation", "document_path", "update_time",
+                  "update_time_nanos", "after")
+_UPDATE_TIME = _ARRAY_COLUMNS.index("update_time")  # aware UTC in a row: split_ns
+_PG_INSERT = (
+    f"INSERT INTO {PITRChange.__tablename__} ({', '.join(_ARRAY_COLUMNS)}, compacted, created_at)"
+    " SELECT c.*, false, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::text[],"
+    " %s::timestamp[], %s::int[], %s::bytea[]) AS c"
+    " ON CONFLICT (project_id, event_id) DO NOTHING")
+
+
+class GroupCommit:
+    """Records the writes of concurrent requests on one event loop, sharing commits (the `pitr_capture` function).
+
+    Each request's rows join the pending batch. One flush at a time writes every row pending then,
+    in one INSERT and one commit, while the next batch fills; so a burst of N requests costs a few
+    commits, not N. Database work runs on one thread of its own, and reads of documents too large for
+    their event on two more: at most three connections per process (the pool's 2 + 1), whatever the
+    number of requests in flight. A request returns only once its rows are committed, so an
+    acknowledged event is stored; a failed flush fails every request in it (Eventarc delivers them again).
+    """
+
+    def __init__(self, capture: Capture):
+        self.capture = capture
+        self._database = ThreadPoolExecutor(1, thread_name_prefix="pitr-database")
+        self._reads = ThreadPoolExecutor(2, thread_name_prefix="pitr-read")
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, write: CapturedWrite) -> int:
+        """As Capture.record, sharing the commit with the requests pending meanwhile."""
+        loop = asyncio.get_running_loop()
+        targets = self.capture.cached_targets(write.project, write.database)
+        if targets is None:
+            targets = await loop.run_in_executor(self._database, self.capture.targets, write.project, write.database)
+        if write.incomplete and targets:  # reads Firestore: off the loop, and not in the database's line
+            rows = await loop.run_in_executor(self._reads, self.capture.rows, write, targets)
+        else:
+            rows = self.capture.rows(write, targets)
+        if not rows:
+            return 0
+        stored: asyncio.Future[None] = loop.create_future()
+        self._pending.append((rows, stored))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        await stored
+        return len(rows)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                outcome: BaseException | None = None
+                try:
+                    await loop.run_in_executor(self._database, self.capture.store, [r for rows, _ in batch for r in rows])
+                except BaseException as e:  # noqa: BLE001 - every request of the batch learns of it
+                    outcome = e
+                for _, stored in batch:
+                    if stored.done():  # its request was cancelled (the caller went away)
+                        continue
+                    if outcome is None:
+                        stored.set_result(None)
+                    else:
+                        stored.set_exception(outcome)
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+        finally:
+            self._flusher = None
 
 
 # --- reading changes back -----------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def run(firestore_emulator, postgres_server, tmp_path_factory: pytest.TempPathFa
         master = base64.b64encode(os.urandom(32)).decode()
         env = {"FIREBACKUP_DATABASE_URL": url, "FIREBACKUP_MASTER_KEY": master, "FIREBACKUP_QUEUE": "recording",
                "FIRESTORE_EMULATOR_HOST": host, "FIREBACKUP_ALLOW_LOCAL_STORAGE": "1",
-               "FIREBACKUP_LOCAL_STORAGE_ROOT": str(root), "THREADS": "32"}  # requests in flight share commits
+               "FIREBACKUP_LOCAL_STORAGE_ROOT": str(root)}
         settings = Settings.from_env(env)
         plane = bootstrap.control_plane(settings)
         upgrade(plane.engine)
@@ -434,3 +434,34 @@ def test_a_member_may_start_a_point_in_time_restore_in_skip_mode_only_and_skip_a
             _assert_restored(run, target, at, f"{mode} mode")
         finally:
             target.close()
+
+
+def test_a_capture_whose_database_refuses_connections_answers_an_error_so_the_event_comes_again_and_is_kept_once(
+        run: Run, postgres_server) -> None:
+    version = parse_instant("2026-11-30T07:00:00.000001234Z")
+    doc = DocPb(name=f"projects/{run.source}/databases/(default)/documents/outage/d1")
+    doc.fields["n"].integer_value = 7
+    doc.update_time.seconds, doc.update_time.nanos = divmod(version, 10**9)
+    doc.create_time.CopyFrom(doc.update_time)
+    headers, body = firestore_write_cloudevent(run.source, "(default)", "outage/d1", value=doc.SerializeToString(),
+                                               old_value=None, when=format_ns(version), event_id="outage-1")
+    database = sa.make_url(str(run.plane.engine.url)).database
+    admin = sa.create_engine(postgres_server.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                                 (database,))
+        refused = run.server.deliver_firestore_write(headers, body)
+        # Not acknowledged: Eventarc delivers any non-2xx answer again.
+        assert refused.status >= 500, (refused.status, refused.body[:300])
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        admin.dispose()
+    assert run.server.deliver_firestore_write(headers, body).status == 200
+    assert run.server.deliver_firestore_write(headers, body).status == 200  # delivered once more: still one row
+    with run.plane.factory() as session:
+        stored = session.scalars(sa.select(PITRChange.event_id).where(PITRChange.project_id == run.project_id,
+                                                                      PITRChange.document_path == "outage/d1")).all()
+    assert stored == [pitr.change_id("(default)", "outage/d1", version)]
