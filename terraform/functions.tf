@@ -74,6 +74,7 @@ module "function" {
   timeout_seconds       = try(var.function_sizes[each.key].timeout, each.value.timeout)
   max_instances         = try(var.function_sizes[each.key].max_instances, each.value.max)
   min_instances         = try(var.function_sizes[each.key].min_instances, each.value.min)
+  concurrency           = each.value.concurrency
   vpc_connector         = var.vpc_connector
   # The tick functions take Eventarc's internal pushes only. The api and the workers stay reachable
   # from Google's front end (Cloud Tasks dispatches through it): for the workers, IAM admits the tasks

@@ -30,19 +30,22 @@ locals {
 
   # One entry per function in infra/functions.py. env: what the function reads beyond the control
   # plane's (control_plane_env); secrets: the Secret Manager ones it reads; timeout in seconds (at most
-  # 540 for the Pub/Sub-triggered ones). placement "customer": the PITR capture runs in each
+  # 540 for the Pub/Sub-triggered ones); concurrency: requests an instance serves at once (1 but for
+  # the capture, which shares one connection among all it serves: docs/database.md). placement
+  # "customer": the PITR capture runs in each
   # customer's project (modules/customer_pitr), since Eventarc delivers Firestore events only to a
   # destination in the database's own project.
   functions = {
     api = {
-      signature = "http"
-      placement = "platform"
-      topic     = null
-      memory    = "1Gi"
-      cpu       = "1"
-      timeout   = 60
-      max       = 20
-      min       = 0
+      signature   = "http"
+      placement   = "platform"
+      topic       = null
+      memory      = "1Gi"
+      cpu         = "1"
+      timeout     = 60
+      max         = 20
+      min         = 0
+      concurrency = 1
       env = [
         "FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_TOKEN_URI", "FIREBACKUP_OAUTH_REDIRECT_URI",
         "FIREBACKUP_MAX_REQUEST_BYTES", "FIREBACKUP_ID_TOKEN_CACHE_SECONDS", "FIREBACKUP_TRUSTED_PROXY_HOPS",
@@ -53,50 +56,54 @@ locals {
       secrets = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET", "FIREBACKUP_OAUTH_CLIENT_SECRET"]
     }
     backup_worker = {
-      signature = "http"
-      placement = "platform"
-      topic     = null
-      memory    = "2Gi"
-      cpu       = "1"
-      timeout   = 1800
-      max       = 50
-      min       = 0
-      env       = local.worker_env
-      secrets   = local.worker_secrets
+      signature   = "http"
+      placement   = "platform"
+      topic       = null
+      memory      = "2Gi"
+      cpu         = "1"
+      timeout     = 1800
+      max         = 50
+      min         = 0
+      concurrency = 1
+      env         = local.worker_env
+      secrets     = local.worker_secrets
     }
     restore_worker = {
-      signature = "http"
-      placement = "platform"
-      topic     = null
-      memory    = "2Gi"
-      cpu       = "1"
-      timeout   = 1800
-      max       = 20
-      min       = 0
-      env       = local.worker_env
-      secrets   = local.worker_secrets
+      signature   = "http"
+      placement   = "platform"
+      topic       = null
+      memory      = "2Gi"
+      cpu         = "1"
+      timeout     = 1800
+      max         = 20
+      min         = 0
+      concurrency = 1
+      env         = local.worker_env
+      secrets     = local.worker_secrets
     }
     scheduler = {
-      signature = "cloudevent"
-      placement = "platform"
-      topic     = "firebackup-scheduler-tick"
-      memory    = "512Mi"
-      cpu       = "1"
-      timeout   = 120
-      max       = 1
-      min       = 0
-      env       = []
-      secrets   = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
+      signature   = "cloudevent"
+      placement   = "platform"
+      topic       = "firebackup-scheduler-tick"
+      memory      = "512Mi"
+      cpu         = "1"
+      timeout     = 120
+      max         = 1
+      min         = 0
+      concurrency = 1
+      env         = []
+      secrets     = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
     }
     maintenance = {
-      signature = "cloudevent"
-      placement = "platform"
-      topic     = "firebackup-maintenance-tick"
-      memory    = "1Gi"
-      cpu       = "1"
-      timeout   = 540
-      max       = 1
-      min       = 0
+      signature   = "cloudevent"
+      placement   = "platform"
+      topic       = "firebackup-maintenance-tick"
+      memory      = "1Gi"
+      cpu         = "1"
+      timeout     = 540
+      max         = 1
+      min         = 0
+      concurrency = 1
       env = [
         "FIREBACKUP_REAP_AFTER_SECONDS",
         "FIREBACKUP_AUDIT_PARTITIONS_AHEAD", "FIREBACKUP_AUDIT_RETENTION_MONTHS", "FIREBACKUP_AUDIT_ARCHIVE_URL",
@@ -105,16 +112,17 @@ locals {
       secrets = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_WORKER_SECRET"]
     }
     pitr_capture = {
-      signature = "cloudevent"
-      placement = "customer"
-      topic     = null
-      memory    = "1Gi"
-      cpu       = "1"
-      timeout   = 300
-      max       = 20
-      min       = 0
-      env       = ["FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_TOKEN_URI", "FIREBACKUP_PITR_CONFIG_CACHE_SECONDS"]
-      secrets   = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_OAUTH_CLIENT_SECRET"]
+      signature   = "cloudevent"
+      placement   = "customer"
+      topic       = null
+      memory      = "1Gi"
+      cpu         = "1"
+      timeout     = 300
+      max         = 20
+      min         = 0
+      concurrency = 80
+      env         = ["FIREBACKUP_OAUTH_CLIENT_ID", "FIREBACKUP_OAUTH_TOKEN_URI", "FIREBACKUP_PITR_CONFIG_CACHE_SECONDS"]
+      secrets     = ["FIREBACKUP_MASTER_KEY", "FIREBACKUP_OLD_MASTER_KEYS", "FIREBACKUP_OAUTH_CLIENT_SECRET"]
     }
   }
   # The two workers read the same: a connected project's credentials and how a task runs.

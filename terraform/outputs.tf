@@ -58,5 +58,6 @@ output "pitr_capture" {
     memory                = local.functions.pitr_capture.memory
     timeout_seconds       = local.functions.pitr_capture.timeout
     max_instances         = local.functions.pitr_capture.max
+    concurrency           = local.functions.pitr_capture.concurrency
   }
 }

@@ -36,6 +36,8 @@ module "capture" {
   memory                = var.capture.memory
   timeout_seconds       = var.capture.timeout_seconds
   max_instances         = var.capture.max_instances
+  # Events in flight share commits (services/pitr.py GroupCommit) over one database connection.
+  concurrency = var.capture.concurrency
   # Eventarc is the only caller.
   ingress = "ALLOW_INTERNAL_ONLY"
 

@@ -34,6 +34,7 @@ variable "capture" {
     memory                = string
     timeout_seconds       = number
     max_instances         = number
+    concurrency           = number
   })
   description = "FireBackup's `pitr_capture` output: the capture's build, identity and settings (FireBackup's operator hands it over)."
 }

@@ -23,7 +23,7 @@ resource "google_cloudfunctions2_function" "function" {
     timeout_seconds                  = var.timeout_seconds
     max_instance_count               = var.max_instances
     min_instance_count               = var.min_instances
-    max_instance_request_concurrency = 1
+    max_instance_request_concurrency = var.concurrency
     ingress_settings                 = var.ingress
     all_traffic_on_latest_revision   = true
     vpc_connector                    = var.vpc_connector

@@ -95,6 +95,17 @@ variable "max_instances" {
   default     = 10
 }
 
+variable "concurrency" {
+  type        = number
+  description = "Requests an instance serves at once. Above 1 only for a function built for it (an async one), with 1 vCPU or more."
+  default     = 1
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be 1 to 1000 (Cloud Run's limit)."
+  }
+}
+
 variable "min_instances" {
   type        = number
   description = "Instances kept warm (billed while idle)."
