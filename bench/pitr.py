@@ -169,14 +169,15 @@ def main(argv: list[str] | None = None) -> int:
             report: list[tuple[str, str]] = []
             with start_built(work / "functions", "pitr_capture", env) as server:
                 batch = events(args.events, start)
-                cpu = _cpu_seconds(server)
+                cpu, client = _cpu_seconds(server), time.process_time()
                 t = time.perf_counter()
                 statuses = post_raw(server, batch, connections=args.concurrency)
                 took = time.perf_counter() - t
-                cpu = _cpu_seconds(server) - cpu
+                cpu, client = _cpu_seconds(server) - cpu, time.process_time() - client
                 assert set(statuses) == {200}, sorted(set(statuses))
                 report.append(("capture, one function process (HTTP)", f"{len(batch) / took:,.0f} events/s; the "
-                               f"function used {cpu:.1f} CPU s: {len(batch) / cpu:,.0f} events per CPU second"))
+                               f"function used {cpu:.1f} CPU s: {len(batch) / cpu:,.0f} events per CPU second "
+                               f"({cpu / len(batch) * 1e3:.2f} ms an event; the client {client / len(batch) * 1e3:.2f})"))
                 group = pitr.GroupCommit(pitr.Capture(tx))
                 parsed = [parse_written({k[3:]: v for k, v in h.items() if k.startswith("ce-")}, b)
                           for h, b in events(args.events, start + args.events * 1_000_000)]

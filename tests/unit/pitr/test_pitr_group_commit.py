@@ -98,7 +98,22 @@ async def _held_behind_the_first_insert(capture: GatedCapture, req: Requests, *n
 def _run(scenario: Callable[[GatedCapture, Requests], Coroutine[Any, Any, None]]) -> GatedCapture:
     capture = GatedCapture()
     group = GroupCommit(capture)
-    asyncio.run(scenario(capture, Requests(group)))
+    raised: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            asyncio.run(scenario(capture, Requests(group)))
+        except BaseException as e:  # noqa: BLE001 - raised again on the test's thread
+            raised.append(e)
+
+    # An event loop of its own on a thread of its own: another test's session (Playwright's sync
+    # API) may be running one on this thread.
+    thread = threading.Thread(target=loop)
+    thread.start()
+    thread.join(2 * WAIT)
+    assert not thread.is_alive(), "the scenario never ended"
+    if raised:
+        raise raised[0]
     return capture
 
 
