@@ -119,6 +119,21 @@ def kek_named(ctx: Ctx, org_id: str, kek_id: str) -> KeyEncryptionKey:
     raise BadKey(f"the backup's key {kek_id} is not one of this organization's keys")
 
 
+def org_keeps(ctx: Ctx, org_id: str, kek_id: str) -> bool:
+    """Whether kek_id is still one of the organization's keys, its row locked (shared) until the transaction ends.
+
+    What a write made under a key taken earlier checks before it counts: a rotation forgets a key under the
+    row's exclusive lock and lists PITR's segments once more after taking it (KeyRotations._finish), so
+    either it sees the segment or this sees the key forgotten.
+    """
+    ctx.session.get(Organization, org_id, with_for_update={"read": True}, populate_existing=True)
+    try:
+        kek_named(ctx, org_id, kek_id)
+    except (BadKey, NotFound):
+        return False
+    return True
+
+
 def get_encryption(ctx: Ctx, org_id: str) -> dict[str, Any]:
     org = _org(ctx, org_id)
     return {"kms_key_name": org.kms_key_name, "rotating_from": org.kms_key_previous}
@@ -412,15 +427,14 @@ class KeyRotations:
         return left
 
     def _finish(self, job_id: str, new: KmsKey) -> None:
-        with self.factory() as s:
-            row = s.get(KeyRotation, job_id)
-            org_id = row.org_id if row is not None else None
-        left = self._pitr_left(org_id, new) if org_id is not None else []
         with self.factory.begin() as s:
             row = s.get(KeyRotation, job_id, with_for_update=True)
             if row is None or row.state not in _ACTIVE:
                 return
             org = s.get(Organization, row.org_id, with_for_update=True)
+            # Listed under the lock: a compaction's segment made under the old key either is seen here or,
+            # committed after, finds that key forgotten (org_keeps) and is made again under the new one.
+            left = self._pitr_left(row.org_id, new)
             failed = len(row.failed or [])
             in_flight = s.scalar(sa.select(sa.func.count()).select_from(Backup).where(
                 Backup.org_id == row.org_id, Backup.state.in_(_ACTIVE))) or 0

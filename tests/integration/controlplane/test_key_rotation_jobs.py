@@ -255,32 +255,35 @@ def test_a_kms_outage_in_the_pitr_phase_resumes_without_re_wrapping_anything_twi
     world.assert_everything_reads_under_b_alone()
 
 
-class LateCompaction(LocalFolderKms):
-    """The test-only KMS, with a compaction that took KEY_A before the switch writing its segment just after the
-    rotation wrapped the last segment it listed."""
+class HookedKms(LocalFolderKms):
+    """The test-only KMS that runs the test's hook once, just after the n-th encrypt from now."""
 
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
-        self.after_encrypts: int | None = None
-        self.write: Any = None
+        self.countdown, self.hook = 0, None
+
+    def after(self, encrypts: int, hook: Any) -> None:
+        self.countdown, self.hook = encrypts, hook
 
     def encrypt(self, request: dict[str, Any], *, retry: Any = None, timeout: float | None = None) -> Any:
         answer = super().encrypt(request, retry=retry, timeout=timeout)
-        if self.after_encrypts is not None:
-            self.after_encrypts -= 1
-            if self.after_encrypts == 0:
-                self.write()
+        if self.hook is not None:
+            self.countdown -= 1
+            if self.countdown == 0:
+                hook, self.hook = self.hook, None
+                hook()
         return answer
 
 
 def test_a_segment_written_under_the_old_key_during_the_rotation_keeps_that_key_until_a_further_rotation(
         engine, tmp_path, kms) -> None:
-    late, queue = LateCompaction(kms.folder), RecordingQueue()
-    org = _org(engine, tmp_path, kms_client=late, queue=queue)
+    hooked, queue = HookedKms(kms.folder), RecordingQueue()
+    org = _org(engine, tmp_path, kms_client=hooked, queue=queue)
     world = PitrWorld(org, queue, kms)
-    late.after_encrypts = 3  # the data key, then both segments
-    late.write = lambda: write_segment(world.segments(), [Change("c/late", instant_ns(NOW), CREATE, b"late")],
-                                       project=world.source, database="(default)", kek=KmsKey(KEY_A, kms))
+    # A compaction that took KEY_A before the switch writes its segment after the rotation listed the segments
+    # (after the data key's and both segments' encrypts).
+    hooked.after(3, lambda: write_segment(world.segments(), [Change("c/late", instant_ns(NOW), CREATE, b"late")],
+                                          project=world.source, database="(default)", kek=KmsKey(KEY_A, kms)))
     done = world.rotate(KEY_B)
     assert (done["state"], done["rewrapped"], done["failed"]) == ("failed", 3, [])
     assert "PITR segment" in done["error"] and "rotate again" in done["error"]
@@ -293,3 +296,25 @@ def test_a_segment_written_under_the_old_key_during_the_rotation_keeps_that_key_
     with world.tx() as ctx:
         got = pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1)
     assert len(got) == 6 and b"late" in {c.document for c in got}
+
+
+def test_a_compaction_whose_key_a_rotation_forgot_meanwhile_compacts_its_rows_again_under_the_new_key(
+        engine, tmp_path, kms) -> None:
+    hooked, queue = HookedKms(kms.folder), RecordingQueue()
+    org = _org(engine, tmp_path, kms_client=hooked, queue=queue)
+    world = PitrWorld(org, queue, kms)
+    pitr.Capture(world.tx).record(CapturedWrite(world.source, "(default)", "c/d3", CREATE,
+                                                instant_ns(NOW - 3 * DAY), b"doc 3"))
+    rotated: list[dict[str, Any]] = []
+    # The compaction took KEY_A; the whole rotation runs while it wraps its segment's data key under A.
+    hooked.after(1, lambda: rotated.append(world.rotate(KEY_B)))
+    done = pitr.compact_all(world.tx, NOW, older_than=2 * DAY, max_changes=2)
+    assert [(r["state"], r["rewrapped"]) for r in rotated] == [("completed", 3)]
+    assert org.ok("GET", "/encryption") == {"kms_key_name": KEY_B, "rotating_from": None}
+    assert (done.segments, done.changes) == (1, 1)  # the segment under A went; the rows stayed for one under B
+    kms.delete_key(KEY_A)
+    assert world.kek_ids() == ["kms:" + KEY_B] * 4
+    with world.tx() as ctx:
+        got = pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1)
+        rows = list(pitr.changes(ctx, world.pid, after=-1, upto=2**63 - 1))
+    assert len(got) == 6 and b"doc 3" in {c.document for c in got} and [c.path for c in rows] == ["c/d1"]
