@@ -142,8 +142,8 @@ def get_encryption(ctx: Ctx, org_id: str) -> dict[str, Any]:
 def _choose(org: Organization, name: str | None) -> None:
     """Make `name` the key of new backups; the one it replaces stays readable as the previous key.
 
-    Only one previous key is remembered: while backups may still be under it (a rotation not yet
-    finished), switching to a third key would strand them, so it is refused.
+    Only one previous key is remembered: while backups or PITR data may still be under it (a rotation
+    not yet finished), switching to a third key would strand them, so it is refused.
     """
     if name == org.kms_key_name:
         return

@@ -396,7 +396,7 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
             project = ctx.session.get(Project, project_id)
             if config is None or project is None:
                 return done
-            opener, kek = sealer(ctx, config), _org_kek(ctx, config.org_id)
+            org_id, opener, kek = config.org_id, sealer(ctx, config), _org_kek(ctx, config.org_id)
             rows = ctx.session.execute(
                 sa.select(PITRChange.id, PITRChange.document_path, PITRChange.update_time,
                           PITRChange.update_time_nanos, PITRChange.operation, PITRChange.after)
@@ -415,7 +415,7 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
                 repo.delete_backup(info.segment_id)
                 raise IntegrityError(f"segment {info.segment_id} did not read back as written; rows kept")
             with tx() as ctx:
-                kept = org_keeps(ctx, config.org_id, kek.key_id)
+                kept = org_keeps(ctx, org_id, kek.key_id)
                 if kept:
                     ctx.session.execute(sa.delete(PITRChange).where(PITRChange.id.in_([r[0] for r in rows])))
             if not kept:  # a rotation forgot the key taken before its switch: compacted again under the current one
