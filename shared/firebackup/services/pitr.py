@@ -384,7 +384,8 @@ def _open_segments(ctx: Ctx, config: PITRConfig) -> Any:
 
 
 def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_changes: int) -> Compaction:
-    """Move the project's changes older than cutoff into segments; rows go only once the segment reads back."""
+    """Move the project's changes older than cutoff into segments; rows go only once the segment reads back
+    (and its key is still one of the organization's: keys.org_keeps)."""
     from firebackup.errors import IntegrityError
     from firebackup.pitr.segments import read_segment, write_segment
     from firebackup.services.keys import org_keeps
