@@ -139,12 +139,17 @@ class EncryptionOut(Out):
 
 
 class RotationFailure(Out):
-    backup_id: str
+    """An item a rotation could not move: a backup, a project's PITR data key, or a PITR segment (and where)."""
+
+    backup_id: str | None = None
+    project_id: str | None = None
+    segment_id: str | None = None
+    destination_id: str | None = None
     error: str
 
 
 class RotationOut(Out):
-    """A key rotation job: pending, running, completed, or failed (`failed` lists the backups it could not move)."""
+    """A key rotation job: pending, running, completed, or failed (`failed` lists the items it could not move)."""
 
     id: str
     state: str

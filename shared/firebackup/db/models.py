@@ -424,8 +424,8 @@ class BackupKey(Base):
 class KeyRotation(Base):
     """A rotation of an organization's backups to a Cloud KMS key: one job, one task on the backup queue.
 
-    Its task re-wraps each completed backup's manifest in id order; the counts and the failures survive a
-    redelivery, and the task's JobTask row says after which backup it resumes.
+    Its task re-wraps each completed backup's manifest in id order, then PITR's data keys and segments; the
+    counts and the failures survive a redelivery, and the task's JobTask row says after which item it resumes.
     """
 
     __tablename__ = "key_rotations"
@@ -435,7 +435,7 @@ class KeyRotation(Base):
     state: Mapped[str] = mapped_column(sa.String(16), default="pending")
     rewrapped: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     already_current: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
-    failed: Mapped[list | None] = mapped_column(sa.JSON)  # [{"backup_id", "error"}]
+    failed: Mapped[list | None] = mapped_column(sa.JSON)  # [{"backup_id" | "project_id" | "segment_id", "error"}]
     error: Mapped[str | None] = mapped_column(sa.Text)
     requested_by: Mapped[str | None] = mapped_column(ID)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

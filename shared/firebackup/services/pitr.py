@@ -384,9 +384,11 @@ def _open_segments(ctx: Ctx, config: PITRConfig) -> Any:
 
 
 def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_changes: int) -> Compaction:
-    """Move the project's changes older than cutoff into segments; rows go only once the segment reads back."""
+    """Move the project's changes older than cutoff into segments; rows go only once the segment reads back
+    (and its key is still one of the organization's: keys.org_keeps)."""
     from firebackup.errors import IntegrityError
     from firebackup.pitr.segments import read_segment, write_segment
+    from firebackup.services.keys import org_keeps
 
     done = Compaction()
     while True:
@@ -395,7 +397,7 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
             project = ctx.session.get(Project, project_id)
             if config is None or project is None:
                 return done
-            opener, kek = sealer(ctx, config), _org_kek(ctx, config.org_id)
+            org_id, opener, kek = config.org_id, sealer(ctx, config), _org_kek(ctx, config.org_id)
             rows = ctx.session.execute(
                 sa.select(PITRChange.id, PITRChange.document_path, PITRChange.update_time,
                           PITRChange.update_time_nanos, PITRChange.operation, PITRChange.after)
@@ -413,10 +415,15 @@ def compact_project(tx: SystemTx, project_id: str, cutoff: dt.datetime, *, max_c
             if list(back) != batch:
                 repo.delete_backup(info.segment_id)
                 raise IntegrityError(f"segment {info.segment_id} did not read back as written; rows kept")
+            with tx() as ctx:
+                kept = org_keeps(ctx, org_id, kek.key_id)
+                if kept:
+                    ctx.session.execute(sa.delete(PITRChange).where(PITRChange.id.in_([r[0] for r in rows])))
+            if not kept:  # a rotation forgot the key taken before its switch: compacted again under the current one
+                repo.delete_backup(info.segment_id)
+                continue
         finally:
             repo.storage.close()
-        with tx() as ctx:
-            ctx.session.execute(sa.delete(PITRChange).where(PITRChange.id.in_([r[0] for r in rows])))
         done.segments += 1
         done.changes += len(rows)
         if len(rows) < max_changes:
