@@ -190,7 +190,7 @@ def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str,
             lease = dt.timedelta(seconds=ctx.ports.settings.lease_seconds)
             if (running.lease_until or running.created_at + lease) <= utcnow():
                 # No worker holds it (its task was lost): asking again sends the task again; it resumes.
-                ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": running.id})
+                send_again(ctx, running.id)
             return rotation_out(running)
         raise Conflict(f"a rotation to {running.kms_key_name} is in progress ({running.id}); wait for it to end")
     _choose(org, cmd.kms_key_name)
@@ -201,6 +201,23 @@ def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str,
     ctx.audit("org.encryption.rotate.start", "key_rotation", row.id, {"kms_key_name": cmd.kms_key_name})
     ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": row.id})  # sent after the commit (AfterCommitQueue)
     return rotation_out(row)
+
+
+def send_again(ctx: Ctx, rotation_id: str) -> None:
+    """Send a rotation's task once more (its last one was lost); the task resumes where the job stopped.
+
+    The payload carries a fresh token: Cloud Tasks refuses a task name used within the hour, which
+    would make this a silent no-op right after a task that ran and died.
+    """
+    ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": rotation_id, "sent": new_id("snd")})
+
+
+def lost_rotations(ctx: Ctx, now: dt.datetime, cutoff: dt.datetime) -> list[str]:
+    """Rotations still to do that no worker holds and none has reported on since `cutoff`."""
+    last_sign = sa.func.coalesce(KeyRotation.heartbeat_at, KeyRotation.started_at, KeyRotation.created_at)
+    return list(ctx.session.scalars(sa.select(KeyRotation.id).where(
+        KeyRotation.state.in_(_ACTIVE), sa.or_(KeyRotation.lease_until.is_(None), KeyRotation.lease_until < now),
+        last_sign < cutoff).order_by(KeyRotation.id)))
 
 
 def get_rotation(ctx: Ctx, org_id: str, rotation_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""What the hourly `maintenance` function runs: retention, the reaper, webhook redelivery, PITR compaction,
-the audit log's partitions, and keyed fingerprints for secrets stored before fingerprints were keyed.
+"""What the hourly `maintenance` function runs: retention, the reaper (and lost key rotations sent again),
+webhook redelivery, PITR compaction, the audit log's partitions, and keyed fingerprints for secrets
+stored before fingerprints were keyed.
 
 Each step runs on its own: one that fails is logged and reported, and the others still run
 (a destination that is down must not keep lost jobs `running`, nor stop webhooks).
@@ -39,6 +40,7 @@ class Report:
 
     removed: dict[str, list[str]] = field(default_factory=dict)  # schedule id -> backup ids removed
     reaped: list[str] = field(default_factory=list)
+    rotations_resent: list[str] = field(default_factory=list)  # key rotations whose lost task was sent again
     webhooks_redelivered: int = 0
     refingerprinted: int = 0
     audit_partitions_created: list[str] = field(default_factory=list)
@@ -55,6 +57,7 @@ def run(tx: SystemTx, now: dt.datetime, *, reap_after: dt.timedelta) -> Report:
 
     steps: list[tuple[str, Callable[[], None]]] = [
         ("reaper", lambda: report.reaped.extend(reap(tx, now, reap_after))),
+        ("rotations", lambda: report.rotations_resent.extend(resend_rotations(tx, now, reap_after))),
         ("retention", lambda: apply_all_retention(tx, now, report)),
         ("webhooks", webhooks),
         ("pitr", lambda: compact_pitr(tx, now)),
@@ -103,6 +106,21 @@ def reap(tx: SystemTx, now: dt.datetime, reap_after: dt.timedelta) -> list[str]:
     """Fail every running job no worker has reported on within `reap_after`; returns their ids."""
     cutoff = now - reap_after
     return _reap(tx, Backup, now, cutoff) + _reap(tx, Restore, now, cutoff)
+
+
+def resend_rotations(tx: SystemTx, now: dt.datetime, reap_after: dt.timedelta) -> list[str]:
+    """Send again the task of every key rotation no worker has reported on within `reap_after`; their ids.
+
+    Unlike a backup, a rotation is not failed: it resumes after the last item it moved and moves
+    nothing twice, and until it ends the organization keeps its previous key.
+    """
+    from firebackup.services.keys import lost_rotations, send_again
+
+    with tx() as ctx:
+        lost = lost_rotations(ctx, now, now - reap_after)
+        for rotation_id in lost:
+            send_again(ctx, rotation_id)
+    return lost
 
 
 def _reap(tx: SystemTx, model: type[JobRow], now: dt.datetime, cutoff: dt.datetime) -> list[str]:

@@ -318,3 +318,38 @@ def test_a_compaction_whose_key_a_rotation_forgot_meanwhile_compacts_its_rows_ag
         got = pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1)
         rows = list(pitr.changes(ctx, world.pid, after=-1, upto=2**63 - 1))
     assert len(got) == 6 and b"doc 3" in {c.document for c in got} and [c.path for c in rows] == ["c/d1"]
+
+
+def test_a_rotation_whose_task_was_lost_is_sent_again_by_maintenance_and_then_completes(
+        engine, firestore_emulator, monkeypatch, tmp_path, kms, project_id) -> None:
+    from firebackup.services import maintenance
+
+    firestore_emulator.apply(monkeypatch)
+    queue = RecordingQueue()
+    org = _org(engine, tmp_path, queue=queue)
+    plane = org.app.extensions["firebackup_control_plane"]
+    tx = system_transactions(plane.factory, plane.ports)
+    seed(project_id)
+    pid, did = org.project(project_id), org.destination(org.tmp / "loc")
+    org.ok("PUT", "/encryption", {"kms_key_name": KEY_A})
+    backup = org.ok("POST", "/backups", {"project_id": pid, "destination_id": did}, 202)["id"]
+    drain(queue, plane.workers)
+    job = org.ok("POST", "/encryption/rotate", {"kms_key_name": KEY_B}, 202)
+    queue.tasks.clear()  # the task never reaches a worker
+    reap_after = dt.timedelta(minutes=30)
+
+    soon = maintenance.run(tx, dt.datetime.now(dt.timezone.utc), reap_after=reap_after)
+    assert soon.rotations_resent == [] and queue.tasks == []  # not lost yet: a worker may still take it
+    later = dt.datetime.now(dt.timezone.utc) + reap_after + dt.timedelta(minutes=1)
+    assert maintenance.run(tx, later, reap_after=reap_after).rotations_resent == [job["id"]]
+    [(name, payload)] = queue.tasks
+    assert name == KEYS_ROTATE and payload["job"] == job["id"]
+    assert maintenance.run(tx, later, reap_after=reap_after).rotations_resent == [job["id"]]
+    assert queue.tasks[1][1] != payload  # each resend a task of its own: Cloud Tasks refuses a name used recently
+    drain(queue, plane.workers)
+
+    done = org.ok("GET", f"/encryption/rotations/{job['id']}")
+    assert (done["state"], done["rewrapped"], done["already_current"]) == ("completed", 1, 0)
+    assert _kek_id(org, backup) == "kms:" + KEY_B
+    assert org.ok("GET", "/encryption") == {"kms_key_name": KEY_B, "rotating_from": None}
+    assert maintenance.run(tx, later, reap_after=reap_after).rotations_resent == []  # nothing left to send
