@@ -173,14 +173,22 @@ class PointInTime:
     at: int
     base_read_time: int
     scope: str | None
-    changes: Callable[[], Iterable[Change]]  # read when a task first needs them (rows and segments)
+    changes: Callable[[], Iterable[Change]]  # streamed when the changes task needs them (rows and segments)
+    paths: Callable[[], Iterable[str]]  # the paths changed in the window and scope, documents left unread
     _latest: dict[str, Change] | None = field(default=None, repr=False)
+    _replaced: frozenset[str] | None = field(default=None, repr=False)
 
     def latest(self) -> dict[str, Change]:
         """Per document in scope, its last change up to the instant; read once per opened job."""
         if self._latest is None:
             self._latest = last_versions(self.changes(), after=self.base_read_time, upto=self.at, scope=self.scope)
         return self._latest
+
+    def replaced(self) -> frozenset[str]:
+        """The documents in scope some change up to the instant replaces: what chunk tasks leave out; read once."""
+        if self._replaced is None:
+            self._replaced = frozenset(self.paths())
+        return self._replaced
 
 
 def restore_at(request: PointInTimeRequest, *, target: DocumentTarget, repo: BackupRepository, base_backup_id: str,

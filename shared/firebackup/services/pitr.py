@@ -283,27 +283,40 @@ class GroupCommit:
 
 # --- reading changes back -----------------------------------------------------------------------------
 
-def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None,
-            batch: int = 5000) -> Iterator[Change]:
-    """The captured changes of a project with after < version <= upto (ns), opened, in version order."""
+def _configured(ctx: Ctx, project_id: str) -> PITRConfig:
     config = config_of(ctx, project_id)
     if config is None:
         raise NotFound(f"PITR is not configured for project {project_id}")
-    opener = sealer(ctx, config)
-    lo, hi = split_ns(after)[0], split_ns(upto)[0] + dt.timedelta(microseconds=1)
-    stmt = (sa.select(PITRChange.document_path, PITRChange.update_time, PITRChange.update_time_nanos,
-                      PITRChange.operation, PITRChange.after)
-            .where(PITRChange.project_id == project_id, PITRChange.update_time >= lo, PITRChange.update_time < hi)
-            .order_by(PITRChange.update_time, PITRChange.update_time_nanos, PITRChange.id))
+    return config
+
+
+def _window(project_id: str, *, after: int, upto: int, prefix: str | None) -> list[Any]:
+    """The WHERE terms of a project's rows with after < version <= upto (ns) under prefix, exact to the ns."""
+    (lo, lo_nanos), (hi, hi_nanos) = split_ns(after), split_ns(upto)
+    # The microsecond range uses the (project_id, update_time) index; the two ORs settle the
+    # nanoseconds below a microsecond at each end, so DISTINCT and counts need no filter after SQL.
+    terms: list[Any] = [PITRChange.project_id == project_id, PITRChange.update_time >= lo, PITRChange.update_time <= hi,
+                        sa.or_(PITRChange.update_time > lo, PITRChange.update_time_nanos > lo_nanos),
+                        sa.or_(PITRChange.update_time < hi, PITRChange.update_time_nanos <= hi_nanos)]
     if prefix:
         from firebackup.pitr.restore import is_document
 
         under = PITRChange.document_path.startswith(prefix + "/", autoescape=True)
-        stmt = stmt.where(PITRChange.document_path == prefix if is_document(prefix)
-                          else sa.or_(PITRChange.document_path == prefix, under))
-    for path, when, nanos, operation, sealed in ctx.session.execute(stmt.execution_options(yield_per=batch)):
-        if after < row_ns(when, nanos) <= upto:
-            yield _opened(opener, path, when, nanos, operation, sealed)
+        terms.append(PITRChange.document_path == prefix if is_document(prefix)
+                     else sa.or_(PITRChange.document_path == prefix, under))
+    return terms
+
+
+def changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None,
+            batch: int = 5000) -> Iterator[Change]:
+    """The captured changes of a project with after < version <= upto (ns), opened, in version order."""
+    opener = sealer(ctx, _configured(ctx, project_id))
+    stmt = (sa.select(PITRChange.document_path, PITRChange.update_time, PITRChange.update_time_nanos,
+                      PITRChange.operation, PITRChange.after)
+            .where(*_window(project_id, after=after, upto=upto, prefix=prefix))
+            .order_by(PITRChange.update_time, PITRChange.update_time_nanos, PITRChange.id))
+    for row in ctx.session.execute(stmt.execution_options(yield_per=batch)):
+        yield _opened(opener, *row)
 
 
 def _opened(opener: ChangeSealer, path: str, when: dt.datetime, nanos: int, operation: str,
@@ -487,23 +500,44 @@ def compact_all(tx: SystemTx, now: dt.datetime, *, older_than: dt.timedelta, max
     return total
 
 
-def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None) -> list[Change]:
-    """Every captured change of the project in (after, upto]: the rows and the segments in storage."""
+def _stored_changes(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None) -> Iterator[Change]:
+    """The changes in (after, upto] under prefix from the project's segments; storage closed when it ends."""
     from firebackup.pitr.restore import in_scope
     from firebackup.pitr.segments import list_segments, stored_changes
 
-    out = list(changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
-    config = config_of(ctx, project_id)
+    config = _configured(ctx, project_id)
     project = ctx.session.get(Project, project_id)
-    if config is None or project is None:
+    if project is None:
         raise NotFound(f"PITR is not configured for project {project_id}")
     repo, kek = _open_segments(ctx, config), _org_keys(ctx, config.org_id)
-    try:
+    try:  # a generator's finally also runs when its reader stops early and closes it
         segments = list_segments(repo, kek, project=project.gcp_project_id, database=project.database_id)
-        out.extend(c for c in stored_changes(repo, segments, kek, after=after, upto=upto) if in_scope(c.path, prefix))
+        yield from (c for c in stored_changes(repo, segments, kek, after=after, upto=upto) if in_scope(c.path, prefix))
     finally:
         repo.storage.close()
-    return out
+
+
+def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int,
+                     prefix: str | None = None) -> Iterator[Change]:
+    """Every captured change of the project in (after, upto]: the rows, then the segments in storage, streamed.
+
+    Read it inside ctx's transaction; closing it early closes the segments' storage.
+    """
+    yield from changes(ctx, project_id, after=after, upto=upto, prefix=prefix)
+    yield from _stored_changes(ctx, project_id, after=after, upto=upto, prefix=prefix)
+
+
+def changed_paths(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None) -> frozenset[str]:
+    """The paths of every captured change of the project in (after, upto] under prefix; no row's document is opened.
+
+    What a point-in-time restore's chunk tasks leave out of the base backup: the rows give their
+    distinct paths in SQL; segments are decoded, keeping only paths.
+    """
+    rows = sa.select(PITRChange.document_path).distinct().where(
+        *_window(project_id, after=after, upto=upto, prefix=prefix))
+    paths = set(ctx.session.scalars(rows.execution_options(yield_per=5000)))
+    paths.update(c.path for c in _stored_changes(ctx, project_id, after=after, upto=upto, prefix=prefix))
+    return frozenset(paths)
 
 
 # --- gaps: writes capture missed, seen by a backup ----------------------------------------------------
@@ -587,7 +621,7 @@ def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
                 continue
             read_time = instant_ns(backup.read_time)
             seen = _backup_documents(ctx, backup)
-            windows = gap_windows(seen, captured_changes(ctx, project_id, after=start, upto=read_time),
+            windows = gap_windows(seen, list(captured_changes(ctx, project_id, after=start, upto=read_time)),
                                   start=start, read_time=read_time)
             for lo, hi in windows:
                 exists = ctx.session.scalar(sa.select(PITRGap.id).where(
@@ -759,7 +793,7 @@ def document_history(ctx: Ctx, org_id: str, project_id: str, cmd: DocumentHistor
             raise Conflict(f"backup {backup.id} cannot be read for the document's history: {one_line(e)}") from None
         finally:
             repo.storage.close()
-    changes_of = captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path)
+    changes_of = list(captured_changes(ctx, project.id, after=-1, upto=2**63 - 1, prefix=path))
     versions = history(path, changes_of, copies)
     out: dict[str, Any] = {"path": path, "versions": [v.to_dict() for v in versions], "diff": None}
     if instants:

@@ -338,18 +338,22 @@ class _Restores:
         """A point-in-time restore's instant and scope; its changes are read (rows, segments) when a task needs them."""
         from firebackup.pitr.events import instant_ns
         from firebackup.pitr.restore import PointInTime
-        from firebackup.services.pitr import captured_changes
+        from firebackup.services.pitr import captured_changes, changed_paths
 
         source_id, at, scope = base.project_id, row.at_ns, row.scope
         if source_id is None or base.read_time is None or at is None:
             raise FireBackupError(f"backup {base.id} no longer names the project whose changes this restore applies")
         base_read_time = instant_ns(base.read_time)
 
-        def changes() -> list[Change]:
+        def changes() -> Iterator[Change]:  # streamed inside its transaction, never listed whole
             with self.w._tx() as ctx:
-                return captured_changes(ctx, source_id, after=base_read_time, upto=at, prefix=scope)
+                yield from captured_changes(ctx, source_id, after=base_read_time, upto=at, prefix=scope)
 
-        return PointInTime(at=at, base_read_time=base_read_time, scope=scope, changes=changes)
+        def paths() -> frozenset[str]:
+            with self.w._tx() as ctx:
+                return changed_paths(ctx, source_id, after=base_read_time, upto=at, prefix=scope)
+
+        return PointInTime(at=at, base_read_time=base_read_time, scope=scope, changes=changes, paths=paths)
 
 
 class AfterCommitQueue:

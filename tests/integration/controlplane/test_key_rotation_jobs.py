@@ -204,7 +204,7 @@ class PitrWorld:
         read = {c.path: c.document for seg in repo.backup_ids()[0] for c in read_segment(repo, seg, b)[1]}
         assert read == {k: v for k, v in everything.items() if k != "c/d1"}
         with self.tx() as ctx:  # what a point-in-time restore reads: rows and segments under the org's keys
-            got = pitr.captured_changes(ctx, self.pid, after=-1, upto=2**63 - 1)
+            got = list(pitr.captured_changes(ctx, self.pid, after=-1, upto=2**63 - 1))
         assert {c.path: c.document for c in got} == everything
         assert self.org.ok("GET", f"/projects/{self.pid}/pitr")["latest_captured"] is not None
 
@@ -294,7 +294,7 @@ def test_a_segment_written_under_the_old_key_during_the_rotation_keeps_that_key_
     assert org.ok("GET", "/encryption") == {"kms_key_name": KEY_B, "rotating_from": None}
     kms.delete_key(KEY_A)
     with world.tx() as ctx:
-        got = pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1)
+        got = list(pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1))
     assert len(got) == 6 and b"late" in {c.document for c in got}
 
 
@@ -315,7 +315,7 @@ def test_a_compaction_whose_key_a_rotation_forgot_meanwhile_compacts_its_rows_ag
     kms.delete_key(KEY_A)
     assert world.kek_ids() == ["kms:" + KEY_B] * 4
     with world.tx() as ctx:
-        got = pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1)
+        got = list(pitr.captured_changes(ctx, world.pid, after=-1, upto=2**63 - 1))
         rows = list(pitr.changes(ctx, world.pid, after=-1, upto=2**63 - 1))
     assert len(got) == 6 and b"doc 3" in {c.document for c in got} and [c.path for c in rows] == ["c/d1"]
 

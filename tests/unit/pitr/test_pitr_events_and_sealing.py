@@ -166,6 +166,11 @@ def test_a_point_in_time_job_reads_its_changes_once_and_keeps_the_last_version_i
         return [Change("a/1", 10, CREATE, b"1"), Change("a/1", 20, UPDATE, b"2"), Change("a/1", 40, UPDATE, b"4"),
                 Change("b/1", 15, CREATE, b"b"), Change("a/2", 5, CREATE, b"old")]
 
-    pit = PointInTime(at=30, base_read_time=5, scope="a", changes=changes)
+    def paths() -> list[str]:
+        reads.append(2)
+        return ["a/1", "a/1"]
+
+    pit = PointInTime(at=30, base_read_time=5, scope="a", changes=changes, paths=paths)
     assert {p: c.version for p, c in pit.latest().items()} == {"a/1": 20}
-    assert pit.latest() is pit.latest() and len(reads) == 1
+    assert pit.latest() is pit.latest() and reads == [1]
+    assert pit.replaced() == frozenset({"a/1"}) and pit.replaced() is pit.replaced() and reads == [1, 2]

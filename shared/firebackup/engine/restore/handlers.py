@@ -131,7 +131,7 @@ class RestoreHandlers(TaskRunner[RestoreJob]):
                 from firebackup.pitr.restore import base_filter
 
                 pit = job.point_in_time
-                keep = base_filter(len(task.source_database) + len("/documents/"), pit.scope, pit.latest())
+                keep = base_filter(len(task.source_database) + len("/documents/"), pit.scope, pit.replaced())
             stats = restore_chunk(task, entry_by_id(manifest, chunk_id), repo=job.repo, data_key=data_key,
                                   conn=job.target, in_flight=job.in_flight, batch_writes=job.batch_writes,
                                   progress=self.progress, keep=keep)
