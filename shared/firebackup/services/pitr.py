@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -527,6 +527,15 @@ def captured_changes(ctx: Ctx, project_id: str, *, after: int, upto: int,
     yield from _stored_changes(ctx, project_id, after=after, upto=upto, prefix=prefix)
 
 
+def captured_versions(ctx: Ctx, project_id: str, *, after: int, upto: int) -> Iterator[tuple[str, int]]:
+    """(path, version) of every captured change of the project in (after, upto]; no row's document is opened."""
+    rows = sa.select(PITRChange.document_path, PITRChange.update_time, PITRChange.update_time_nanos).where(
+        *_window(project_id, after=after, upto=upto, prefix=None))
+    for path, when, nanos in ctx.session.execute(rows.execution_options(yield_per=5000)):
+        yield path, row_ns(when, nanos)
+    yield from ((c.path, c.version) for c in _stored_changes(ctx, project_id, after=after, upto=upto, prefix=None))
+
+
 def changed_paths(ctx: Ctx, project_id: str, *, after: int, upto: int, prefix: str | None = None) -> frozenset[str]:
     """The paths of every captured change of the project in (after, upto] under prefix; no row's document is opened.
 
@@ -575,19 +584,20 @@ def _backup_documents(ctx: Ctx, backup: Any) -> dict[str, int]:
         repo.storage.close()
 
 
-def gap_windows(seen: dict[str, int], captured: list[Change], *, start: int, read_time: int) -> list[tuple[int, int]]:
-    """Windows (lo, hi) around each update a backup saw that capture has no change for.
+def gap_windows(seen: dict[str, int], captured: Iterable[tuple[str, int]], *, start: int,
+                read_time: int) -> list[tuple[int, int]]:
+    """Windows (lo, hi) around each update a backup saw that capture has no (path, version) for.
 
     lo is the last captured instant before the missed update (or the start of capture), hi the
     first captured instant after it (or the backup's read time): every missed instant lies strictly
-    inside, and no captured one does.
+    inside, and no captured one does. `captured` is read once.
     """
     import bisect
 
     versions: dict[str, set[int]] = {}
-    for c in captured:
-        versions.setdefault(c.path, set()).add(c.version)
-    instants = sorted({c.version for c in captured})
+    for path, version in captured:
+        versions.setdefault(path, set()).add(version)
+    instants = sorted({v for vs in versions.values() for v in vs})
     windows = set()
     for path, updated in seen.items():
         if start < updated <= read_time and updated not in versions.get(path, ()):
@@ -621,7 +631,7 @@ def check_backups(tx: SystemTx, project_id: str) -> list[tuple[int, int]]:
                 continue
             read_time = instant_ns(backup.read_time)
             seen = _backup_documents(ctx, backup)
-            windows = gap_windows(seen, list(captured_changes(ctx, project_id, after=start, upto=read_time)),
+            windows = gap_windows(seen, captured_versions(ctx, project_id, after=start, upto=read_time),
                                   start=start, read_time=read_time)
             for lo, hi in windows:
                 exists = ctx.session.scalar(sa.select(PITRGap.id).where(
