@@ -22,7 +22,7 @@ def make_engine(settings: Settings | str, *, url: str | None = None, **kwargs: A
     if isinstance(settings, str):
         settings = Settings(database_url=settings)
     if settings.cloudsql_instance and url is None:
-        return _unavailable_is_transient(_no_delay(_cloudsql_engine(settings, **_pool_options(settings, kwargs))))
+        return _postgres(_cloudsql_engine(settings, **_pool_options(settings, kwargs)))
     url_ = sa.make_url(url or settings.database_url)
     return _engine_for_url(settings, url_, kwargs)
 
@@ -35,21 +35,21 @@ def _engine_for_url(settings: Settings, url: sa.URL, kwargs: dict[str, Any]) -> 
     if url.get_backend_name() == "postgresql":
         if url.get_driver_name() != "pg8000":
             url = url.set(drivername="postgresql+pg8000")
-        return _unavailable_is_transient(_no_delay(sa.create_engine(url, **_pool_options(settings, kwargs))))
+        return _postgres(sa.create_engine(url, **_pool_options(settings, kwargs)))
     raise UsageError(
         f"database URL {url.render_as_string(hide_password=True)!r} is not supported; use sqlite:/// or postgresql+pg8000://"
     )
 
 
-def _no_delay(engine: sa.Engine) -> sa.Engine:
-    """Every connection of the engine sends at once (TCP_NODELAY).
+def _postgres(engine: sa.Engine) -> sa.Engine:
+    """A PostgreSQL engine as every one is set up: connections that send at once, errors as the retry policy reads them.
 
-    pg8000 writes a message through an 8 KiB buffered file, so a statement with more than 8 KiB of
-    parameters (a multi-row INSERT) goes out as several segments; Nagle's algorithm then holds the
-    last one until the server's delayed ACK of the first, about 40 ms per statement.
+    TCP_NODELAY: pg8000 writes a message through an 8 KiB buffered file, so a statement with more than
+    8 KiB of parameters (a multi-row INSERT) goes out as several segments; Nagle's algorithm then holds
+    the last one until the server's delayed ACK of the first, about 40 ms per statement.
     """
     sa.event.listen(engine, "connect", _set_no_delay)
-    return engine
+    return _unavailable_is_transient(engine)
 
 
 def _set_no_delay(dbapi_conn: Any, _record: Any) -> None:

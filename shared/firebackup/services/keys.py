@@ -163,7 +163,7 @@ def set_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str, An
     return get_encryption(ctx, org_id)
 
 
-_ACTIVE = ("pending", "running")
+ACTIVE = ("pending", "running")  # a rotation still to do
 
 
 def rotation_out(row: KeyRotation) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def rotate_encryption(ctx: Ctx, org_id: str, cmd: SetOrgEncryption) -> dict[str,
     _kms_key(ctx.ports, cmd.kms_key_name)
     org = _org(ctx, org_id)
     running = ctx.session.scalar(sa.select(KeyRotation).where(KeyRotation.org_id == org_id,
-                                                              KeyRotation.state.in_(_ACTIVE)))
+                                                              KeyRotation.state.in_(ACTIVE)))
     if running is not None:
         if running.kms_key_name == cmd.kms_key_name:
             lease = dt.timedelta(seconds=ctx.ports.settings.lease_seconds)
@@ -210,14 +210,6 @@ def send_again(ctx: Ctx, rotation_id: str) -> None:
     would make this a silent no-op right after a task that ran and died.
     """
     ctx.ports.queue.enqueue(KEYS_ROTATE, {"job": rotation_id, "sent": new_id("snd")})
-
-
-def lost_rotations(ctx: Ctx, now: dt.datetime, cutoff: dt.datetime) -> list[str]:
-    """Rotations still to do that no worker holds and none has reported on since `cutoff`."""
-    last_sign = sa.func.coalesce(KeyRotation.heartbeat_at, KeyRotation.started_at, KeyRotation.created_at)
-    return list(ctx.session.scalars(sa.select(KeyRotation.id).where(
-        KeyRotation.state.in_(_ACTIVE), sa.or_(KeyRotation.lease_until.is_(None), KeyRotation.lease_until < now),
-        last_sign < cutoff).order_by(KeyRotation.id)))
 
 
 def get_rotation(ctx: Ctx, org_id: str, rotation_id: str) -> dict[str, Any]:
@@ -446,7 +438,7 @@ class KeyRotations:
     def _finish(self, job_id: str, new: KmsKey) -> None:
         with self.factory.begin() as s:
             row = s.get(KeyRotation, job_id, with_for_update=True)
-            if row is None or row.state not in _ACTIVE:
+            if row is None or row.state not in ACTIVE:
                 return
             org = s.get(Organization, row.org_id, with_for_update=True)
             # Listed under the lock: a compaction's segment made under the old key either is seen here or,
@@ -454,7 +446,7 @@ class KeyRotations:
             left = self._pitr_left(row.org_id, new)
             failed = len(row.failed or [])
             in_flight = s.scalar(sa.select(sa.func.count()).select_from(Backup).where(
-                Backup.org_id == row.org_id, Backup.state.in_(_ACTIVE))) or 0
+                Backup.org_id == row.org_id, Backup.state.in_(ACTIVE))) or 0
             if org is not None and not failed and not in_flight and not left and org.kms_key_name == row.kms_key_name:
                 org.kms_key_previous = None  # nothing is left under the old key
             error = f"{failed} item(s) could not be re-wrapped; their key is still needed" if failed else None
@@ -470,7 +462,7 @@ class KeyRotations:
         """The rotation ends failed with a one-line reason (a permanent error, or the queue gave up)."""
         with self.factory.begin() as s:
             row = s.get(KeyRotation, job_id, with_for_update=True)
-            if row is not None and row.state in _ACTIVE:
+            if row is not None and row.state in ACTIVE:
                 self._end(s, row, "failed", reason)
 
     def _end(self, s: Session, row: KeyRotation, state: str, error: str | None) -> None:

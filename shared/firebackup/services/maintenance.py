@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from firebackup.db.models import Backup, Project, Restore, Schedule, StorageDestination, Webhook
+from firebackup.db.models import Backup, KeyRotation, Project, Restore, Schedule, StorageDestination, Webhook
 from firebackup.engine.jobs import one_line
 from firebackup.errors import FireBackupError
 from firebackup.services import retention
@@ -96,10 +96,15 @@ def apply_all_retention(tx: SystemTx, now: dt.datetime, report: Report) -> None:
 JobRow = TypeVar("JobRow", Backup, Restore)
 
 
-def _lost(model: type[JobRow], now: dt.datetime, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
+def _silent(model: type[Backup] | type[Restore] | type[KeyRotation], now: dt.datetime,
+            cutoff: dt.datetime) -> sa.ColumnElement[bool]:
+    """No worker holds it (no lease, or an expired one) and none has reported on it since cutoff."""
     last_sign = sa.func.coalesce(model.heartbeat_at, model.started_at, model.created_at)
-    return sa.and_(model.state == "running", sa.or_(model.lease_until.is_(None), model.lease_until < now),
-                   last_sign < cutoff)
+    return sa.and_(sa.or_(model.lease_until.is_(None), model.lease_until < now), last_sign < cutoff)
+
+
+def _lost(model: type[JobRow], now: dt.datetime, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(model.state == "running", _silent(model, now, cutoff))
 
 
 def reap(tx: SystemTx, now: dt.datetime, reap_after: dt.timedelta) -> list[str]:
@@ -114,10 +119,11 @@ def resend_rotations(tx: SystemTx, now: dt.datetime, reap_after: dt.timedelta) -
     Unlike a backup, a rotation is not failed: it resumes after the last item it moved and moves
     nothing twice, and until it ends the organization keeps its previous key.
     """
-    from firebackup.services.keys import lost_rotations, send_again
+    from firebackup.services.keys import ACTIVE, send_again
 
     with tx() as ctx:
-        lost = lost_rotations(ctx, now, now - reap_after)
+        lost = list(ctx.session.scalars(sa.select(KeyRotation.id).where(
+            KeyRotation.state.in_(ACTIVE), _silent(KeyRotation, now, now - reap_after)).order_by(KeyRotation.id)))
         for rotation_id in lost:
             send_again(ctx, rotation_id)
     return lost
