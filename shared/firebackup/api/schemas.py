@@ -424,7 +424,8 @@ class RestoreOut(Out):
 
 # --- schedules, webhooks, tokens, audit --------------------------------------------------------
 
-Count = Annotated[int, Field(ge=1, le=10000)]
+# strict: pydantic would take JSON true for 1 (a schema-violating body accepted, found by the fuzzer).
+Count = Annotated[int, Field(ge=1, le=10000, strict=True)]
 
 
 class RetentionRules(BaseModel):
@@ -581,7 +582,7 @@ class WebhookDeliveryOut(Out):
 class TokenIn(ApiRequest):
     name: Name
     role: RoleName
-    expires_in_days: int | None = Field(None, ge=1, le=36500, description=(
+    expires_in_days: int | None = Field(None, ge=1, le=36500, strict=True, description=(
         "how long the token lives; default and maximum are set by the platform (90 and 365 days unless changed)"))
     can_create_tokens: bool = Field(False, description=(
         "whether the token may create tokens itself (only a signed-in member can grant it); "
@@ -640,7 +641,7 @@ def page_of(item: type[BaseModel]) -> type[BaseModel]:
 
 class PitrIn(ApiRequest):
     destination_id: Id
-    retention_days: int = Field(default=7, ge=1)
+    retention_days: int = Field(default=7, ge=1, strict=True)
     enabled: bool = True
 
     def to_command(self) -> c.ConfigurePitr:

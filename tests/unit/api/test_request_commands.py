@@ -74,3 +74,15 @@ def test_secrets_in_commands_stay_out_of_their_repr() -> None:
     text = repr(cmd) + repr(creds) + repr(oauth) + repr(c.ConnectProject("p", "my-project", KEY))
     for secret in ("whsec-very-secret", "s3cr3t", "BEGIN", "st4te", "c0de"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("model, body", [
+    (s.Retention, {"keep_daily": True}),
+    (s.PitrIn, {"destination_id": "dst_1", "retention_days": True}),
+    (s.TokenIn, {"name": "ci", "role": "member", "expires_in_days": True}),
+])
+def test_a_count_given_as_true_is_refused_rather_than_read_as_one(model, body) -> None:
+    with pytest.raises(ValueError, match="valid integer"):
+        model.model_validate_json(json.dumps(body))
+    number = {k: (3 if v is True else v) for k, v in body.items()}
+    assert model.model_validate_json(json.dumps(number)) is not None  # the same body with a number passes
